@@ -1,0 +1,135 @@
+//! Disk image containers, read and written in pure Rust.
+//!
+//! `detect` recognises a container by its content (never by a name), `open`
+//! inspects it with the safety rules before anything in it is trusted, and
+//! the returned [`DiskImage`] reads guest blocks. [`qcow2::writer`] writes the
+//! stored form. No network, no database, and never a second file: every byte
+//! comes through the one [`ReadAt`] the caller hands in.
+
+pub mod error;
+pub mod source;
+
+pub use error::FormatError;
+pub use source::{ReadAt, SliceSource, FileSource};
+
+use serde::Serialize;
+
+/// Container formats that can be recognised. Only some can be imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vhd,
+    Vhdx,
+    Iso,
+    Qed,
+    Vdi,
+    Luks,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
+            Format::Iso => "iso",
+            Format::Qed => "qed",
+            Format::Vdi => "vdi",
+            Format::Luks => "luks",
+        }
+    }
+}
+
+/// Limits applied while inspecting. A header claiming more is refused before
+/// any allocation is made from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest guest (virtual) disk accepted. Tencent: 500 GiB.
+    pub max_virtual_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_virtual_size: 500 << 30,
+        }
+    }
+}
+
+/// What inspection found about a container, before and independent of the
+/// guest data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    pub format: Format,
+    /// e.g. "v3", "v2", "monolithicSparse", "streamOptimized", "fixed", "dynamic".
+    pub subformat: Option<String>,
+    /// Guest-visible disk size in bytes.
+    pub virtual_size: u64,
+    /// Size of the container file in bytes.
+    pub file_size: u64,
+    /// Allocation unit of the container (qcow2 cluster, VMDK grain, VHD block).
+    pub cluster_size: Option<u64>,
+    /// Compression used by data clusters, if any ("zlib", "zstd", "deflate").
+    pub compression: Option<String>,
+    /// Facts worth showing a person (e.g. "qcow2 refcount_bits=16").
+    pub notes: Vec<String>,
+}
+
+/// What a run of guest bytes is, as the container maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Stored data (it may still happen to be all zeros).
+    Data,
+    /// Reads as zeros: unallocated, or explicitly zero.
+    Zero,
+}
+
+/// A run of guest bytes `[offset, offset + len)` of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub len: u64,
+    pub kind: ExtentKind,
+}
+
+/// An opened, inspected container: the guest disk it holds.
+///
+/// Implementations are `Send + Sync` so one opened image can be read by the
+/// converter and the guest inspector at once.
+pub trait DiskImage: Send + Sync {
+    fn info(&self) -> &ImageInfo;
+
+    fn virtual_size(&self) -> u64 {
+        self.info().virtual_size
+    }
+
+    /// The extent that contains guest offset `offset` (< virtual size),
+    /// clipped to at most `max_len` bytes. Extents are merged as far as the
+    /// container's metadata allows cheaply (at least one cluster/grain/block).
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError>;
+
+    /// Read guest bytes `[offset, offset + buf.len())`; must lie inside the
+    /// virtual size. Unallocated ranges read as zeros.
+    fn read_guest(&self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError>;
+}
+
+/// The guest view of any [`DiskImage`] as a plain [`ReadAt`], which is what
+/// partition and filesystem readers take.
+pub struct GuestReader<'a>(pub &'a dyn DiskImage);
+
+impl ReadAt for GuestReader<'_> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0
+            .read_guest(offset, buf)
+            .map_err(FormatError::into_io)
+    }
+
+    fn len(&self) -> u64 {
+        self.0.virtual_size()
+    }
+}

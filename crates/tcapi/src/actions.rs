@@ -1,0 +1,128 @@
+//! Typed requests of the CVM image actions imagegate serves.
+//!
+//! Decoding (in `decode.rs`) turns the parameter tree into these structs and
+//! enforces the wire-level rules only: required fields (`MissingParameter`),
+//! types (`InvalidParameter`), unknown names (`UnknownParameter`). Value rules
+//! (lengths, enums, quota, uniqueness) belong to the service.
+
+/// One decoded request, by action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionRequest {
+    ImportImage(ImportImage),
+    DescribeImportImageOs,
+    DescribeImages(DescribeImages),
+    DeleteImages(DeleteImages),
+    DescribeImageQuota,
+    ModifyImageAttribute(ModifyImageAttribute),
+    /// Extension: progress of imports (AWS-style task view).
+    DescribeImportImageTasks(DescribeImportImageTasks),
+    /// Extension: cancel an import that is still running.
+    CancelImportImageTask(CancelImportImageTask),
+}
+
+impl ActionRequest {
+    /// The action name as it appears on the wire.
+    pub fn action_name(&self) -> &'static str {
+        match self {
+            ActionRequest::ImportImage(_) => "ImportImage",
+            ActionRequest::DescribeImportImageOs => "DescribeImportImageOs",
+            ActionRequest::DescribeImages(_) => "DescribeImages",
+            ActionRequest::DeleteImages(_) => "DeleteImages",
+            ActionRequest::DescribeImageQuota => "DescribeImageQuota",
+            ActionRequest::ModifyImageAttribute(_) => "ModifyImageAttribute",
+            ActionRequest::DescribeImportImageTasks(_) => "DescribeImportImageTasks",
+            ActionRequest::CancelImportImageTask(_) => "CancelImportImageTask",
+        }
+    }
+}
+
+/// Every action name imagegate knows, in the order of the reference.
+pub const ACTIONS: &[&str] = &[
+    "ImportImage",
+    "DescribeImportImageOs",
+    "DescribeImages",
+    "DeleteImages",
+    "DescribeImageQuota",
+    "ModifyImageAttribute",
+    "DescribeImportImageTasks",
+    "CancelImportImageTask",
+];
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportImage {
+    pub architecture: String,
+    pub os_type: String,
+    pub os_version: String,
+    pub image_url: String,
+    pub image_name: String,
+    pub image_description: Option<String>,
+    pub dry_run: bool,
+    pub force: bool,
+    pub tag_specification: Vec<TagSpecification>,
+    pub license_type: Option<String>,
+    pub boot_mode: Option<String>,
+    pub image_family: Option<String>,
+    pub import_image_data_disk_list: Vec<ImportImageDataDisk>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TagSpecification {
+    pub resource_type: String,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportImageDataDisk {
+    pub image_url: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeImages {
+    /// `None` when absent; `Some(vec![])` is impossible on the wire.
+    pub image_ids: Option<Vec<String>>,
+    pub filters: Option<Vec<Filter>>,
+    pub offset: Option<i64>,
+    pub limit: Option<i64>,
+    pub instance_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteImages {
+    pub image_ids: Vec<String>,
+    pub delete_binded_snap: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModifyImageAttribute {
+    pub image_id: String,
+    pub image_name: Option<String>,
+    pub image_description: Option<String>,
+    pub image_family: Option<String>,
+    pub image_deprecated: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeImportImageTasks {
+    /// Absent: every import task of the caller in the region (newest first).
+    pub image_ids: Option<Vec<String>>,
+    pub offset: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CancelImportImageTask {
+    pub image_id: String,
+}
