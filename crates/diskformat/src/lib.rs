@@ -8,6 +8,9 @@
 
 pub mod error;
 pub mod source;
+pub mod vhd;
+pub mod vhdx;
+pub mod vmdk;
 
 pub use error::FormatError;
 pub use source::{ReadAt, SliceSource, FileSource};

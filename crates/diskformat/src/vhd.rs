@@ -1,0 +1,420 @@
+//! VHD ("vpc", Microsoft Virtual Hard Disk 1.0) reader: fixed and dynamic disks.
+//!
+//! A VHD is identified by its 512-byte `conectix` footer at the very end of
+//! the file. A fixed disk is the guest bytes followed by that footer; a
+//! dynamic disk starts with a copy of the footer, has a `cxsparse` header and
+//! a block allocation table (BAT) whose entries point at blocks, each a
+//! sector bitmap followed by the block's data. Differencing disks (type 4)
+//! name a parent file and are refused before anything else is read.
+//!
+//! Every table is bounded by the virtual size (itself bounded by the
+//! limits) and must lie inside the file before it is read; blocks are
+//! checked for overlap once, at open, so reads need no further checks.
+
+use std::sync::Arc;
+
+use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ImageInfo, Limits, ReadAt};
+
+const FOOTER_LEN: u64 = 512;
+const DYN_HEADER_LEN: usize = 1024;
+const COOKIE: &[u8; 8] = b"conectix";
+const DYN_COOKIE: &[u8; 8] = b"cxsparse";
+const VERSION_1_0: u32 = 0x0001_0000;
+const BAT_UNALLOCATED: u32 = 0xffff_ffff;
+const SECTOR: u64 = 512;
+/// Largest block size accepted. Virtual PC and Hyper-V use 512 KiB or 2 MiB.
+const MAX_BLOCK_SIZE: u32 = 256 << 20;
+/// Largest BAT loaded into memory (16 Mi entries: 32 TiB at 2 MiB blocks).
+const MAX_BAT_BYTES: u64 = 64 << 20;
+
+const DISK_FIXED: u32 = 2;
+const DISK_DYNAMIC: u32 = 3;
+const DISK_DIFFERENCING: u32 = 4;
+
+/// Cheap signature check on the first and last (up to) 64 KiB of the file.
+pub fn probe(head: &[u8], tail: &[u8], file_len: u64) -> bool {
+    if file_len < FOOTER_LEN {
+        return false;
+    }
+    // A dynamic disk also has the footer copy at offset 0; a fixed one only
+    // at the end (its head is guest data).
+    let at_end = tail.len() >= FOOTER_LEN as usize
+        && tail[tail.len() - FOOTER_LEN as usize..].starts_with(COOKIE);
+    at_end || head.starts_with(COOKIE)
+}
+
+/// Full inspection with every safety rule, then a reader of the guest disk.
+pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>, FormatError> {
+    let file_len = src.len();
+    if file_len < FOOTER_LEN {
+        return Err(FormatError::Truncated(
+            "a VHD needs at least its 512-byte footer".into(),
+        ));
+    }
+    let footer_at = file_len - FOOTER_LEN;
+    let mut footer = [0u8; FOOTER_LEN as usize];
+    read(&*src, footer_at, &mut footer, "the VHD footer")?;
+    if !footer.starts_with(COOKIE) {
+        return Err(FormatError::Corrupt(
+            "no VHD footer (\"conectix\") in the last 512 bytes".into(),
+        ));
+    }
+    let stored = be32(&footer, 64);
+    let computed = checksum(&footer, 64);
+    if stored != computed {
+        return Err(FormatError::Corrupt(format!(
+            "VHD footer checksum {stored:#010x} does not match its content ({computed:#010x})"
+        )));
+    }
+    let version = be32(&footer, 12);
+    if version != VERSION_1_0 {
+        return Err(FormatError::Unsupported(format!(
+            "VHD file format version {version:#010x} (only 1.0 is known)"
+        )));
+    }
+    let disk_type = be32(&footer, 60);
+    match disk_type {
+        DISK_FIXED | DISK_DYNAMIC => {}
+        DISK_DIFFERENCING => {
+            return Err(FormatError::ExternalReference(
+                "VHD differencing disk: its parent disk is never opened".into(),
+            ))
+        }
+        other => {
+            return Err(FormatError::Unsupported(format!(
+                "VHD disk type {other} (only fixed (2) and dynamic (3) are imported)"
+            )))
+        }
+    }
+    let virtual_size = be64(&footer, 48);
+    if virtual_size > limits.max_virtual_size {
+        return Err(FormatError::TooLarge(format!(
+            "VHD virtual size {virtual_size} bytes exceeds the limit of {} bytes",
+            limits.max_virtual_size
+        )));
+    }
+    if virtual_size % SECTOR != 0 {
+        return Err(FormatError::Corrupt(format!(
+            "VHD current size {virtual_size} is not a whole number of sectors"
+        )));
+    }
+
+    let mut notes = Vec::new();
+    let creator = String::from_utf8_lossy(&footer[28..32]).trim_end_matches(['\0', ' ']).to_string();
+    if !creator.is_empty() {
+        notes.push(format!("vhd creator application \"{}\"", creator.escape_default()));
+    }
+    // Virtual PC sizes a disk by its CHS geometry, Hyper-V and qemu
+    // (force_size) by the current size: say so when the two disagree.
+    let geometry = be32(&footer, 56);
+    let chs_size = u64::from(geometry >> 16) * u64::from((geometry >> 8) & 0xff) * u64::from(geometry & 0xff) * SECTOR;
+    if chs_size != virtual_size {
+        notes.push(format!(
+            "vhd CHS geometry gives {chs_size} bytes; the footer's current size {virtual_size} is used"
+        ));
+    }
+
+    let mut info = ImageInfo {
+        format: Format::Vhd,
+        subformat: None,
+        virtual_size,
+        file_size: file_len,
+        cluster_size: None,
+        compression: None,
+        notes,
+    };
+
+    if disk_type == DISK_FIXED {
+        if virtual_size > footer_at {
+            return Err(FormatError::Truncated(format!(
+                "fixed VHD declares {virtual_size} bytes of data but the file holds {footer_at}"
+            )));
+        }
+        info.subformat = Some("fixed".into());
+        return Ok(Box::new(Vhd {
+            src,
+            info,
+            layout: Layout::Fixed,
+        }));
+    }
+
+    // Dynamic: the copy of the footer at offset 0 must be the same footer.
+    let mut copy = [0u8; FOOTER_LEN as usize];
+    read(&*src, 0, &mut copy, "the VHD footer copy")?;
+    if copy != footer {
+        return Err(FormatError::Corrupt(
+            "dynamic VHD: the footer copy at offset 0 differs from the footer at the end".into(),
+        ));
+    }
+    let dyn_at = be64(&footer, 16);
+    if dyn_at < FOOTER_LEN || dyn_at % SECTOR != 0 {
+        return Err(FormatError::Corrupt(format!(
+            "dynamic VHD header offset {dyn_at} is not a sector after the footer copy"
+        )));
+    }
+    check_inside(dyn_at, DYN_HEADER_LEN as u64, footer_at, "the dynamic VHD header")?;
+    let mut dh = [0u8; DYN_HEADER_LEN];
+    read(&*src, dyn_at, &mut dh, "the dynamic VHD header")?;
+    if !dh.starts_with(DYN_COOKIE) {
+        return Err(FormatError::Corrupt(
+            "dynamic VHD header lacks its \"cxsparse\" cookie".into(),
+        ));
+    }
+    let stored = be32(&dh, 36);
+    let computed = checksum(&dh, 36);
+    if stored != computed {
+        return Err(FormatError::Corrupt(format!(
+            "dynamic VHD header checksum {stored:#010x} does not match its content ({computed:#010x})"
+        )));
+    }
+    let hversion = be32(&dh, 24);
+    if hversion != VERSION_1_0 {
+        return Err(FormatError::Unsupported(format!(
+            "dynamic VHD header version {hversion:#010x} (only 1.0 is known)"
+        )));
+    }
+    let bat_at = be64(&dh, 16);
+    let max_entries = u64::from(be32(&dh, 28));
+    let block_size = be32(&dh, 32);
+    if !block_size.is_power_of_two() || u64::from(block_size) < SECTOR || block_size > MAX_BLOCK_SIZE {
+        return Err(FormatError::Corrupt(format!(
+            "dynamic VHD block size {block_size} is not a power of two between 512 bytes and 256 MiB"
+        )));
+    }
+    let block_size = u64::from(block_size);
+    let needed = virtual_size.div_ceil(block_size);
+    if max_entries < needed {
+        return Err(FormatError::Corrupt(format!(
+            "dynamic VHD table has {max_entries} entries but {needed} blocks of {block_size} bytes are needed for {virtual_size} bytes"
+        )));
+    }
+    let bat_bytes = needed * 4;
+    if bat_bytes > MAX_BAT_BYTES {
+        return Err(FormatError::TooLarge(format!(
+            "dynamic VHD block table of {needed} entries exceeds the limit"
+        )));
+    }
+    if bat_at % SECTOR != 0 {
+        return Err(FormatError::Corrupt(format!(
+            "dynamic VHD block table offset {bat_at} is not sector aligned"
+        )));
+    }
+    check_inside(bat_at, bat_bytes, footer_at, "the dynamic VHD block table")?;
+    // Bounded by the virtual size (≤ limit) and MAX_BAT_BYTES, and the file
+    // holds that many bytes.
+    let mut raw = vec![0u8; bat_bytes as usize];
+    read(&*src, bat_at, &mut raw, "the dynamic VHD block table")?;
+    let bat: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    drop(raw);
+
+    // One bit per sector, padded to whole sectors.
+    let bitmap_len = (block_size / SECTOR).div_ceil(8).div_ceil(SECTOR) * SECTOR;
+
+    // Every used range of the file, to prove blocks neither leave the file
+    // nor share bytes with each other or with the metadata.
+    let mut ranges: Vec<(u64, u64, Owner)> = vec![
+        (0, FOOTER_LEN, Owner::Meta("the footer copy")),
+        (dyn_at, dyn_at + DYN_HEADER_LEN as u64, Owner::Meta("the dynamic header")),
+        (bat_at, bat_at + bat_bytes, Owner::Meta("the block table")),
+    ];
+    let mut allocated = 0u64;
+    for (i, &e) in bat.iter().enumerate() {
+        if e == BAT_UNALLOCATED {
+            continue;
+        }
+        allocated += 1;
+        let i = i as u64;
+        let start = u64::from(e) * SECTOR;
+        let data_len = block_size.min(virtual_size - i * block_size);
+        let len = bitmap_len + data_len;
+        check_inside(start, len, footer_at, &format!("dynamic VHD block {i}"))?;
+        ranges.push((start, start + len, Owner::Block(i)));
+    }
+    check_overlaps(&mut ranges)?;
+
+    info.subformat = Some("dynamic".into());
+    info.cluster_size = Some(block_size);
+    info.notes.push(format!(
+        "vhd {allocated} of {needed} blocks allocated"
+    ));
+    Ok(Box::new(Vhd {
+        src,
+        info,
+        layout: Layout::Dynamic {
+            block_size,
+            bitmap_len,
+            bat,
+        },
+    }))
+}
+
+#[derive(Clone, Copy)]
+enum Owner {
+    Meta(&'static str),
+    Block(u64),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Meta(s) => f.write_str(s),
+            Owner::Block(i) => write!(f, "block {i}"),
+        }
+    }
+}
+
+fn check_overlaps(ranges: &mut [(u64, u64, Owner)]) -> Result<(), FormatError> {
+    ranges.sort_unstable_by_key(|r| r.0);
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(FormatError::Corrupt(format!(
+                "dynamic VHD: {} and {} share bytes of the file",
+                w[0].2, w[1].2
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_inside(start: u64, len: u64, end: u64, what: &str) -> Result<(), FormatError> {
+    match start.checked_add(len) {
+        Some(e) if e <= end => Ok(()),
+        _ => Err(FormatError::Truncated(format!(
+            "{what} ({len} bytes at offset {start}) lies beyond the data area of the file ({end} bytes)"
+        ))),
+    }
+}
+
+enum Layout {
+    Fixed,
+    Dynamic {
+        block_size: u64,
+        bitmap_len: u64,
+        /// Sector offset of each block's bitmap, or `BAT_UNALLOCATED`.
+        /// Validated at open: inside the file, no overlaps.
+        bat: Vec<u32>,
+    },
+}
+
+struct Vhd {
+    src: Arc<dyn ReadAt>,
+    info: ImageInfo,
+    layout: Layout,
+}
+
+impl Vhd {
+    /// File offset of the guest byte `offset`'s block data, if allocated.
+    fn block_data(&self, block: u64) -> Option<u64> {
+        match &self.layout {
+            Layout::Fixed => Some(0),
+            Layout::Dynamic {
+                bitmap_len, bat, ..
+            } => {
+                let e = *bat.get(usize::try_from(block).ok()?)?;
+                (e != BAT_UNALLOCATED).then(|| u64::from(e) * SECTOR + bitmap_len)
+            }
+        }
+    }
+}
+
+impl DiskImage for Vhd {
+    fn info(&self) -> &ImageInfo {
+        &self.info
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
+        let size = self.info.virtual_size;
+        if offset >= size {
+            return Err(out_of_range(offset, 1, size));
+        }
+        let limit = max_len.min(size - offset);
+        let block_size = match &self.layout {
+            Layout::Fixed => {
+                return Ok(Extent {
+                    offset,
+                    len: limit,
+                    kind: ExtentKind::Data,
+                })
+            }
+            Layout::Dynamic { block_size, .. } => *block_size,
+        };
+        let kind_of = |b: u64| {
+            if self.block_data(b).is_some() {
+                ExtentKind::Data
+            } else {
+                ExtentKind::Zero
+            }
+        };
+        let first = offset / block_size;
+        let kind = kind_of(first);
+        let mut end = (first + 1) * block_size;
+        let mut b = first + 1;
+        // The table is in memory: merging is a cheap walk, bounded by limit.
+        while end < offset + limit && kind_of(b) == kind {
+            end += block_size;
+            b += 1;
+        }
+        Ok(Extent {
+            offset,
+            len: (end - offset).min(limit),
+            kind,
+        })
+    }
+
+    fn read_guest(&self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        let size = self.info.virtual_size;
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(out_of_range(offset, len, size));
+        }
+        let block_size = match &self.layout {
+            Layout::Fixed => return read(&*self.src, offset, buf, "VHD data"),
+            Layout::Dynamic { block_size, .. } => *block_size,
+        };
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let block = pos / block_size;
+            let within = pos % block_size;
+            let n = (block_size - within).min((buf.len() - done) as u64) as usize;
+            let out = &mut buf[done..done + n];
+            match self.block_data(block) {
+                Some(data) => read(&*self.src, data + within, out, "a dynamic VHD block")?,
+                None => out.fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn out_of_range(offset: u64, len: u64, size: u64) -> FormatError {
+    FormatError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("guest range {offset}+{len} is outside the {size}-byte disk"),
+    ))
+}
+
+fn read(src: &dyn ReadAt, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FormatError> {
+    src.read_at(offset, buf).map_err(|e| FormatError::from_read(e, what))
+}
+
+/// One's complement of the byte sum, the checksum field counted as zero.
+fn checksum(bytes: &[u8], field: usize) -> u32 {
+    let sum = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(field..field + 4).contains(i))
+        .fold(0u32, |s, (_, &b)| s.wrapping_add(u32::from(b)));
+    !sum
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
