@@ -93,21 +93,29 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             limits.max_virtual_size
         )));
     }
-    if virtual_size % SECTOR != 0 {
+    if !virtual_size.is_multiple_of(SECTOR) {
         return Err(FormatError::Corrupt(format!(
             "VHD current size {virtual_size} is not a whole number of sectors"
         )));
     }
 
     let mut notes = Vec::new();
-    let creator = String::from_utf8_lossy(&footer[28..32]).trim_end_matches(['\0', ' ']).to_string();
+    let creator = String::from_utf8_lossy(&footer[28..32])
+        .trim_end_matches(['\0', ' '])
+        .to_string();
     if !creator.is_empty() {
-        notes.push(format!("vhd creator application \"{}\"", creator.escape_default()));
+        notes.push(format!(
+            "vhd creator application \"{}\"",
+            creator.escape_default()
+        ));
     }
     // Virtual PC sizes a disk by its CHS geometry, Hyper-V and qemu
     // (force_size) by the current size: say so when the two disagree.
     let geometry = be32(&footer, 56);
-    let chs_size = u64::from(geometry >> 16) * u64::from((geometry >> 8) & 0xff) * u64::from(geometry & 0xff) * SECTOR;
+    let chs_size = u64::from(geometry >> 16)
+        * u64::from((geometry >> 8) & 0xff)
+        * u64::from(geometry & 0xff)
+        * SECTOR;
     if chs_size != virtual_size {
         notes.push(format!(
             "vhd CHS geometry gives {chs_size} bytes; the footer's current size {virtual_size} is used"
@@ -147,12 +155,17 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         ));
     }
     let dyn_at = be64(&footer, 16);
-    if dyn_at < FOOTER_LEN || dyn_at % SECTOR != 0 {
+    if dyn_at < FOOTER_LEN || !dyn_at.is_multiple_of(SECTOR) {
         return Err(FormatError::Corrupt(format!(
             "dynamic VHD header offset {dyn_at} is not a sector after the footer copy"
         )));
     }
-    check_inside(dyn_at, DYN_HEADER_LEN as u64, footer_at, "the dynamic VHD header")?;
+    check_inside(
+        dyn_at,
+        DYN_HEADER_LEN as u64,
+        footer_at,
+        "the dynamic VHD header",
+    )?;
     let mut dh = [0u8; DYN_HEADER_LEN];
     read(&*src, dyn_at, &mut dh, "the dynamic VHD header")?;
     if !dh.starts_with(DYN_COOKIE) {
@@ -176,7 +189,10 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     let bat_at = be64(&dh, 16);
     let max_entries = u64::from(be32(&dh, 28));
     let block_size = be32(&dh, 32);
-    if !block_size.is_power_of_two() || u64::from(block_size) < SECTOR || block_size > MAX_BLOCK_SIZE {
+    if !block_size.is_power_of_two()
+        || u64::from(block_size) < SECTOR
+        || block_size > MAX_BLOCK_SIZE
+    {
         return Err(FormatError::Corrupt(format!(
             "dynamic VHD block size {block_size} is not a power of two between 512 bytes and 256 MiB"
         )));
@@ -194,7 +210,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             "dynamic VHD block table of {needed} entries exceeds the limit"
         )));
     }
-    if bat_at % SECTOR != 0 {
+    if !bat_at.is_multiple_of(SECTOR) {
         return Err(FormatError::Corrupt(format!(
             "dynamic VHD block table offset {bat_at} is not sector aligned"
         )));
@@ -204,7 +220,10 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     // holds that many bytes.
     let mut raw = vec![0u8; bat_bytes as usize];
     read(&*src, bat_at, &mut raw, "the dynamic VHD block table")?;
-    let bat: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let bat: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     drop(raw);
 
     // One bit per sector, padded to whole sectors.
@@ -214,7 +233,11 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     // nor share bytes with each other or with the metadata.
     let mut ranges: Vec<(u64, u64, Owner)> = vec![
         (0, FOOTER_LEN, Owner::Meta("the footer copy")),
-        (dyn_at, dyn_at + DYN_HEADER_LEN as u64, Owner::Meta("the dynamic header")),
+        (
+            dyn_at,
+            dyn_at + DYN_HEADER_LEN as u64,
+            Owner::Meta("the dynamic header"),
+        ),
         (bat_at, bat_at + bat_bytes, Owner::Meta("the block table")),
     ];
     let mut allocated = 0u64;
@@ -234,9 +257,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
 
     info.subformat = Some("dynamic".into());
     info.cluster_size = Some(block_size);
-    info.notes.push(format!(
-        "vhd {allocated} of {needed} blocks allocated"
-    ));
+    info.notes
+        .push(format!("vhd {allocated} of {needed} blocks allocated"));
     Ok(Box::new(Vhd {
         src,
         info,
@@ -396,7 +418,8 @@ fn out_of_range(offset: u64, len: u64, size: u64) -> FormatError {
 }
 
 fn read(src: &dyn ReadAt, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FormatError> {
-    src.read_at(offset, buf).map_err(|e| FormatError::from_read(e, what))
+    src.read_at(offset, buf)
+        .map_err(|e| FormatError::from_read(e, what))
 }
 
 /// One's complement of the byte sum, the checksum field counted as zero.

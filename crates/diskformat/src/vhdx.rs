@@ -61,7 +61,9 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     let mut sig = [0u8; 8];
     read(&*src, 0, &mut sig, "the VHDX file identifier")?;
     if &sig != SIGNATURE {
-        return Err(FormatError::Corrupt("no \"vhdxfile\" identifier at offset 0".into()));
+        return Err(FormatError::Corrupt(
+            "no \"vhdxfile\" identifier at offset 0".into(),
+        ));
     }
     let mut notes = Vec::new();
 
@@ -97,7 +99,9 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     };
     let version = le16(&header, 66);
     if version != 1 {
-        return Err(FormatError::Unsupported(format!("VHDX header version {version}")));
+        return Err(FormatError::Unsupported(format!(
+            "VHDX header version {version}"
+        )));
     }
     if header[48..64].iter().any(|&b| b != 0) {
         return Err(FormatError::Unsupported(
@@ -109,7 +113,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     let log_len = u64::from(le32(&header, 68));
     let log_at = le64(&header, 72);
     if log_len != 0 {
-        if log_at % MIB != 0 || log_len % MIB != 0 {
+        if !log_at.is_multiple_of(MIB) || !log_len.is_multiple_of(MIB) {
             return Err(FormatError::Corrupt(format!(
                 "VHDX log ({log_len} bytes at {log_at}) is not 1 MiB aligned"
             )));
@@ -157,7 +161,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         let at = le64(e, 16);
         let len = u64::from(le32(e, 24));
         let required = le32(e, 28) & 1 != 0;
-        if at % MIB != 0 || len % MIB != 0 || len == 0 || at < MIB {
+        if !at.is_multiple_of(MIB) || !len.is_multiple_of(MIB) || len == 0 || at < MIB {
             return Err(FormatError::Corrupt(format!(
                 "VHDX region {i} ({len} bytes at {at}) is not a 1 MiB aligned range after the headers"
             )));
@@ -173,7 +177,10 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
                 guid_string(&id)
             )));
         } else {
-            notes.push(format!("vhdx unknown optional region {} ignored", guid_string(&id)));
+            notes.push(format!(
+                "vhdx unknown optional region {} ignored",
+                guid_string(&id)
+            ));
             used.push((at, at + len, format!("region {}", guid_string(&id))));
             continue;
         };
@@ -187,8 +194,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     }
     let (bat_at, bat_len) =
         bat_region.ok_or_else(|| FormatError::Corrupt("VHDX has no BAT region".into()))?;
-    let (meta_at, meta_len) = meta_region
-        .ok_or_else(|| FormatError::Corrupt("VHDX has no metadata region".into()))?;
+    let (meta_at, meta_len) =
+        meta_region.ok_or_else(|| FormatError::Corrupt("VHDX has no metadata region".into()))?;
 
     let meta = read_metadata(&*src, meta_at, meta_len)?;
     if meta.has_parent {
@@ -203,7 +210,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             limits.max_virtual_size
         )));
     }
-    if vsize == 0 || vsize > MAX_VHDX_SIZE || vsize % u64::from(meta.logical_sector) != 0 {
+    if vsize == 0 || vsize > MAX_VHDX_SIZE || !vsize.is_multiple_of(u64::from(meta.logical_sector))
+    {
         return Err(FormatError::Corrupt(format!(
             "VHDX virtual size {vsize} is not a non-zero multiple of the {}-byte logical sector up to 64 TiB",
             meta.logical_sector
@@ -233,7 +241,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         let j = j as u64;
         let state = e & 7;
         let at = e & BAT_OFFSET_MASK;
-        if (j + 1) % (chunk_ratio + 1) == 0 {
+        if (j + 1).is_multiple_of(chunk_ratio + 1) {
             // A sector bitmap entry: only differencing disks use them.
             match state {
                 SB_NOT_PRESENT => {}
@@ -294,7 +302,11 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         }
     }
 
-    let subformat = if meta.leave_allocated { "fixed" } else { "dynamic" };
+    let subformat = if meta.leave_allocated {
+        "fixed"
+    } else {
+        "dynamic"
+    };
     notes.push(format!(
         "vhdx logical sector {} bytes, physical sector {} bytes",
         meta.logical_sector, meta.physical_sector
@@ -325,7 +337,11 @@ struct Metadata {
     physical_sector: u32,
 }
 
-fn read_metadata(src: &dyn ReadAt, region_at: u64, region_len: u64) -> Result<Metadata, FormatError> {
+fn read_metadata(
+    src: &dyn ReadAt,
+    region_at: u64,
+    region_len: u64,
+) -> Result<Metadata, FormatError> {
     // Regions are at least 1 MiB, so the 64 KiB table is inside the file.
     let mut t = vec![0u8; METADATA_TABLE_LEN];
     read(src, region_at, &mut t, "the VHDX metadata table")?;
@@ -543,7 +559,8 @@ fn out_of_range(offset: u64, len: u64, size: u64) -> FormatError {
 }
 
 fn read(src: &dyn ReadAt, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FormatError> {
-    src.read_at(offset, buf).map_err(|e| FormatError::from_read(e, what))
+    src.read_at(offset, buf)
+        .map_err(|e| FormatError::from_read(e, what))
 }
 
 /// A GUID in its on-disk byte order (first three fields little-endian).
@@ -561,7 +578,7 @@ const fn guid(s: &str) -> [u8; 16] {
     let (mut i, mut n) = (0, 0);
     while i < s.len() {
         if s[i] != b'-' {
-            text[n / 2] |= hex(s[i]) << if n % 2 == 0 { 4 } else { 0 };
+            text[n / 2] |= hex(s[i]) << if n.is_multiple_of(2) { 4 } else { 0 };
             n += 1;
         }
         i += 1;
