@@ -66,6 +66,21 @@ impl FormatError {
         }
     }
 
+    /// The error a cancelled conversion returns (the progress callback said
+    /// stop). It is an `Io` error of kind `Interrupted`, so existing matches
+    /// on the variants keep working; test for it with `is_cancelled`.
+    pub fn cancelled() -> Self {
+        FormatError::Io(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the conversion was cancelled",
+        ))
+    }
+
+    /// True for the error `cancelled()` makes.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, FormatError::Io(e) if e.kind() == io::ErrorKind::Interrupted)
+    }
+
     /// A read past the end of the file while parsing becomes `Truncated`.
     pub fn from_read(e: io::Error, what: &str) -> Self {
         if e.kind() == io::ErrorKind::UnexpectedEof {

@@ -6,14 +6,57 @@
 //! stored form. No network, no database, and never a second file: every byte
 //! comes through the one [`ReadAt`] the caller hands in.
 
+pub mod convert;
+pub mod detect;
 pub mod error;
+pub mod iso;
+pub mod luks;
+pub mod qcow2;
+pub mod qed;
+pub mod raw;
 pub mod source;
+pub mod util;
+pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
+pub use convert::{convert, ConvertStats};
+pub use detect::{detect, Detection};
 pub use error::FormatError;
-pub use source::{ReadAt, SliceSource, FileSource};
+pub use source::{FileSource, ReadAt, SliceSource};
+pub use util::is_zero;
+
+/// Detect the container, inspect it with its safety rules, and return the
+/// guest disk. QED, VDI and LUKS are refused by name; an ISO opens as a raw
+/// disk reported as `Format::Iso` (the service requires `Force` for it).
+/// Every format refuses a virtual size above `limits.max_virtual_size`.
+pub fn open(
+    src: std::sync::Arc<dyn ReadAt>,
+    limits: &Limits,
+) -> Result<Box<dyn DiskImage>, FormatError> {
+    let detection = detect(&*src)?;
+    let img = match detection.format {
+        Format::Raw => raw::open(src, limits)?,
+        Format::Qcow2 => qcow2::open(src, limits)?,
+        Format::Vmdk => vmdk::open(src, limits)?,
+        Format::Vhd => vhd::open(src, limits)?,
+        Format::Vhdx => vhdx::open(src, limits)?,
+        Format::Iso => iso::open(src, limits)?,
+        Format::Qed => qed::open(src, limits)?,
+        Format::Vdi => vdi::open(src, limits)?,
+        Format::Luks => luks::open(src, limits)?,
+    };
+    // Belt and braces: whatever a format module decided, the limit holds.
+    if img.virtual_size() > limits.max_virtual_size {
+        return Err(FormatError::TooLarge(format!(
+            "virtual size {} bytes exceeds the limit of {} bytes",
+            img.virtual_size(),
+            limits.max_virtual_size
+        )));
+    }
+    Ok(img)
+}
 
 use serde::Serialize;
 
@@ -127,9 +170,7 @@ pub struct GuestReader<'a>(pub &'a dyn DiskImage);
 
 impl ReadAt for GuestReader<'_> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.0
-            .read_guest(offset, buf)
-            .map_err(FormatError::into_io)
+        self.0.read_guest(offset, buf).map_err(FormatError::into_io)
     }
 
     fn len(&self) -> u64 {

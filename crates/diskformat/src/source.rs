@@ -36,7 +36,10 @@ impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
 }
 
 fn eof() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the image")
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "read past the end of the image",
+    )
 }
 
 /// An image held in memory (tests, fuzzing, small headers).

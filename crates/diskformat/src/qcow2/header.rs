@@ -1,0 +1,420 @@
+//! The qcow2 header and its extensions, parsed and validated before any
+//! table is read. Everything here is checked against the file length and
+//! the caller's limits; a field that could make the reader touch another
+//! file (backing file, external data file) or decrypt is refused by name.
+
+use crate::util::{add, align_up, be_u32, be_u64, div_ceil, mul, overlaps, read_exact_at};
+use crate::{FormatError, Limits, ReadAt};
+
+pub const MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// Incompatible feature bits (qcow2 spec, "incompatible_features").
+pub const INCOMPAT_DIRTY: u64 = 1 << 0;
+pub const INCOMPAT_CORRUPT: u64 = 1 << 1;
+pub const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+pub const INCOMPAT_COMPRESSION: u64 = 1 << 3;
+pub const INCOMPAT_EXTL2: u64 = 1 << 4;
+const INCOMPAT_KNOWN: u64 =
+    INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+
+/// Header extension types.
+const EXT_END: u32 = 0;
+const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
+const EXT_BITMAPS: u32 = 0x2385_2875;
+const EXT_CRYPTO: u32 = 0x0537_be77;
+const EXT_DATA_FILE: u32 = 0x4441_5441;
+
+/// qemu refuses L1 tables above 32 MiB; so do we (it also bounds the one
+/// allocation made from a header field, and only after the file is known
+/// to hold that many bytes).
+pub const MAX_L1_BYTES: u64 = 32 << 20;
+
+/// Compression used by compressed clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zlib,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zlib => "zlib",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// A validated qcow2 header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub version: u32,
+    pub cluster_bits: u32,
+    pub size: u64,
+    pub l1_size: u32,
+    pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
+    pub nb_snapshots: u32,
+    pub incompatible: u64,
+    pub compatible: u64,
+    pub autoclear: u64,
+    pub refcount_order: u32,
+    pub header_length: u32,
+    pub compression: Compression,
+    pub extended_l2: bool,
+    /// Number of L1 entries the virtual size needs (≤ `l1_size`).
+    pub l1_needed: u64,
+    pub notes: Vec<String>,
+}
+
+impl Header {
+    pub fn cluster_size(&self) -> u64 {
+        1u64 << self.cluster_bits
+    }
+
+    /// Bytes per L2 entry: 8, or 16 with extended L2 entries.
+    pub fn l2_entry_size(&self) -> u64 {
+        if self.extended_l2 {
+            16
+        } else {
+            8
+        }
+    }
+
+    /// Guest bytes one L2 table maps.
+    pub fn l2_coverage(&self) -> u64 {
+        (self.cluster_size() / self.l2_entry_size()) << self.cluster_bits
+    }
+
+    pub fn l1_bytes(&self) -> u64 {
+        u64::from(self.l1_size) * 8
+    }
+
+    pub fn refcount_table_bytes(&self) -> u64 {
+        u64::from(self.refcount_table_clusters) << self.cluster_bits
+    }
+
+    /// Read and validate the header (first cluster) of `src`.
+    pub fn parse(src: &dyn ReadAt, limits: &Limits) -> Result<Header, FormatError> {
+        let file_len = src.len();
+        let mut fixed = [0u8; 112];
+        if file_len < 72 {
+            return Err(FormatError::Truncated(
+                "qcow2 header (72 bytes) lies beyond the end of the file".into(),
+            ));
+        }
+        let fixed_len = file_len.min(112) as usize;
+        read_exact_at(src, 0, &mut fixed[..fixed_len], "qcow2 header")?;
+        let h = &fixed[..];
+        if &h[0..4] != MAGIC {
+            return Err(FormatError::Corrupt("not a qcow2 file (bad magic)".into()));
+        }
+        let version = be_u32(h, 4);
+        if version != 2 && version != 3 {
+            return Err(FormatError::Unsupported(format!(
+                "qcow2 version {version} (only 2 and 3 exist)"
+            )));
+        }
+        let backing_file_offset = be_u64(h, 8);
+        let cluster_bits = be_u32(h, 20);
+        let size = be_u64(h, 24);
+        let crypt_method = be_u32(h, 32);
+        let l1_size = be_u32(h, 36);
+        let l1_table_offset = be_u64(h, 40);
+        let refcount_table_offset = be_u64(h, 48);
+        let refcount_table_clusters = be_u32(h, 56);
+        let nb_snapshots = be_u32(h, 60);
+        let snapshots_offset = be_u64(h, 64);
+
+        let (incompatible, compatible, autoclear, refcount_order, header_length) = if version == 3 {
+            if file_len < 104 {
+                return Err(FormatError::Truncated(
+                    "qcow2 v3 header (104 bytes) lies beyond the end of the file".into(),
+                ));
+            }
+            (
+                be_u64(h, 72),
+                be_u64(h, 80),
+                be_u64(h, 88),
+                be_u32(h, 96),
+                be_u32(h, 100),
+            )
+        } else {
+            (0, 0, 0, 4, 72)
+        };
+
+        // Refusals that name what the image would make us do, checked first
+        // so a hostile image gets the precise reason.
+        if backing_file_offset != 0 {
+            return Err(FormatError::ExternalReference(
+                "qcow2 backing file (the image names another file to read from)".into(),
+            ));
+        }
+        if incompatible & INCOMPAT_DATA_FILE != 0 {
+            return Err(FormatError::ExternalReference(
+                "qcow2 external data file (incompatible feature bit 2)".into(),
+            ));
+        }
+        if crypt_method != 0 {
+            return Err(FormatError::Encrypted(format!(
+                "qcow2 encryption (crypt_method {crypt_method})"
+            )));
+        }
+        if incompatible & INCOMPAT_CORRUPT != 0 {
+            return Err(FormatError::Corrupt(
+                "qcow2 corrupt bit is set (qemu found an inconsistency in it)".into(),
+            ));
+        }
+        let unknown = incompatible & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            return Err(FormatError::Unsupported(format!(
+                "qcow2 unknown incompatible features {unknown:#x}"
+            )));
+        }
+
+        if !(9..=21).contains(&cluster_bits) {
+            return Err(FormatError::Corrupt(format!(
+                "qcow2 cluster_bits {cluster_bits} outside 9..=21"
+            )));
+        }
+        let cluster_size = 1u64 << cluster_bits;
+        if size > limits.max_virtual_size {
+            return Err(FormatError::TooLarge(format!(
+                "qcow2 virtual size {size} bytes exceeds the limit of {} bytes",
+                limits.max_virtual_size
+            )));
+        }
+        if refcount_order > 6 {
+            return Err(FormatError::Corrupt(format!(
+                "qcow2 refcount_order {refcount_order} > 6"
+            )));
+        }
+        if version == 3 {
+            if header_length < 104 || header_length % 8 != 0 {
+                return Err(FormatError::Corrupt(format!(
+                    "qcow2 header_length {header_length} (must be ≥ 104 and a multiple of 8)"
+                )));
+            }
+            if u64::from(header_length) > cluster_size {
+                return Err(FormatError::Corrupt(format!(
+                    "qcow2 header_length {header_length} exceeds the cluster size"
+                )));
+            }
+        }
+        let extended_l2 = incompatible & INCOMPAT_EXTL2 != 0;
+        if extended_l2 && cluster_bits < 14 {
+            return Err(FormatError::Corrupt(
+                "qcow2 extended L2 entries need clusters of at least 16 KiB".into(),
+            ));
+        }
+
+        // Compression type: the byte at 104 exists only if header_length > 104.
+        let compression_byte = if version == 3 && header_length > 104 {
+            if file_len < 105 {
+                return Err(FormatError::Truncated(
+                    "qcow2 compression type field".into(),
+                ));
+            }
+            h[104]
+        } else {
+            0
+        };
+        let compression = match compression_byte {
+            0 => Compression::Zlib,
+            1 => Compression::Zstd,
+            other => {
+                return Err(FormatError::Unsupported(format!(
+                    "qcow2 compression type {other} (only zlib=0 and zstd=1 are supported)"
+                )))
+            }
+        };
+        if (compression != Compression::Zlib) != (incompatible & INCOMPAT_COMPRESSION != 0) {
+            return Err(FormatError::Corrupt(
+                "qcow2 compression type and its incompatible feature bit disagree".into(),
+            ));
+        }
+
+        let mut notes = vec![format!(
+            "qcow2 v{version} cluster_size={cluster_size} refcount_bits={}",
+            1u32 << refcount_order
+        )];
+        if incompatible & INCOMPAT_DIRTY != 0 {
+            notes.push(
+                "qcow2 dirty bit set (refcounts may be stale; only L1/L2 are read, so this is harmless)"
+                    .into(),
+            );
+        }
+        if nb_snapshots != 0 {
+            notes.push(format!(
+                "qcow2 has {nb_snapshots} internal snapshot(s); they are ignored, only the active disk is imported"
+            ));
+            if snapshots_offset % cluster_size != 0 {
+                return Err(FormatError::Corrupt(
+                    "qcow2 snapshot table offset is not cluster aligned".into(),
+                ));
+            }
+        }
+        if extended_l2 {
+            notes.push("qcow2 extended L2 entries (32 subclusters per cluster)".into());
+        }
+
+        // L1: large enough for the virtual size, bounded, aligned, inside.
+        let l2_entry = if extended_l2 { 16 } else { 8 };
+        let l2_coverage = (cluster_size / l2_entry) << cluster_bits;
+        let l1_needed = div_ceil(size, l2_coverage);
+        if u64::from(l1_size) < l1_needed {
+            return Err(FormatError::Corrupt(format!(
+                "qcow2 L1 table has {l1_size} entries, the virtual size needs {l1_needed}"
+            )));
+        }
+        let l1_bytes = u64::from(l1_size) * 8;
+        if l1_bytes > MAX_L1_BYTES {
+            return Err(FormatError::TooLarge(format!(
+                "qcow2 L1 table of {l1_bytes} bytes exceeds {MAX_L1_BYTES}"
+            )));
+        }
+        check_table(
+            "L1 table",
+            l1_table_offset,
+            l1_bytes,
+            cluster_size,
+            file_len,
+        )?;
+        let rt_bytes = mul(
+            u64::from(refcount_table_clusters),
+            cluster_size,
+            "qcow2 refcount table size",
+        )?;
+        check_table(
+            "refcount table",
+            refcount_table_offset,
+            rt_bytes,
+            cluster_size,
+            file_len,
+        )?;
+        if overlaps(l1_table_offset, l1_bytes, refcount_table_offset, rt_bytes) {
+            return Err(FormatError::Corrupt(
+                "qcow2 L1 table and refcount table overlap".into(),
+            ));
+        }
+
+        let mut hdr = Header {
+            version,
+            cluster_bits,
+            size,
+            l1_size,
+            l1_table_offset,
+            refcount_table_offset,
+            refcount_table_clusters,
+            nb_snapshots,
+            incompatible,
+            compatible,
+            autoclear,
+            refcount_order,
+            header_length,
+            compression,
+            extended_l2,
+            l1_needed,
+            notes,
+        };
+        hdr.parse_extensions(src)?;
+        Ok(hdr)
+    }
+
+    /// Walk the header extensions (between the header and the end of the
+    /// first cluster). Each is bounded by the cluster; unknown ones are
+    /// skipped, the dangerous ones refused.
+    fn parse_extensions(&mut self, src: &dyn ReadAt) -> Result<(), FormatError> {
+        let cluster_size = self.cluster_size();
+        let start = u64::from(self.header_length);
+        let end = cluster_size.min(src.len());
+        if start >= end {
+            return Ok(());
+        }
+        // At most one cluster (≤ 2 MiB), and only as much as the file holds.
+        let mut area = vec![0u8; (end - start) as usize];
+        read_exact_at(src, start, &mut area, "qcow2 header extensions")?;
+        let mut pos = 0usize;
+        // Each iteration advances by ≥ 8 bytes, so this terminates.
+        while pos + 8 <= area.len() {
+            let ty = be_u32(&area, pos);
+            let len = be_u32(&area, pos + 4) as usize;
+            if ty == EXT_END {
+                return Ok(());
+            }
+            let data_start = pos + 8;
+            let data_end = data_start
+                .checked_add(len)
+                .filter(|&e| e <= area.len())
+                .ok_or_else(|| {
+                    FormatError::Corrupt(format!(
+                        "qcow2 header extension {ty:#x} of {len} bytes runs past the first cluster"
+                    ))
+                })?;
+            match ty {
+                EXT_BACKING_FORMAT => {
+                    return Err(FormatError::ExternalReference(
+                        "qcow2 backing file format extension (a backing file is named)".into(),
+                    ))
+                }
+                EXT_DATA_FILE => {
+                    return Err(FormatError::ExternalReference(
+                        "qcow2 external data file name extension".into(),
+                    ))
+                }
+                EXT_CRYPTO => {
+                    return Err(FormatError::Encrypted(
+                        "qcow2 full disk encryption header extension".into(),
+                    ))
+                }
+                EXT_BITMAPS => self
+                    .notes
+                    .push("qcow2 persistent dirty bitmaps present (ignored)".into()),
+                EXT_FEATURE_TABLE => {}
+                _ => self
+                    .notes
+                    .push(format!("qcow2 unknown header extension {ty:#x} ignored")),
+            }
+            // Data is padded to a multiple of 8.
+            pos = data_end
+                .checked_next_multiple_of(8)
+                .unwrap_or(usize::MAX)
+                .min(area.len());
+        }
+        Ok(())
+    }
+}
+
+/// A metadata table must start cluster aligned, after the header cluster,
+/// and end inside the file.
+fn check_table(
+    what: &str,
+    offset: u64,
+    len: u64,
+    cluster_size: u64,
+    file_len: u64,
+) -> Result<(), FormatError> {
+    if len == 0 {
+        return Ok(());
+    }
+    if offset % cluster_size != 0 {
+        return Err(FormatError::Corrupt(format!(
+            "qcow2 {what} offset {offset:#x} is not cluster aligned"
+        )));
+    }
+    if offset < cluster_size {
+        return Err(FormatError::Corrupt(format!(
+            "qcow2 {what} overlaps the header"
+        )));
+    }
+    let end = add(offset, len, what)?;
+    if end > file_len {
+        return Err(FormatError::Truncated(format!(
+            "qcow2 {what} ({len} bytes at {offset:#x}) lies beyond the end of the file ({file_len} bytes)"
+        )));
+    }
+    let _ = align_up(end, cluster_size, what)?;
+    Ok(())
+}

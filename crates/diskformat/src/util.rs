@@ -1,0 +1,137 @@
+//! Small helpers every parser uses: zero detection for the converter, and
+//! checked arithmetic and field decoding so no parser can overflow or index
+//! out of bounds on hostile numbers.
+
+use crate::FormatError;
+
+/// True when every byte of `buf` is zero. Compares 16-byte chunks (the
+/// compiler vectorises this), so a 64 KiB cluster costs a few microseconds.
+pub fn is_zero(buf: &[u8]) -> bool {
+    let (chunks, rest) = buf.as_chunks::<16>();
+    // Fold with OR instead of returning early inside the loop: the loop then
+    // vectorises, and a non-zero cluster is usually caught by the cheap
+    // prefix check below anyway.
+    if let Some(first) = chunks.first() {
+        if u128::from_ne_bytes(*first) != 0 {
+            return false;
+        }
+    }
+    for block in chunks.chunks(64) {
+        let mut acc = 0u128;
+        for c in block {
+            acc |= u128::from_ne_bytes(*c);
+        }
+        if acc != 0 {
+            return false;
+        }
+    }
+    rest.iter().all(|&b| b == 0)
+}
+
+/// `a + b`, or `Corrupt` naming what overflowed.
+pub fn add(a: u64, b: u64, what: &str) -> Result<u64, FormatError> {
+    a.checked_add(b)
+        .ok_or_else(|| FormatError::Corrupt(format!("{what} overflows")))
+}
+
+/// `a * b`, or `Corrupt` naming what overflowed.
+pub fn mul(a: u64, b: u64, what: &str) -> Result<u64, FormatError> {
+    a.checked_mul(b)
+        .ok_or_else(|| FormatError::Corrupt(format!("{what} overflows")))
+}
+
+/// `a` rounded up to a multiple of `align` (a power of two), or `Corrupt`.
+pub fn align_up(a: u64, align: u64, what: &str) -> Result<u64, FormatError> {
+    debug_assert!(align.is_power_of_two());
+    Ok(add(a, align - 1, what)? & !(align - 1))
+}
+
+/// `ceil(a / b)` for `b > 0`.
+pub fn div_ceil(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// `[a, a + alen)` and `[b, b + blen)` share at least one byte.
+pub fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    let a_end = a.saturating_add(alen);
+    let b_end = b.saturating_add(blen);
+    alen != 0 && blen != 0 && a < b_end && b < a_end
+}
+
+/// Big-endian field decoding that never panics: a field that does not fit
+/// in `buf` reads as zero (callers only pass buffers they sized themselves).
+pub fn be_u16(buf: &[u8], off: usize) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = buf.get(off..off.saturating_add(2)) {
+        a.copy_from_slice(s);
+    }
+    u16::from_be_bytes(a)
+}
+
+pub fn be_u32(buf: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = buf.get(off..off.saturating_add(4)) {
+        a.copy_from_slice(s);
+    }
+    u32::from_be_bytes(a)
+}
+
+pub fn be_u64(buf: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = buf.get(off..off.saturating_add(8)) {
+        a.copy_from_slice(s);
+    }
+    u64::from_be_bytes(a)
+}
+
+pub fn le_u32(buf: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = buf.get(off..off.saturating_add(4)) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+/// Reads `buf.len()` bytes at `offset` of the container; a short file is
+/// `Truncated` naming `what`.
+pub fn read_exact_at(
+    src: &dyn crate::ReadAt,
+    offset: u64,
+    buf: &mut [u8],
+    what: &str,
+) -> Result<(), FormatError> {
+    src.read_at(offset, buf)
+        .map_err(|e| FormatError::from_read(e, what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_zero_finds_any_nonzero_byte() {
+        for len in [0usize, 1, 15, 16, 17, 1024, 65536 + 7] {
+            let mut v = vec![0u8; len];
+            assert!(is_zero(&v));
+            for pos in [0, len / 2, len.saturating_sub(1)] {
+                if len == 0 {
+                    continue;
+                }
+                v[pos] = 1;
+                assert!(!is_zero(&v), "len {len} pos {pos}");
+                v[pos] = 0;
+            }
+        }
+    }
+
+    #[test]
+    fn arithmetic_refuses_overflow() {
+        assert!(add(u64::MAX, 1, "x").is_err());
+        assert!(mul(u64::MAX, 2, "x").is_err());
+        assert!(align_up(u64::MAX - 3, 512, "x").is_err());
+        assert_eq!(align_up(513, 512, "x").unwrap(), 1024);
+        assert!(overlaps(0, 10, 9, 1));
+        assert!(!overlaps(0, 10, 10, 1));
+        assert!(!overlaps(0, 0, 0, 1));
+    }
+}
