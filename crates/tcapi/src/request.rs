@@ -660,14 +660,24 @@ impl SignedRequest {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let plain = sign::v1_string_to_sign(raw.method, host, "/", &refs, false);
-                if sign::v1_verify(*method, secret_key, &plain, &tag) {
-                    return Ok(());
-                }
-                if refs.iter().any(|(k, _)| k.contains('_')) {
-                    let dotted = sign::v1_string_to_sign(raw.method, host, "/", &refs, true);
-                    if sign::v1_verify(*method, secret_key, &dotted, &tag) {
-                        return Ok(());
+                // The Python SDK signs its configured endpoint, which may
+                // carry a scheme (`http://127.0.0.1:18083`) that the Host
+                // header on the wire never has.
+                let hosts = [
+                    host.to_string(),
+                    format!("http://{host}"),
+                    format!("https://{host}"),
+                ];
+                let underscores = refs.iter().any(|(k, _)| k.contains('_'));
+                for host in &hosts {
+                    for dotted in [false, true] {
+                        if dotted && !underscores {
+                            continue;
+                        }
+                        let msg = sign::v1_string_to_sign(raw.method, host, "/", &refs, dotted);
+                        if sign::v1_verify(*method, secret_key, &msg, &tag) {
+                            return Ok(());
+                        }
                     }
                 }
                 Err(ApiError::signature_failure())
