@@ -59,6 +59,7 @@ impl ApiError {
     }
 
     pub fn unknown_parameter(name: &str) -> Self {
+        let name = clip(name);
         Self::new(
             "UnknownParameter",
             format!("The parameter `{name}` is not recognized."),
@@ -220,6 +221,16 @@ impl ApiError {
             format!("The request is invalid: {en}."),
             format!("请求不合法：{zh}。"),
         )
+    }
+}
+
+/// A client-supplied name or value as quoted in a message: at most 100
+/// characters, so that a hostile request cannot make a huge response.
+pub(crate) fn clip(s: &str) -> Cow<'_, str> {
+    const MAX: usize = 100;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
+        None => Cow::Borrowed(s),
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::error::ApiError;
+use crate::error::{clip, ApiError};
 
 /// Deepest nesting accepted in a JSON body or a flattened key (objects and
 /// lists both count). The deepest real parameter (`TagSpecification.N.Tags.N.Key`)
@@ -173,6 +173,7 @@ enum Segment<'a> {
 }
 
 fn parse_segment<'a>(key: &str, seg: &'a str) -> Result<Segment<'a>, ApiError> {
+    let key = clip(key);
     if seg.is_empty() {
         return Err(ApiError::invalid_parameter(
             format!("The parameter name `{key}` has an empty component."),
@@ -209,31 +210,33 @@ fn parse_segment<'a>(key: &str, seg: &'a str) -> Result<Segment<'a>, ApiError> {
 }
 
 fn insert_flat(root: &mut BTreeMap<String, Node>, key: &str, value: &str) -> Result<(), ApiError> {
-    let segs: Vec<&str> = key.split('.').collect();
+    // One segment past the cap is enough to refuse; never split further.
+    let segs: Vec<&str> = key.split('.').take(MAX_DEPTH + 1).collect();
     if segs.len() > MAX_DEPTH {
         return Err(ApiError::invalid_parameter(
             format!(
-                "The parameter name `{}…` is nested more than {MAX_DEPTH} levels deep.",
-                truncate(key, 64)
+                "The parameter name `{}` is nested more than {MAX_DEPTH} levels deep.",
+                clip(key)
             ),
-            format!("参数名`{}…`嵌套超过{MAX_DEPTH}层。", truncate(key, 64)),
+            format!("参数名`{}`嵌套超过{MAX_DEPTH}层。", clip(key)),
         ));
     }
+    let shown = clip(key);
     let first = match parse_segment(key, segs[0])? {
         Segment::Name(n) => n,
         Segment::Index(_) => {
             return Err(ApiError::invalid_parameter(
-                format!("The parameter name `{key}` must start with a name, not a list index."),
-                format!("参数名`{key}`必须以名称开头，而不是数组下标。"),
+                format!("The parameter name `{shown}` must start with a name, not a list index."),
+                format!("参数名`{shown}`必须以名称开头，而不是数组下标。"),
             ))
         }
     };
     let conflict = || {
         ApiError::invalid_parameter(
             format!(
-                "The parameter `{key}` conflicts with another parameter: a name is given twice, or used both as a value and as a list/object."
+                "The parameter `{shown}` conflicts with another parameter: a name is given twice, or used both as a value and as a list/object."
             ),
-            format!("参数`{key}`与其他参数冲突：重复传入，或同时作为值和数组/对象使用。"),
+            format!("参数`{shown}`与其他参数冲突：重复传入，或同时作为值和数组/对象使用。"),
         )
     };
     let rest = &segs[1..];
@@ -289,12 +292,18 @@ impl Node {
     /// Turn the construction tree into values; `path` names this node in
     /// errors. Recursion is bounded by [`MAX_DEPTH`], checked on insert.
     fn finish(self, path: &str) -> Result<Value, ApiError> {
+        // Paths are only needed to name a gap, so a leaf (the common child)
+        // gets none: building one per leaf would cost key length × leaves.
+        let child_path = |v: &Node, seg: &dyn fmt::Display| match v {
+            Node::Leaf(_) => String::new(),
+            _ => format!("{path}.{seg}"),
+        };
         match self {
             Node::Leaf(s) => Ok(Value::String(s)),
             Node::Map(m) => {
                 let mut out = BTreeMap::new();
                 for (k, v) in m {
-                    let child = format!("{path}.{k}");
+                    let child = child_path(&v, &k);
                     out.insert(k, v.finish(&child)?);
                 }
                 Ok(Value::Object(out))
@@ -303,6 +312,7 @@ impl Node {
                 let mut out = Vec::with_capacity(s.len());
                 for (expected, (ix, v)) in s.into_iter().enumerate() {
                     if ix != expected {
+                        let path = clip(path);
                         return Err(ApiError::invalid_parameter(
                             format!(
                                 "The list `{path}` is not dense: `{path}.{expected}` is missing (indexes must run 0, 1, 2, … without gaps)."
@@ -312,18 +322,12 @@ impl Node {
                             ),
                         ));
                     }
-                    out.push(v.finish(&format!("{path}.{ix}"))?);
+                    let child = child_path(&v, &ix);
+                    out.push(v.finish(&child)?);
                 }
                 Ok(Value::List(out))
             }
         }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 
@@ -415,7 +419,7 @@ impl<'de> Visitor<'de> for ValueSeed {
         let mut seen_null: std::collections::BTreeSet<String> = Default::default();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) || seen_null.contains(&key) {
-                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                return Err(de::Error::custom(format!("duplicate key `{}`", clip(&key))));
             }
             match map.next_value_seed(ValueSeed { depth })? {
                 Some(v) => {

@@ -609,35 +609,27 @@ impl SignedRequest {
                     sign::sha256_hex(raw.body)
                 };
                 let key = sign::tc3_signing_key(secret_key, credential_date, SERVICE);
-                // Values are signed trimmed; the documentation also says
-                // lower-cased, which the SDKs do not do. Accept either.
-                let mut headers = String::new();
-                let mut any_upper = false;
+                // Values are signed as sent, only trimmed, as the SDKs sign
+                // them. (The documentation also says lower-cased; accepting
+                // that too would let a case change of a signed header pass.)
+                let mut canonical_headers = String::new();
                 for name in signed_header_names {
                     let value = raw.header(name)?.unwrap_or("").trim();
-                    any_upper |= value.bytes().any(|b| b.is_ascii_uppercase());
-                    headers.push_str(name);
-                    headers.push(':');
-                    headers.push_str(value);
-                    headers.push('\n');
+                    canonical_headers.push_str(name);
+                    canonical_headers.push(':');
+                    canonical_headers.push_str(value);
+                    canonical_headers.push('\n');
                 }
-                let mut candidates = vec![headers];
-                if any_upper {
-                    candidates.push(candidates[0].to_ascii_lowercase());
-                }
-                for canonical_headers in &candidates {
-                    let creq = sign::tc3_canonical_request(
-                        raw.method,
-                        raw.raw_query,
-                        canonical_headers,
-                        signed_headers,
-                        &payload_hash,
-                    );
-                    let sts =
-                        sign::tc3_string_to_sign(timestamp_text, credential_date, SERVICE, &creq);
-                    if sign::tc3_verify(&key, &sts, signature) {
-                        return Ok(());
-                    }
+                let creq = sign::tc3_canonical_request(
+                    raw.method,
+                    raw.raw_query,
+                    &canonical_headers,
+                    signed_headers,
+                    &payload_hash,
+                );
+                let sts = sign::tc3_string_to_sign(timestamp_text, credential_date, SERVICE, &creq);
+                if sign::tc3_verify(&key, &sts, signature) {
+                    return Ok(());
                 }
                 Err(ApiError::signature_failure())
             }

@@ -171,16 +171,12 @@ fn tc3_host_header_verbatim_and_case_insensitive_headers() {
     assert_eq!(code(r2.run()), "AuthFailure.SignatureFailure");
 }
 
-#[test]
-fn tc3_extra_signed_headers_and_lowercased_values() {
-    // A client that signs x-tc-action too, with the values lower-cased as the
-    // documentation describes.
-    let mut r = tc3_json("DescribeImageQuota", "{}");
-    r.set_header("Content-Type", "application/json; charset=UTF-8");
-    let ct = "application/json; charset=utf-8";
+/// Authorization for the request signed with content-type, host and
+/// x-tc-action, using the given header values in CanonicalHeaders.
+fn authz_with_extra_header(ct: &str, action: &str) -> String {
     let date = "2023-11-14";
     let canonical = format!(
-        "POST\n/\n\ncontent-type:{ct}\nhost:{HOST}\nx-tc-action:describeimagequota\n\ncontent-type;host;x-tc-action\n{}",
+        "POST\n/\n\ncontent-type:{ct}\nhost:{HOST}\nx-tc-action:{action}\n\ncontent-type;host;x-tc-action\n{}",
         hex(b"{}")
     );
     let sts = format!(
@@ -191,11 +187,30 @@ fn tc3_extra_signed_headers_and_lowercased_values() {
     let k = hmac(&k, b"cvm");
     let k = hmac(&k, b"tc3_request");
     let sig = ::hex::encode(hmac(&k, sts.as_bytes()));
+    format!("TC3-HMAC-SHA256 Credential={ID}/{date}/cvm/tc3_request, SignedHeaders=content-type;host;x-tc-action, Signature={sig}")
+}
+
+#[test]
+fn tc3_extra_signed_headers() {
+    // A client that signs x-tc-action too; values are signed as sent.
+    let mut r = tc3_json("DescribeImageQuota", "{}");
+    r.set_header("Content-Type", "application/json; charset=UTF-8");
     r.set_header(
         "Authorization",
-        &format!("TC3-HMAC-SHA256 Credential={ID}/{date}/cvm/tc3_request, SignedHeaders=content-type;host;x-tc-action, Signature={sig}"),
+        &authz_with_extra_header("application/json; charset=UTF-8", "DescribeImageQuota"),
     );
     assert_eq!(code(r.run()), "Ok(DescribeImageQuota)");
+    // The signed action header is covered: another action fails.
+    let mut other = r.clone();
+    other.set_header("X-TC-Action", "DescribeImages");
+    assert_eq!(code(other.run()), "AuthFailure.SignatureFailure");
+    // Values are not lower-cased: a signature over lower-cased values fails,
+    // so that no case change of a signed header goes unnoticed.
+    r.set_header(
+        "Authorization",
+        &authz_with_extra_header("application/json; charset=utf-8", "describeimagequota"),
+    );
+    assert_eq!(code(r.run()), "AuthFailure.SignatureFailure");
 }
 
 fn hex(data: &[u8]) -> String {
