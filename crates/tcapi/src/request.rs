@@ -135,8 +135,9 @@ enum Auth {
     },
 }
 
-/// A decoded request whose signature has not been checked yet.
-#[derive(Debug, Clone)]
+/// A decoded request whose signature has not been checked yet. Its `Debug`
+/// output leaves out the token and the signature, so it can be logged.
+#[derive(Clone)]
 pub struct SignedRequest {
     pub action: String,
     pub version: String,
@@ -150,6 +151,23 @@ pub struct SignedRequest {
     pub nonce: Option<u64>,
     pub params: Params,
     auth: Auth,
+}
+
+impl std::fmt::Debug for SignedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedRequest")
+            .field("action", &self.action)
+            .field("version", &self.version)
+            .field("region", &self.region)
+            .field("timestamp", &self.timestamp)
+            .field("secret_id", &self.secret_id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("language", &self.language)
+            .field("nonce", &self.nonce)
+            .field("signature_method", &self.signature_method())
+            .field("params", &self.params)
+            .finish()
+    }
 }
 
 fn parse_language(value: &str, name: &str) -> Result<Language, ApiError> {

@@ -474,3 +474,34 @@ fn envelopes() {
         "SecretId不存在，请输入正确的密钥。"
     );
 }
+
+#[test]
+fn hostile_sizes_fail_fast_and_small() {
+    // Each of these would cost memory or time in proportion to a claimed
+    // number, or overflow the stack, if the decoder trusted it.
+    let nested = format!("{}{}", "[".repeat(5_000_000), "]".repeat(5_000_000));
+    let e = err(&tc3_json(
+        "DescribeImages",
+        &format!(r#"{{"ImageIds": {nested}}}"#),
+    ));
+    assert_eq!(e.code, "InvalidParameter");
+    assert!(e.message_en.len() < 400, "{}", e.message_en);
+    let dots = format!("ImageIds{}=1", ".a".repeat(400_000));
+    let e = err(&tc3_form("DescribeImages", &dots));
+    assert_eq!(e.code, "InvalidParameter");
+    assert!(e.message_en.len() < 400, "{}", e.message_en);
+    let long_name = format!("{}=1", "X".repeat(900_000));
+    let e = err(&tc3_form("DescribeImages", &long_name));
+    assert_eq!(e.code, "UnknownParameter");
+    assert!(e.message_en.len() < 400, "{}", e.message_en);
+    let mut many = String::new();
+    for i in 0..60_000 {
+        many.push_str(&format!("ImageIds.{}=a&", i % 999));
+    }
+    assert_eq!(
+        err(&tc3_form("DescribeImages", &many)).code,
+        "InvalidParameter"
+    );
+    let e = err(&tc3_form("DescribeImages", "ImageIds.999=a"));
+    assert!(e.message_en.contains("ImageIds.0"), "{}", e.message_en);
+}
