@@ -64,37 +64,44 @@ impl Qcow2Image {
         let file_len = src.len();
         // The header check proved l1_bytes ≤ 32 MiB and inside the file.
         let needed = hdr.l1_needed as usize;
-        let mut raw = vec![0u8; needed * 8];
-        read_exact_at(&*src, hdr.l1_table_offset, &mut raw, "qcow2 L1 table")?;
         let reserved = [
             (0, cs),
             (hdr.l1_table_offset, hdr.l1_bytes()),
             (hdr.refcount_table_offset, hdr.refcount_table_bytes()),
         ];
+        // Read in 64 KiB pieces so the only large allocation is the decoded
+        // table itself (≤ 32 MiB, and the file holds that many bytes).
         let mut l1 = Vec::with_capacity(needed);
-        for (i, e) in raw.chunks_exact(8).enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(e);
-            let off = u64::from_be_bytes(b) & OFFSET_MASK;
-            if off != 0 {
-                if off % cs != 0 {
-                    return Err(FormatError::Corrupt(format!(
-                        "qcow2 L1 entry {i}: L2 table offset {off:#x} is not cluster aligned"
-                    )));
+        let mut raw = vec![0u8; 65536.min(needed * 8)];
+        while l1.len() < needed {
+            let n = (needed - l1.len()).min(raw.len() / 8);
+            let at = hdr.l1_table_offset + l1.len() as u64 * 8;
+            read_exact_at(&*src, at, &mut raw[..n * 8], "qcow2 L1 table")?;
+            for e in raw[..n * 8].chunks_exact(8) {
+                let i = l1.len();
+                let mut b = [0u8; 8];
+                b.copy_from_slice(e);
+                let off = u64::from_be_bytes(b) & OFFSET_MASK;
+                if off != 0 {
+                    if off % cs != 0 {
+                        return Err(FormatError::Corrupt(format!(
+                            "qcow2 L1 entry {i}: L2 table offset {off:#x} is not cluster aligned"
+                        )));
+                    }
+                    let end = add(off, cs, "qcow2 L2 table end")?;
+                    if end > file_len {
+                        return Err(FormatError::Corrupt(format!(
+                            "qcow2 L1 entry {i}: L2 table at {off:#x} lies outside the file"
+                        )));
+                    }
+                    if reserved.iter().any(|&(o, l)| overlaps(off, cs, o, l)) {
+                        return Err(FormatError::Corrupt(format!(
+                            "qcow2 L1 entry {i}: L2 table at {off:#x} overlaps the header, L1 or refcount table"
+                        )));
+                    }
                 }
-                let end = add(off, cs, "qcow2 L2 table end")?;
-                if end > file_len {
-                    return Err(FormatError::Corrupt(format!(
-                        "qcow2 L1 entry {i}: L2 table at {off:#x} lies outside the file"
-                    )));
-                }
-                if reserved.iter().any(|&(o, l)| overlaps(off, cs, o, l)) {
-                    return Err(FormatError::Corrupt(format!(
-                        "qcow2 L1 entry {i}: L2 table at {off:#x} overlaps the header, L1 or refcount table"
-                    )));
-                }
+                l1.push(off);
             }
-            l1.push(off);
         }
         let mut l2_sorted: Vec<u64> = l1.iter().copied().filter(|&o| o != 0).collect();
         l2_sorted.sort_unstable();
