@@ -10,7 +10,7 @@
 use base64::Engine as _;
 
 use crate::actions::ACTIONS;
-use crate::error::{ApiError, Language};
+use crate::error::{clip, ApiError, Language};
 use crate::params::{parse_form, Params};
 use crate::sign::{self, SignatureMethod, TC3_ALGORITHM, UNSIGNED_PAYLOAD};
 
@@ -201,11 +201,7 @@ fn parse_timestamp(value: &str, name: &str) -> Result<i64, ApiError> {
 }
 
 fn short(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
+    clip(s).into_owned()
 }
 
 /// Where the action parameters of a request are.
@@ -263,10 +259,10 @@ fn decode_inner(raw: &RawRequest, lang: &mut Language) -> Result<SignedRequest, 
     };
 
     match raw.header("Authorization")? {
-        Some(authz) => decode_tc3(raw, authz, body, lang),
+        Some(authz) => decode_tc3(raw, authz, body, *lang),
         None => match body {
             Body::Flat(pairs) if pairs.iter().any(|(k, _)| k == "Signature") => {
-                decode_v1(raw, pairs, lang)
+                decode_v1(pairs, lang)
             }
             Body::Json(_) => Err(ApiError::invalid_authorization(
                 "a JSON POST needs a TC3-HMAC-SHA256 Authorization header, none was sent",
@@ -307,9 +303,8 @@ fn decode_tc3(
     raw: &RawRequest,
     authz: &str,
     body: Body,
-    lang: &Language,
+    lang: Language,
 ) -> Result<SignedRequest, ApiError> {
-    let _ = lang;
     let action = required_header(raw, "X-TC-Action")?;
     let version = required_header(raw, "X-TC-Version")?;
     let timestamp_text = required_header(raw, "X-TC-Timestamp")?;
@@ -317,6 +312,7 @@ fn decode_tc3(
     let parsed = parse_authorization(authz)?;
     for name in &parsed.signed_header_names {
         if raw.header(name)?.is_none() {
+            let name = clip(name);
             return Err(ApiError::invalid_authorization(
                 &format!("the signed header `{name}` is not in the request"),
                 &format!("签名头部`{name}`不在请求中"),
@@ -337,7 +333,7 @@ fn decode_tc3(
         timestamp,
         secret_id: parsed.secret_id,
         token: non_empty(raw.header("X-TC-Token")?),
-        language: *lang,
+        language: lang,
         nonce: None,
         params,
         auth: Auth::Tc3 {
@@ -509,11 +505,7 @@ fn required_param<'p>(pairs: &'p [(String, String)], name: &str) -> Result<&'p s
     }
 }
 
-fn decode_v1(
-    _raw: &RawRequest,
-    pairs: Vec<(String, String)>,
-    lang: &mut Language,
-) -> Result<SignedRequest, ApiError> {
+fn decode_v1(pairs: Vec<(String, String)>, lang: &mut Language) -> Result<SignedRequest, ApiError> {
     if let Some(l) = single(&pairs, "Language")? {
         *lang = parse_language(l, "Language")?;
     }
