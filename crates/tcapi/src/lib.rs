@@ -12,7 +12,7 @@
 //! 1. [`check_size`] from the method, Content-Type and lengths, before the
 //!    body is read: GET ≤ 32 KB, form POST ≤ 1 MB, JSON POST ≤ 10 MB
 //!    (`RequestSizeLimitExceeded`).
-//! 2. [`decode`] on a [`RawRequest`] (method, raw query, headers and body as
+//! 2. [`decode()`] on a [`RawRequest`] (method, raw query, headers and body as
 //!    received): method (`UnsupportedProtocol`), content type
 //!    (`InvalidRequest` for multipart), signature scheme (TC3 from the
 //!    `Authorization` header, else legacy v1 from the `Signature` parameter,
@@ -34,6 +34,36 @@
 //!
 //! [`sign_tc3_request`], [`sign_v1`], [`flatten`] and [`form_urlencode`] are
 //! the client side of the same protocol, for the CLI and the tests.
+//!
+//! ```
+//! use tcapi::*;
+//!
+//! let body = br#"{"ImageIds": ["img-gvbnzy6f"]}"#;
+//! let (host, ts) = ("http://127.0.0.1:18083", 1_700_000_000);
+//! let authz = sign_tc3_request("AKIDexample", "secret", host, "application/json", body, "", "POST", ts, "cvm");
+//! let ts_text = ts.to_string();
+//! let headers = [
+//!     ("Host", host),
+//!     ("Content-Type", "application/json"),
+//!     ("X-TC-Action", "DescribeImages"),
+//!     ("X-TC-Version", "2017-03-12"),
+//!     ("X-TC-Timestamp", ts_text.as_str()),
+//!     ("Authorization", authz.as_str()),
+//! ];
+//! let raw = RawRequest { method: "POST", raw_query: "", headers: &headers, body };
+//!
+//! check_size(raw.method, Some("application/json"), raw.raw_query.len(), raw.body.len())?;
+//! let req = decode(&raw).map_err(|(err, _lang)| err)?;
+//! assert_eq!(req.secret_id, "AKIDexample"); // the service looks the key up by this
+//! req.verify(&raw, "secret", ts + 5)?;
+//! let ActionRequest::DescribeImages(d) = decode_action(&req.action, &req.params)? else {
+//!     unreachable!()
+//! };
+//! assert_eq!(d.image_ids, Some(vec!["img-gvbnzy6f".to_string()]));
+//! let reply = success_body(serde_json::json!({"TotalCount": 0, "ImageSet": []}), "71e69b56-32be-4412-ab45-49eded6a87be");
+//! assert!(reply.starts_with(r#"{"Response":{"TotalCount":0"#));
+//! # Ok::<(), ApiError>(())
+//! ```
 
 pub mod actions;
 pub mod client;
