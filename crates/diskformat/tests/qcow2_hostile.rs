@@ -381,7 +381,12 @@ fn internal_snapshots_are_ignored_with_a_note() {
 #[test]
 fn header_field_refusals() {
     let base = small_image();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, fn(&FormatError) -> bool)> = vec![
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut Vec<u8>)>,
+        fn(&FormatError) -> bool,
+    );
+    let cases: Vec<Case> = vec![
         (
             "unknown incompatible bit",
             Box::new(|b| put64(b, 72, 1 << 9)),
@@ -605,7 +610,7 @@ fn compressed_image(payload: &[u8], zstd: bool) -> Vec<u8> {
         put64(&mut b, 72, 8);
         b[104] = 1;
     }
-    put64(&mut b, cs, 3 * cs as u64 | (1 << 63)); // L1[0] -> L2 at 3 clusters
+    put64(&mut b, cs, (3 * cs as u64) | (1 << 63)); // L1[0] -> L2 at 3 clusters
     let coff = 4 * cs as u64;
     // Size field: sectors beyond the first, at most 255 for 64 KiB clusters.
     let sectors = (payload.len() as u64).div_ceil(512).clamp(1, 256) - 1;

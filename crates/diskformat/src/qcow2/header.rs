@@ -250,7 +250,7 @@ impl Header {
             notes.push(format!(
                 "qcow2 has {nb_snapshots} internal snapshot(s); they are ignored, only the active disk is imported"
             ));
-            if snapshots_offset % cluster_size != 0 {
+            if !snapshots_offset.is_multiple_of(cluster_size) {
                 return Err(FormatError::Corrupt(
                     "qcow2 snapshot table offset is not cluster aligned".into(),
                 ));
@@ -399,7 +399,7 @@ fn check_table(
     if len == 0 {
         return Ok(());
     }
-    if offset % cluster_size != 0 {
+    if !offset.is_multiple_of(cluster_size) {
         return Err(FormatError::Corrupt(format!(
             "qcow2 {what} offset {offset:#x} is not cluster aligned"
         )));

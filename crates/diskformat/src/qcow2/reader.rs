@@ -83,7 +83,7 @@ impl Qcow2Image {
                 b.copy_from_slice(e);
                 let off = u64::from_be_bytes(b) & OFFSET_MASK;
                 if off != 0 {
-                    if off % cs != 0 {
+                    if !off.is_multiple_of(cs) {
                         return Err(FormatError::Corrupt(format!(
                             "qcow2 L1 entry {i}: L2 table offset {off:#x} is not cluster aligned"
                         )));
@@ -187,7 +187,7 @@ impl Qcow2Image {
     /// A host data cluster must be aligned and clear of the metadata.
     fn check_host_cluster(&self, host: u64) -> Result<(), FormatError> {
         let cs = self.hdr.cluster_size();
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             return Err(FormatError::Corrupt(format!(
                 "qcow2 data cluster offset {host:#x} is not cluster aligned"
             )));

@@ -169,7 +169,7 @@ impl<S: AppendSink> Qcow2Writer<S> {
     /// (then exactly the remainder). All-zero clusters should be skipped by
     /// the caller: they stay unallocated.
     pub fn write_cluster(&mut self, guest_offset: u64, data: &[u8]) -> Result<(), FormatError> {
-        if guest_offset % CLUSTER != 0 || guest_offset >= self.virtual_size {
+        if !guest_offset.is_multiple_of(CLUSTER) || guest_offset >= self.virtual_size {
             return Err(FormatError::Corrupt(format!(
                 "qcow2 writer: guest offset {guest_offset} is not a cluster inside the disk"
             )));
