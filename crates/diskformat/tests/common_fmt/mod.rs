@@ -63,7 +63,7 @@ impl Rng {
 /// 64 KiB or 1 MiB): random runs across block boundaries, text, scattered
 /// 4 KiB chunks, long zero runs and data in the last partial grain/block.
 pub fn mixed_raw(size: usize) -> Vec<u8> {
-    assert!(size % 512 == 0 && size > 7 * MIB);
+    assert!(size.is_multiple_of(512) && size > 7 * MIB);
     let mut d = vec![0u8; size];
     let mut rng = Rng::new(0x5eed);
     rng.fill(&mut d[..192 << 10]);
