@@ -129,13 +129,19 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     read(&*src, desc_at, &mut desc, "the VMDK embedded descriptor")?;
     let descriptor = Descriptor::parse(&desc)?;
     drop(desc);
-    let stream = descriptor.check(header.capacity)?;
+    let (stream, extent_sectors) = descriptor.check()?;
 
     let virtual_size = sectors_to_bytes(header.capacity, "the VMDK capacity")?;
     if virtual_size > limits.max_virtual_size {
         return Err(FormatError::TooLarge(format!(
             "VMDK capacity {virtual_size} bytes exceeds the limit of {} bytes",
             limits.max_virtual_size
+        )));
+    }
+    if extent_sectors != Some(header.capacity) {
+        return Err(FormatError::Corrupt(format!(
+            "VMDK extent line size does not match the header capacity of {} sectors",
+            header.capacity
         )));
     }
     let gs = header.grain_sectors;
@@ -353,9 +359,9 @@ impl Descriptor {
         Ok(d)
     }
 
-    /// Applies the policy; true for streamOptimized, false for
-    /// monolithicSparse.
-    fn check(&self, capacity: u64) -> Result<bool, FormatError> {
+    /// Applies the policy. Returns true for streamOptimized (false for
+    /// monolithicSparse) and the extent's size in sectors.
+    fn check(&self) -> Result<(bool, Option<u64>), FormatError> {
         if self.parent_hint {
             return Err(FormatError::ExternalReference(
                 "VMDK descriptor names a parent (parentFileNameHint), which is never opened".into(),
@@ -412,12 +418,7 @@ impl Descriptor {
                 extent.file_name.escape_default()
             )));
         }
-        if extent.sectors != Some(capacity) {
-            return Err(FormatError::Corrupt(format!(
-                "VMDK extent line size does not match the header capacity of {capacity} sectors"
-            )));
-        }
-        Ok(stream)
+        Ok((stream, extent.sectors))
     }
 }
 
@@ -523,16 +524,30 @@ impl Vmdk {
         Ok(gt.map_or(0, |gt| gt[(g % GTES_PER_GT) as usize]))
     }
 
-    /// Decompresses grain `g`, stored behind the marker at sector `gte`.
+    /// Grain `g` decompressed, from the one-grain cache or inflated into it.
     fn inflate_grain(&self, g: u64, gte: u32) -> Result<Arc<Vec<u8>>, FormatError> {
-        {
-            let cache = self.grain_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((k, data)) = &*cache {
-                if *k == g {
-                    return Ok(data.clone());
-                }
-            }
+        if let Some(data) = self.cached_grain(g) {
+            return Ok(data);
         }
+        let mut out = vec![0u8; self.grain_bytes as usize];
+        self.inflate_into(g, gte, &mut out)?;
+        let data = Arc::new(out);
+        *self.grain_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((g, data.clone()));
+        Ok(data)
+    }
+
+    fn cached_grain(&self, g: u64) -> Option<Arc<Vec<u8>>> {
+        let cache = self.grain_cache.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cache {
+            Some((k, data)) if *k == g => Some(data.clone()),
+            _ => None,
+        }
+    }
+
+    /// Decompresses grain `g`, stored behind the marker at sector `gte`,
+    /// into `out` (exactly one grain long; what the stream does not cover
+    /// reads as zeros).
+    fn inflate_into(&self, g: u64, gte: u32, out: &mut [u8]) -> Result<(), FormatError> {
         let at = u64::from(gte) * SECTOR;
         let mut marker = [0u8; 12];
         read(&*self.src, at, &mut marker, "a VMDK grain marker")?;
@@ -560,16 +575,16 @@ impl Vmdk {
         )?;
         let mut input = vec![0u8; size as usize];
         read(&*self.src, at + 12, &mut input, "a VMDK compressed grain")?;
-        let mut out = vec![0u8; self.grain_bytes as usize];
+        // qemu and VMware write zlib streams; accept bare deflate as well.
         let zlib = input.len() >= 2
             && input[0] & 0x0f == 8
             && input[0] >> 4 <= 7
             && (u16::from(input[0]) << 8 | u16::from(input[1])).is_multiple_of(31);
         let mut z = Decompress::new(zlib);
+        // The output slice is the bound: inflating cannot write past it.
         let status = z
-            .decompress(&input, &mut out, FlushDecompress::Finish)
+            .decompress(&input, out, FlushDecompress::Finish)
             .map_err(|e| FormatError::Corrupt(format!("VMDK grain {g} does not inflate: {e}")))?;
-        let produced = z.total_out();
         if status != Status::StreamEnd {
             // Either the output is full and more would follow (a grain
             // inflating past its size), or the input ended early.
@@ -577,6 +592,7 @@ impl Vmdk {
                 "VMDK grain {g} does not inflate to at most one grain"
             )));
         }
+        let produced = z.total_out();
         let needed = self
             .grain_bytes
             .min(self.info.virtual_size - g * self.grain_bytes);
@@ -585,9 +601,8 @@ impl Vmdk {
                 "VMDK grain {g} inflates to {produced} bytes, {needed} expected"
             )));
         }
-        let data = Arc::new(out);
-        *self.grain_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((g, data.clone()));
-        Ok(data)
+        out[produced as usize..].fill(0);
+        Ok(())
     }
 }
 
@@ -653,6 +668,10 @@ impl DiskImage for Vmdk {
             let mut run = (gb - within).min(len - done);
             if e <= GTE_ZERO {
                 buf[done as usize..(done + run) as usize].fill(0);
+            } else if self.compressed && run == gb && self.cached_grain(g).is_none() {
+                // A whole grain asked for: inflate straight into the caller's
+                // buffer, no copy and no cache churn.
+                self.inflate_into(g, e, &mut buf[done as usize..(done + run) as usize])?;
             } else if self.compressed {
                 let data = self.inflate_grain(g, e)?;
                 let from = within as usize;

@@ -445,6 +445,14 @@ fn truncated_files_are_refused() {
 
 #[test]
 fn one_pib_claim_is_too_large() {
+    // Only the header's capacity changed: refused on size before anything else.
+    let mut img = monolithic()[..64 << 10].to_vec();
+    img[12..20].copy_from_slice(&((1u64 << 50) / 512).to_le_bytes());
+    let e = refused(img);
+    assert!(matches!(e, FormatError::TooLarge(_)), "{e}");
+    assert_eq!(e.code(), "InvalidFormatSize");
+
+    // A consistent one: descriptor extent and header agree on 1 PiB.
     let base = monolithic();
     let sectors = (1u64 << 50) / 512;
     let d = descriptor(base);
