@@ -325,7 +325,8 @@ struct Vhd {
 }
 
 impl Vhd {
-    /// File offset of the guest byte `offset`'s block data, if allocated.
+    /// File offset where block `block`'s data starts, if allocated (a fixed
+    /// disk is one block at offset 0).
     fn block_data(&self, block: u64) -> Option<u64> {
         match &self.layout {
             Layout::Fixed => Some(0),

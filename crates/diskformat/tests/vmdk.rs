@@ -175,6 +175,42 @@ fn footer_stream_matches_qemu() {
     check(&path, &expected, "streamOptimized", 8192);
 }
 
+#[test]
+fn each_probe_matches_only_its_own_format() {
+    use diskformat::{vhd, vhdx};
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = mixed_raw(RAW_SIZE);
+    raw.truncate(8 * MIB);
+    let cases = [
+        ("vmdk", "subformat=monolithicSparse", 0),
+        ("vmdk", "subformat=streamOptimized", 0),
+        ("vpc", "subformat=dynamic", 1),
+        ("vpc", "subformat=fixed", 1),
+        ("vhdx", "subformat=dynamic", 2),
+        ("vhdx", "subformat=fixed", 2),
+    ];
+    let probes = [vmdk::probe, vhd::probe, vhdx::probe];
+    let ends = |b: &[u8]| {
+        let n = b.len().min(64 << 10);
+        (b[..n].to_vec(), b[b.len() - n..].to_vec())
+    };
+    for (i, (fmt, opts, own)) in cases.iter().enumerate() {
+        let bytes =
+            std::fs::read(make_fixture(dir.path(), &raw, fmt, opts, &format!("p{i}"))).unwrap();
+        let (head, tail) = ends(&bytes);
+        for (k, probe) in probes.iter().enumerate() {
+            assert_eq!(
+                probe(&head, &tail, bytes.len() as u64),
+                k == *own,
+                "{fmt} {opts}, probe {k}"
+            );
+        }
+    }
+    let (head, tail) = ends(&raw);
+    assert!(probes.iter().all(|p| !p(&head, &tail, raw.len() as u64)));
+    assert!(probes.iter().all(|p| !p(&[], &[], 0)));
+}
+
 fn refused(img: Vec<u8>) -> FormatError {
     match open_bytes(vmdk::open, img) {
         Ok(_) => panic!("a hostile VMDK was opened"),
