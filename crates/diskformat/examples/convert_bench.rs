@@ -53,7 +53,7 @@ fn main() {
 
     // 4 MiB stripes: data in every other one, alternating random and text.
     let stripe = 4u64 << 20;
-    let virtual_size = 2 * data_mib << 20;
+    let virtual_size = (2 * data_mib) << 20;
     {
         let f = File::create(&raw).unwrap();
         f.set_len(virtual_size).unwrap();
