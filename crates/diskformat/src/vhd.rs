@@ -24,8 +24,9 @@ const BAT_UNALLOCATED: u32 = 0xffff_ffff;
 const SECTOR: u64 = 512;
 /// Largest block size accepted. Virtual PC and Hyper-V use 512 KiB or 2 MiB.
 const MAX_BLOCK_SIZE: u32 = 256 << 20;
-/// Largest BAT loaded into memory (16 Mi entries: 32 TiB at 2 MiB blocks).
-const MAX_BAT_BYTES: u64 = 64 << 20;
+/// Largest BAT loaded into memory: 1 Mi entries, 2 TiB at 2 MiB blocks
+/// (the format's own limit is 2040 GiB) and 500 GiB at 512 KiB blocks.
+const MAX_BAT_BYTES: u64 = 4 << 20;
 
 const DISK_FIXED: u32 = 2;
 const DISK_DYNAMIC: u32 = 3;
@@ -241,6 +242,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         (bat_at, bat_at + bat_bytes, Owner::Meta("the block table")),
     ];
     let mut allocated = 0u64;
+    let mut claimed = 0u64;
     for (i, &e) in bat.iter().enumerate() {
         if e == BAT_UNALLOCATED {
             continue;
@@ -251,6 +253,14 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         let data_len = block_size.min(virtual_size - i * block_size);
         let len = bitmap_len + data_len;
         check_inside(start, len, footer_at, &format!("dynamic VHD block {i}"))?;
+        // Blocks that do not overlap fit in the file together: refusing
+        // early keeps the range list as small as the file.
+        claimed += len;
+        if claimed > footer_at {
+            return Err(FormatError::Corrupt(
+                "dynamic VHD blocks claim more bytes than the file holds".into(),
+            ));
+        }
         ranges.push((start, start + len, Owner::Block(i)));
     }
     check_overlaps(&mut ranges)?;

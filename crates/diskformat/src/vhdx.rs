@@ -25,8 +25,9 @@ const REGION_OFFSETS: [u64; 2] = [192 << 10, 256 << 10];
 const REGION_TABLE_LEN: usize = 64 << 10;
 const METADATA_TABLE_LEN: usize = 64 << 10;
 const MAX_ENTRIES: usize = 2047;
-/// Largest BAT loaded into memory (8 Mi entries).
-const MAX_BAT_BYTES: u64 = 64 << 20;
+/// Largest BAT loaded into memory: 2 Mi entries, 2 TiB at 1 MiB blocks and
+/// 64 TiB (the format's limit) at 32 MiB blocks.
+const MAX_BAT_BYTES: u64 = 16 << 20;
 /// The specification's maximum virtual disk size.
 const MAX_VHDX_SIZE: u64 = 64 << 40;
 
@@ -109,7 +110,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         ));
     }
     // File ranges in use, checked for overlaps once everything is known.
-    let mut used: Vec<(u64, u64, String)> = vec![(0, MIB, "the VHDX headers".into())];
+    let mut used: Vec<(u64, u64, Owner)> = vec![(0, MIB, Owner::Headers)];
     let log_len = u64::from(le32(&header, 68));
     let log_at = le64(&header, 72);
     if log_len != 0 {
@@ -119,7 +120,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             )));
         }
         check_inside(log_at, log_len, file_len, "the VHDX log")?;
-        used.push((log_at, log_at + log_len, "the log".into()));
+        used.push((log_at, log_at + log_len, Owner::Log));
     }
 
     // Region tables: the first valid one; a second valid one must agree.
@@ -181,7 +182,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
                 "vhdx unknown optional region {} ignored",
                 guid_string(&id)
             ));
-            used.push((at, at + len, format!("region {}", guid_string(&id))));
+            used.push((at, at + len, Owner::Region(id)));
             continue;
         };
         if slot.replace((at, len)).is_some() {
@@ -190,7 +191,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
                 guid_string(&id)
             )));
         }
-        used.push((at, at + len, format!("region {}", guid_string(&id))));
+        used.push((at, at + len, Owner::Region(id)));
     }
     let (bat_at, bat_len) =
         bat_region.ok_or_else(|| FormatError::Corrupt("VHDX has no BAT region".into()))?;
@@ -237,6 +238,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     read(&*src, bat_at, &mut raw, "the VHDX BAT")?;
     let mut blocks: Vec<u64> = Vec::with_capacity(data_blocks as usize);
     let mut present = 0u64;
+    let mut claimed = 0u64;
     for (j, e) in raw.chunks_exact(8).map(|c| le64(c, 0)).enumerate() {
         let j = j as u64;
         let state = e & 7;
@@ -252,7 +254,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
                         )));
                     }
                     check_inside(at, MIB, file_len, &format!("VHDX sector bitmap block {j}"))?;
-                    used.push((at, at + MIB, format!("sector bitmap entry {j}")));
+                    used.push((at, at + MIB, Owner::SectorBitmap(j)));
                 }
                 s => {
                     return Err(FormatError::Corrupt(format!(
@@ -275,7 +277,15 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
                 }
                 let len = block_size.min(vsize - block * block_size);
                 check_inside(at, len, file_len, &format!("VHDX block {block}"))?;
-                used.push((at, at + len, format!("block {block}")));
+                // Blocks that do not overlap fit in the file together:
+                // refusing early keeps the range list as small as the file.
+                claimed += len;
+                if claimed > file_len {
+                    return Err(FormatError::Corrupt(
+                        "VHDX blocks claim more bytes than the file holds".into(),
+                    ));
+                }
+                used.push((at, at + len, Owner::Block(block)));
                 blocks.push(at);
                 present += 1;
             }
@@ -326,6 +336,27 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         block_size,
         blocks,
     }))
+}
+
+/// What a range of the file holds, for overlap messages.
+enum Owner {
+    Headers,
+    Log,
+    Region([u8; 16]),
+    SectorBitmap(u64),
+    Block(u64),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Headers => f.write_str("the headers"),
+            Owner::Log => f.write_str("the log"),
+            Owner::Region(id) => write!(f, "region {}", guid_string(id)),
+            Owner::SectorBitmap(j) => write!(f, "sector bitmap entry {j}"),
+            Owner::Block(b) => write!(f, "block {b}"),
+        }
+    }
 }
 
 struct Metadata {
