@@ -206,6 +206,15 @@ fn truncated_files_are_refused() {
 
 #[test]
 fn one_pib_claim_is_too_large() {
+    // A 512-byte file: nothing but a fixed-disk footer claiming 1 PiB.
+    let base = fixed_bytes();
+    let mut tiny = base[base.len() - 512..].to_vec();
+    edit_footer(&mut tiny, |f| {
+        f[48..56].copy_from_slice(&(1u64 << 50).to_be_bytes())
+    });
+    let err = open_bytes(vhd::open, tiny).err().expect("refused");
+    assert!(matches!(err, FormatError::TooLarge(_)), "{err}");
+
     for base in [dynamic_bytes(), fixed_bytes()] {
         let mut img = base.to_vec();
         edit_footer(&mut img, |f| {
