@@ -6,6 +6,12 @@
 //! hostile filesystem cannot make it loop, recurse without end, or allocate
 //! more than the caller's limits.
 
+
+pub(crate) mod blockcache;
+pub mod ext;
+pub mod fat;
+pub mod path;
+
 use diskformat::ReadAt;
 
 /// A filesystem-specific inode (or MFT record, or FAT directory entry) id.
@@ -72,5 +78,35 @@ pub trait Filesystem: Send + Sync {
 
 /// Probe signatures of the known filesystems at `offset` of `disk` and open the
 /// one that matches, if any. (Filled in by the readers as they land.)
-pub type Opener = fn(disk: std::sync::Arc<dyn ReadAt>, offset: u64, len: u64)
-    -> Result<Option<Box<dyn Filesystem>>, FsError>;
+pub type Opener = fn(
+    disk: std::sync::Arc<dyn ReadAt>,
+    offset: u64,
+    len: u64,
+) -> Result<Option<Box<dyn Filesystem>>, FsError>;
+
+/// The readers [`probe`] tries, in order. Each checks its own signature
+/// and returns Ok(None) when it does not match.
+pub fn openers() -> Vec<(&'static str, Opener)> {
+    vec![
+        ("ext", ext::open as Opener),
+        ("vfat", fat::open as Opener),
+        // PROBE-SLOT: xfs::open, btrfs::open and ntfs::open join here as
+        // their readers land (crates/guestinspect/src/fs/{xfs,btrfs,ntfs}.rs).
+    ]
+}
+
+/// Open whichever known filesystem lies at `offset` (length `len`) of
+/// `disk`. Ok(None) when no reader recognises it. A reader that recognises
+/// its signature but finds the filesystem corrupt returns that error.
+pub fn probe(
+    disk: std::sync::Arc<dyn ReadAt>,
+    offset: u64,
+    len: u64,
+) -> Result<Option<Box<dyn Filesystem>>, FsError> {
+    for (_, open) in openers() {
+        if let Some(fs) = open(disk.clone(), offset, len)? {
+            return Ok(Some(fs));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,73 @@
+//! A signed TC3 client for the benchmarks, using the project's own tcapi.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    host: String,
+    secret_id: String,
+    secret_key: String,
+}
+
+impl Client {
+    pub fn new(addr: &str, secret_id: &str, secret_key: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("reqwest client");
+        Client {
+            http,
+            url: format!("http://{addr}/"),
+            host: addr.to_string(),
+            secret_id: secret_id.into(),
+            secret_key: secret_key.into(),
+        }
+    }
+
+    /// Call an action; returns `Response` or the Tencent error as an error.
+    pub async fn call(&self, action: &str, params: &Value) -> anyhow::Result<Value> {
+        let body = serde_json::to_vec(params)?;
+        let ts = chrono_now();
+        let auth = tcapi::sign_tc3_request(
+            &self.secret_id,
+            &self.secret_key,
+            &self.host,
+            "application/json",
+            &body,
+            "",
+            "POST",
+            ts,
+            "cvm",
+        );
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Authorization", auth)
+            .header("X-TC-Action", action)
+            .header("X-TC-Version", "2017-03-12")
+            .header("X-TC-Region", "ap-guangzhou")
+            .header("X-TC-Timestamp", ts.to_string())
+            .body(body)
+            .send()
+            .await
+            .context("request")?;
+        let v: Value = resp.json().await.context("response body")?;
+        let r = v.get("Response").cloned().unwrap_or(Value::Null);
+        if let Some(e) = r.get("Error") {
+            bail!("{action} failed: {e}");
+        }
+        Ok(r)
+    }
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,50 @@
+//! imagegate-bench: figures for the closing notes, each printed beside a
+//! baseline measured in the same run (these machines are noisy; ratios
+//! travel, absolute numbers don't). Not a test: nothing here asserts time.
+//!
+//! - `api`: signed DescribeImages under 64 concurrent connections against a
+//!   catalog of 10,000 images, beside a bare endpoint on the same HTTP stack;
+//!   ImportImage calls that only queue; idle and loaded RSS.
+//! - `import`: ImportImage → NORMAL for a 4 GiB-virtual image with 1 GiB of
+//!   mixed data in every format, beside `curl + qemu-img convert + sha256sum`
+//!   and the floor `max(curl -o /dev/null, openssl dgst -sha256)`; peak RSS;
+//!   a 64 GiB-virtual variant; 4 concurrent imports.
+
+mod api;
+mod client;
+mod fileserver;
+mod import;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "imagegate-bench", about = "imagegate benchmarks with same-run baselines")]
+struct Cli {
+    /// The imagegate binary to benchmark (build it with --release).
+    #[arg(long, default_value = "target/release/imagegate", global = true)]
+    bin: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// API throughput and latency against a bare endpoint.
+    Api(api::ApiArgs),
+    /// Import time against the scripted baseline and the floor.
+    Import(import::ImportArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Api(args) => api::run(&cli.bin, args).await,
+            Cmd::Import(args) => import::run(&cli.bin, args).await,
+        }
+    })
+}
