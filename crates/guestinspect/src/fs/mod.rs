@@ -11,6 +11,7 @@ pub(crate) mod blockcache;
 pub mod ext;
 pub mod fat;
 pub mod path;
+pub mod xfs;
 
 use diskformat::ReadAt;
 
