@@ -287,13 +287,18 @@ impl Qcow2Image {
     }
 
     /// Walk the uniform spans of `[offset, offset+len)`, calling `f` for
-    /// each (guest offset, length, run). Stops early when `f` returns false.
+    /// each (guest offset, length, run). Stops early when `f` returns false,
+    /// or before loading more than `max_tables` L2 tables (`extent_at` uses
+    /// this so one call never reads metadata from all over the file: with a
+    /// source that is still arriving, it would wait for the whole download).
     fn walk(
         &self,
         offset: u64,
         len: u64,
+        max_tables: usize,
         mut f: impl FnMut(u64, u64, Run) -> Result<bool, FormatError>,
     ) -> Result<(), FormatError> {
+        let mut tables = 0usize;
         let cs = self.hdr.cluster_size();
         let cov = self.hdr.l2_coverage();
         let end = offset.saturating_add(len).min(self.hdr.size);
@@ -301,6 +306,12 @@ impl Qcow2Image {
         while pos < end {
             let l1_idx = pos / cov;
             let region_end = ((l1_idx + 1).saturating_mul(cov)).min(end);
+            if self.l1.get(l1_idx as usize).is_some_and(|&o| o != 0) {
+                if tables == max_tables {
+                    return Ok(());
+                }
+                tables += 1;
+            }
             match self.l2_table(l1_idx)? {
                 None => {
                     if !f(pos, region_end - pos, Run::Zero)? {
@@ -374,7 +385,7 @@ impl DiskImage for Qcow2Image {
         }
         let mut kind: Option<ExtentKind> = None;
         let mut len = 0u64;
-        self.walk(offset, max_len, |_, n, run| {
+        self.walk(offset, max_len, 1, |_, n, run| {
             let k = match run {
                 Run::Zero => ExtentKind::Zero,
                 _ => ExtentKind::Data,
@@ -412,7 +423,7 @@ impl DiskImage for Qcow2Image {
             Ok::<(), FormatError>(())
         };
         let mut err = None;
-        self.walk(offset, total, |pos, n, run| {
+        self.walk(offset, total, usize::MAX, |pos, n, run| {
             let b = (pos - offset) as usize;
             let n_us = n as usize;
             let r = (|| {
