@@ -13,9 +13,43 @@ use crate::FormatError;
 
 /// Decompress `input` into `out` (exactly one cluster).
 pub fn decompress(kind: Compression, input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
-    match kind {
-        Compression::Zlib => inflate(input, out),
-        Compression::Zstd => unzstd(input, out),
+    Decompressor::new(kind).decompress(input, out)
+}
+
+/// A reusable decompressor: the inflate state and zstd frame decoder are
+/// allocated once per image, not once per cluster.
+pub struct Decompressor {
+    kind: Compression,
+    zlib: Option<flate2::Decompress>,
+    zstd: Option<ruzstd::decoding::FrameDecoder>,
+}
+
+impl Decompressor {
+    pub fn new(kind: Compression) -> Self {
+        Decompressor {
+            kind,
+            zlib: None,
+            zstd: None,
+        }
+    }
+
+    /// Decompress `input` into `out` (exactly one cluster).
+    pub fn decompress(&mut self, input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
+        match self.kind {
+            Compression::Zlib => {
+                let d = self
+                    .zlib
+                    .get_or_insert_with(|| flate2::Decompress::new(false));
+                d.reset(false);
+                inflate(d, input, out)
+            }
+            Compression::Zstd => {
+                let d = self
+                    .zstd
+                    .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
+                unzstd(d, input, out)
+            }
+        }
     }
 }
 
@@ -24,9 +58,8 @@ fn corrupt(msg: &str) -> FormatError {
 }
 
 /// qcow2's zlib clusters are raw deflate streams (no zlib header).
-fn inflate(input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
-    use flate2::{Decompress, FlushDecompress, Status};
-    let mut d = Decompress::new(false);
+fn inflate(d: &mut flate2::Decompress, input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
+    use flate2::{FlushDecompress, Status};
     let mut filled = 0usize;
     // Every round either consumes input, produces output, or stops: the
     // total is bounded by input.len() + out.len() rounds.
@@ -114,8 +147,12 @@ fn zstd_window(frame: &[u8]) -> Option<(u64, bool)> {
 
 /// qcow2's zstd clusters: one or more zstd frames, together exactly one
 /// cluster of output.
-fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
-    use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
+fn unzstd(
+    decoder: &mut ruzstd::decoding::FrameDecoder,
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    use ruzstd::decoding::StreamingDecoder;
     // The decoder keeps a window of history; a cluster never needs more
     // than itself (≤ 2 MiB), so anything over 8 MiB is hostile.
     const MAX_WINDOW: u64 = 8 << 20;
@@ -134,7 +171,7 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
             return Err(corrupt("zstd window size too large"));
         }
         let mut src = rest;
-        let mut dec = StreamingDecoder::new_with_decoder(&mut src, FrameDecoder::new())
+        let mut dec = StreamingDecoder::new_with_decoder(&mut src, &mut *decoder)
             .map_err(|_| corrupt("bad zstd frame"))?;
         loop {
             if filled == out.len() {

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::compress::decompress;
+use super::compress::Decompressor;
 use super::header::Header;
 use crate::util::{add, overlaps, read_exact_at};
 use crate::{DiskImage, Extent, ExtentKind, FormatError, ImageInfo, ReadAt};
@@ -36,6 +36,14 @@ enum Run {
     },
 }
 
+struct CompressedCache {
+    /// Host offset of the cluster held in `out`, if any.
+    coff: Option<u64>,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    decoder: Decompressor,
+}
+
 struct L2Cache {
     tables: Vec<(u64, Arc<[u64]>, u64)>,
     tick: u64,
@@ -54,8 +62,9 @@ pub struct Qcow2Image {
     /// Header cluster, L1 table and refcount table: no data may live there.
     reserved: [(u64, u64); 3],
     cache: Mutex<L2Cache>,
-    /// The last decompressed cluster, so small reads do not inflate it again.
-    last_compressed: Mutex<Option<(u64, Vec<u8>)>>,
+    /// The last decompressed cluster (so small reads do not inflate it
+    /// again) and the buffers and decoder reused for the next one.
+    compressed: Mutex<CompressedCache>,
 }
 
 impl Qcow2Image {
@@ -111,6 +120,7 @@ impl Qcow2Image {
             ));
         }
         let capacity = ((CACHE_BYTES / cs) as usize).clamp(2, CACHE_MAX_TABLES);
+        let compression = hdr.compression;
         let info = ImageInfo {
             format: crate::Format::Qcow2,
             subformat: Some(format!("v{}", hdr.version)),
@@ -132,7 +142,12 @@ impl Qcow2Image {
                 tick: 0,
                 capacity,
             }),
-            last_compressed: Mutex::new(None),
+            compressed: Mutex::new(CompressedCache {
+                coff: None,
+                input: Vec::new(),
+                out: Vec::new(),
+                decoder: Decompressor::new(compression),
+            }),
         })
     }
 
@@ -343,28 +358,22 @@ impl Qcow2Image {
         within: u64,
         dst: &mut [u8],
     ) -> Result<(), FormatError> {
-        let mut last = self
-            .last_compressed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
+        let c = &mut *guard;
         let cs = self.hdr.cluster_size() as usize;
-        let hit = matches!(&*last, Some((o, _)) if *o == coff);
-        if !hit {
-            // ≤ 2 clusters of input by construction of the size field.
-            let mut input = vec![0u8; clen as usize];
-            read_exact_at(&*self.src, coff, &mut input, "qcow2 compressed cluster")?;
-            let mut out = match last.take() {
-                Some((_, v)) if v.len() == cs => v,
-                _ => vec![0u8; cs],
-            };
-            decompress(self.hdr.compression, &input, &mut out)?;
-            *last = Some((coff, out));
+        if c.coff != Some(coff) {
+            c.coff = None;
+            // ≤ 2 clusters of input by construction of the size field; the
+            // buffers are reused from one cluster to the next.
+            c.input.resize(clen as usize, 0);
+            read_exact_at(&*self.src, coff, &mut c.input, "qcow2 compressed cluster")?;
+            c.out.resize(cs, 0);
+            c.decoder.decompress(&c.input, &mut c.out)?;
+            c.coff = Some(coff);
         }
-        let Some((_, data)) = &*last else {
-            return Err(FormatError::Corrupt("qcow2 compressed cache".into()));
-        };
         let w = within as usize;
-        let src = data
+        let src = c
+            .out
             .get(w..w + dst.len())
             .ok_or_else(|| FormatError::Corrupt("qcow2 compressed span".into()))?;
         dst.copy_from_slice(src);
