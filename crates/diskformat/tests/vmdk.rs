@@ -195,8 +195,13 @@ fn each_probe_matches_only_its_own_format() {
         (b[..n].to_vec(), b[b.len() - n..].to_vec())
     };
     for (i, (fmt, opts, own)) in cases.iter().enumerate() {
-        let bytes =
-            std::fs::read(make_fixture(dir.path(), &raw, fmt, opts, &format!("p{i}"))).unwrap();
+        let path = make_fixture(dir.path(), &raw, fmt, opts, &format!("p{i}"));
+        // Through the crate's front door: detection picks this module.
+        let src = std::sync::Arc::new(diskformat::FileSource::open(&path).unwrap());
+        let opened = diskformat::open(src, &diskformat::Limits::default()).unwrap();
+        let want = [Format::Vmdk, Format::Vhd, Format::Vhdx][*own];
+        assert_eq!(opened.info().format, want, "{fmt} {opts}");
+        let bytes = std::fs::read(&path).unwrap();
         let (head, tail) = ends(&bytes);
         for (k, probe) in probes.iter().enumerate() {
             assert_eq!(
