@@ -29,8 +29,9 @@ const GD_AT_END: u64 = u64::MAX;
 const MAX_DESCRIPTOR_SECTORS: u64 = 2048;
 const GTES_PER_GT: u64 = 512;
 const GT_BYTES: u64 = GTES_PER_GT * 4;
-/// Grains above this are refused: a grain is the unit of decompression.
-const MAX_GRAIN_SECTORS: u64 = 32768;
+/// Grains above 1 MiB are refused: a grain is the unit of decompression
+/// (one grain buffer per read). VMware and qemu always write 64 KiB.
+const MAX_GRAIN_SECTORS: u64 = 2048;
 /// Largest grain directory loaded into memory.
 const MAX_GD_BYTES: u64 = 16 << 20;
 const GT_CACHE_ENTRIES: usize = 64;
@@ -145,9 +146,14 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         )));
     }
     let gs = header.grain_sectors;
-    if !gs.is_power_of_two() || !(8..=MAX_GRAIN_SECTORS).contains(&gs) {
+    if !gs.is_power_of_two() || gs < 8 {
         return Err(FormatError::Corrupt(format!(
-            "VMDK grain size of {gs} sectors is not a power of two between 8 and {MAX_GRAIN_SECTORS}"
+            "VMDK grain size of {gs} sectors is not a power of two of at least 8"
+        )));
+    }
+    if gs > MAX_GRAIN_SECTORS {
+        return Err(FormatError::Unsupported(format!(
+            "VMDK grain size of {gs} sectors (at most {MAX_GRAIN_SECTORS} are accepted)"
         )));
     }
     if u64::from(header.gtes_per_gt) != GTES_PER_GT {
