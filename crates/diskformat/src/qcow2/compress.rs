@@ -195,7 +195,8 @@ fn unzstd(
             }
             return Ok(());
         }
-        drop(dec);
+        // The decoder's borrow of `src` has ended; `src` now points past
+        // the frame it decoded.
         if src.len() >= rest.len() {
             return Err(corrupt("zstd frame consumed no input"));
         }
@@ -267,6 +268,38 @@ mod tests {
                 Err(FormatError::Corrupt(_))
             ));
         }
+    }
+
+    /// A zstd frame holding `data` as one raw block.
+    fn raw_frame(data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 6 << 3];
+        let header = ((data.len() as u32) << 3) | 1;
+        f.extend_from_slice(&header.to_le_bytes()[..3]);
+        f.extend_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn zstd_several_frames_fill_one_cluster() {
+        let data: Vec<u8> = (0..65536u32).map(|i| (i % 13) as u8).collect();
+        let mut input = raw_frame(&data[..20000]);
+        input.extend_from_slice(&raw_frame(&data[20000..]));
+        input.extend_from_slice(&[0u8; 100]); // sector padding
+        let mut out = vec![0u8; 65536];
+        let mut d = Decompressor::new(Compression::Zstd);
+        d.decompress(&input, &mut out).unwrap();
+        assert_eq!(out, data);
+        // The decoder is reusable, including after a failure.
+        assert!(d.decompress(&input[..30000], &mut out).is_err());
+        out.fill(0);
+        d.decompress(&input, &mut out).unwrap();
+        assert_eq!(out, data);
+        // A stream longer than the cluster (by one byte) is refused.
+        let mut over = input.clone();
+        over.truncate(input.len() - 100);
+        over.extend_from_slice(&raw_frame(&[1, 2, 3]));
+        let mut small = vec![0u8; 65536 - 1];
+        assert!(d.decompress(&over, &mut small).is_err());
     }
 
     #[test]
