@@ -249,7 +249,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     let mut allocated = 0u64;
     for t in 0..n_gts {
         if let Some(gt) = vmdk.load_gt(t)? {
-            allocated += gt.iter().filter(|&&e| e > GTE_ZERO).count() as u64;
+            let used = (n_grains - t * GTES_PER_GT).min(GTES_PER_GT) as usize;
+            allocated += gt[..used].iter().filter(|&&e| e > GTE_ZERO).count() as u64;
         }
     }
     vmdk.info
