@@ -212,10 +212,8 @@ fn detect_os(opened: &mut [Opened], report: &mut GuestReport, warnings: &mut Vec
     let mut linux: Vec<usize> = Vec::new();
     let mut windows: Vec<usize> = Vec::new();
     for (i, o) in opened.iter().enumerate() {
-        match os::is_linux_root(&*o.fs) {
-            Ok(true) => linux.push(i),
-            Ok(false) => {}
-            Err(e) => warnings.push(format!("{}: {e}", describe(&o.report.location))),
+        if os::is_linux_root(&*o.fs) {
+            linux.push(i);
         }
         match os::is_windows_root(&*o.fs) {
             Ok(true) => windows.push(i),

@@ -112,12 +112,16 @@ impl<'a> Guest<'a> {
 
 /// Whether `fs` looks like a Linux root: /etc/os-release, or /etc with
 /// /bin or /usr/bin.
-pub fn is_linux_root(fs: &dyn Filesystem) -> Result<bool, FsError> {
+/// A check that fails (a symlink loop on /etc/os-release, a corrupt
+/// directory) counts as "not there", so one damaged path does not hide an
+/// otherwise recognisable root; the OS reader reports the damage.
+pub fn is_linux_root(fs: &dyn Filesystem) -> bool {
     let g = Guest::new(fs);
-    if g.exists("/etc/os-release")? || g.exists("/usr/lib/os-release")? {
-        return Ok(true);
+    let yes = |r: Result<bool, FsError>| r.unwrap_or(false);
+    if yes(g.exists("/etc/os-release")) || yes(g.exists("/usr/lib/os-release")) {
+        return true;
     }
-    Ok(g.is_dir("/etc")? && (g.is_dir("/bin")? || g.is_dir("/usr/bin")?))
+    yes(g.is_dir("/etc")) && (yes(g.is_dir("/bin")) || yes(g.is_dir("/usr/bin")))
 }
 
 /// Whether `fs` looks like a Windows system volume.

@@ -1,0 +1,281 @@
+//! Whole-disk inspections of disks built from scratch with Debian's tools:
+//! the distributions Tencent imports, with the layouts that matter (root on
+//! LVM, separate /boot, GPT with an EFI partition, MBR logical partitions,
+//! no partition table, a damaged primary GPT) and the variations the import
+//! checks (no cloud-init, no virtio, arm64).
+
+mod common;
+
+use common::*;
+use guestinspect::fs::path;
+use guestinspect::os::DriverPresence;
+use guestinspect::part::{GptHeader, TableKind};
+use guestinspect::{inspect, InspectOptions, Location};
+
+fn opts() -> InspectOptions {
+    InspectOptions::default()
+}
+
+#[test]
+fn centos7_root_on_lvm_with_separate_boot() {
+    if !require("centos7_root_on_lvm_with_separate_boot", &["sfdisk", "mkfs.ext4", "losetup", "pvcreate"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let boot_uuid = "3b1e5f32-5f1c-4a7e-9d7e-0c6a3a0f1b2c";
+    let o = TreeOpts {
+        separate_boot: true,
+        fstab: format!(
+            "#\n# /etc/fstab\n# Created by anaconda\n#\n/dev/mapper/centos-root /                       ext4    defaults        0 0\nUUID={boot_uuid} /boot                   ext4    defaults        0 0\n"
+        ),
+        ..TreeOpts::default()
+    };
+    let (root, boot) = linux_tree(w, Distro::CentOS7, &o);
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 64 * MIB);
+    // p1 /boot 12 MiB, p2 LVM PV 48 MiB.
+    sfdisk(&disk, "label: dos\nstart=2048, size=24576, type=83, bootable\nstart=26624, size=98304, type=8e\n");
+    mkfs_ext4(&disk, 2048 * 512, 12 * MIB, &boot.unwrap(), &Ext4 { uuid: Some(boot_uuid.into()), ..Ext4::default() });
+
+    // The PV, with a two-segment linear LV (extents 5..8 then 0..3) so that
+    // segment order matters.
+    let pv = w.join("pv.img");
+    sparse_file(&pv, 48 * MIB);
+    let pieces = match make_linear_lv(w, &pv, "centos", "root", 6, &[(5, 3), (0, 3)]) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED centos7_root_on_lvm_with_separate_boot: {why}");
+            return;
+        }
+    };
+    let lv_img = w.join("lv.img");
+    sparse_file(&lv_img, 24 * MIB);
+    mkfs_ext4(&lv_img, 0, 24 * MIB, &root, &Ext4::default());
+    let mut lv_off = 0;
+    for (off, len) in &pieces {
+        copy_range(&lv_img, lv_off, *len, &pv, *off);
+        lv_off += len;
+    }
+    copy_into(&pv, &disk, 26624 * 512);
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.partition_table.kind, TableKind::Mbr);
+    assert!(r.partition_table.partitions[0].bootable);
+    assert_eq!(r.lvm.len(), 1, "{:?}", r.lvm);
+    let lv = &r.lvm[0];
+    assert_eq!((lv.vg.as_str(), lv.lv.as_str(), lv.size, lv.segments, lv.readable), ("centos", "root", 24 * MIB, 2, true));
+    assert_eq!(r.root, Some(Location::Lv { vg: "centos".into(), lv: "root".into() }));
+    let bootfs = r.filesystems.iter().find(|f| f.location == Location::Partition { index: 1 }).unwrap();
+    assert_eq!(bootfs.mountpoint.as_deref(), Some("/boot"));
+    assert_eq!(bootfs.uuid.as_deref(), Some(boot_uuid));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!(os.platform, "Linux");
+    assert_eq!(os.os_type, "CentOS");
+    assert_eq!(os.major.as_deref(), Some("7"));
+    assert_eq!(os.version.as_deref(), Some("7.9"));
+    assert_eq!(os.os_name, "CentOS 7.9 64bit");
+    assert_eq!(os.architecture.as_deref(), Some("x86_64"));
+    // The kernel is on the separate /boot, its modules on the root.
+    assert_eq!(os.kernels.len(), 1);
+    assert_eq!(os.kernels[0].image.as_deref(), Some("/boot/vmlinuz-3.10.0-1160.el7.x86_64"));
+    assert!(os.kernels[0].modules);
+    assert!(r.cloud_init);
+    assert!(r.virtio.block && r.virtio.net);
+    assert_eq!(r.virtio.kernels[0].block, Some(DriverPresence::Module));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}
+
+#[test]
+fn ubuntu2204_gpt_with_efi_and_builtin_virtio() {
+    if !require("ubuntu2204_gpt_with_efi_and_builtin_virtio", &["sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let root_uuid = "0a5ab0e3-9c4c-4e3d-8a53-2c1c8d5f7e61";
+    let o = TreeOpts {
+        virtio: Virtio::Builtin,
+        fstab: format!("# /etc/fstab: static file system information.\nUUID={root_uuid} / ext4 discard,errors=remount-ro 0 1\nUUID=12AB-34CD /boot/efi vfat umask=0077 0 1\n"),
+        ..TreeOpts::default()
+    };
+    let (root, _) = linux_tree(w, Distro::Ubuntu2204, &o);
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 64 * MIB);
+    sfdisk(
+        &disk,
+        "label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=\"BIOS boot\"\nstart=4096, size=16384, type=U, name=\"EFI System\"\nstart=20480, size=100352, type=L, name=\"root\"\n",
+    );
+    let grub_cfg = b"search.fs_uuid 0a5ab0e3-9c4c-4e3d-8a53-2c1c8d5f7e61 root\nconfigfile ($root)/boot/grub/grub.cfg\n";
+    // mkfs.vfat -i sets the volume id that fstab names.
+    let img = w.join("esp.img");
+    run("mkfs.vfat", &["-C", "-i", "12AB34CD", "-n", "ESP", img.to_str().unwrap(), "8192"]);
+    let src = w.join("f");
+    std::fs::write(&src, grub_cfg).unwrap();
+    let i = img.to_str().unwrap();
+    for d in ["::/EFI", "::/EFI/ubuntu", "::/EFI/BOOT"] {
+        run("mmd", &["-i", i, d]);
+    }
+    run("mcopy", &["-i", i, src.to_str().unwrap(), "::/EFI/ubuntu/grub.cfg"]);
+    run("mcopy", &["-i", i, src.to_str().unwrap(), "::/EFI/BOOT/a-rather-long-file-name.efi"]);
+    copy_into(&img, &disk, 4096 * 512);
+    mkfs_ext4(&disk, 20480 * 512, 100352 * 512, &root, &Ext4 { uuid: Some(root_uuid.into()), label: Some("cloudimg-rootfs".into()), ..Ext4::default() });
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.partition_table.kind, TableKind::Gpt);
+    assert_eq!(r.partition_table.gpt_header, Some(GptHeader::Primary));
+    let parts = &r.partition_table.partitions;
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0].type_name, Some("bios-boot"));
+    assert_eq!(parts[1].type_name, Some("efi"));
+    assert_eq!(parts[2].name.as_deref(), Some("root"));
+    assert_eq!(r.root, Some(Location::Partition { index: 3 }));
+    let esp = r.filesystems.iter().find(|f| f.kind == "vfat").unwrap();
+    assert_eq!(esp.uuid.as_deref(), Some("12AB-34CD"));
+    assert_eq!(esp.label.as_deref(), Some("ESP"));
+    assert_eq!(esp.mountpoint.as_deref(), Some("/boot/efi"));
+    let rootfs = r.filesystems.iter().find(|f| f.kind == "ext4").unwrap();
+    assert_eq!(rootfs.label.as_deref(), Some("cloudimg-rootfs"));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!((os.os_type.as_str(), os.major.as_deref(), os.os_name.as_str()), ("Ubuntu", Some("22"), "Ubuntu Server 22.04 LTS 64bit"));
+    assert_eq!(os.id_like, vec!["debian"]);
+    assert!(r.virtio.block && r.virtio.net);
+    assert_eq!(r.virtio.kernels[0].net, Some(DriverPresence::Builtin));
+    assert!(r.cloud_init);
+
+    // The FAT reader: long names, case-insensitive lookup, file content.
+    let disk_r = open_disk(&disk);
+    let fat = guestinspect::fs::fat::open(disk_r, 4096 * 512, 16384 * 512).unwrap().unwrap();
+    assert_eq!(path::read_small_file(&*fat, "/efi/UBUNTU/GRUB.CFG", 4096).unwrap(), grub_cfg);
+    assert_eq!(path::read_small_file(&*fat, "/EFI/BOOT/a-rather-long-file-name.efi", 4096).unwrap(), grub_cfg);
+    let names: Vec<String> = fat
+        .read_dir(path::resolve(&*fat, "/EFI", true).unwrap(), 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect();
+    assert_eq!(names, vec!["ubuntu", "BOOT"]);
+}
+
+#[test]
+fn debian12_on_logical_partitions_without_cloud_init() {
+    if !require("debian12_on_logical_partitions_without_cloud_init", &["sfdisk", "mkfs.ext4"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let o = TreeOpts {
+        cloud_init: false,
+        fstab: "/dev/sda5 / ext4 errors=remount-ro 0 1\n/dev/sda6 /home ext3 defaults 0 2\n/dev/sda1 none swap sw 0 0\n".into(),
+        ..TreeOpts::default()
+    };
+    let (root, _) = linux_tree(w, Distro::Debian12, &o);
+    let home = w.join("home");
+    std::fs::create_dir_all(home.join("debian")).unwrap();
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 64 * MIB);
+    sfdisk(
+        &disk,
+        "label: dos\nstart=2048, size=8192, type=82\nstart=10240, size=120832, type=5\nstart=12288, size=81920, type=83\nstart=96256, size=32768, type=83\n",
+    );
+    mkfs_ext4(&disk, 12288 * 512, 81920 * 512, &root, &Ext4::default());
+    mkfs_ext4(&disk, 96256 * 512, 32768 * 512, &home, &Ext4 { fs_type: Some("ext3"), ..Ext4::default() });
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    let idx: Vec<(u32, bool, bool)> = r.partition_table.partitions.iter().map(|p| (p.index, p.logical, p.extended)).collect();
+    assert_eq!(idx, vec![(1, false, false), (2, false, true), (5, true, false), (6, true, false)]);
+    assert_eq!(r.partition_table.partitions[2].start, 12288 * 512);
+    assert_eq!(r.root, Some(Location::Partition { index: 5 }));
+    let homefs = r.filesystems.iter().find(|f| f.location == Location::Partition { index: 6 }).unwrap();
+    assert_eq!((homefs.kind.as_str(), homefs.mountpoint.as_deref()), ("ext3", Some("/home")));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!((os.os_type.as_str(), os.version.as_deref(), os.os_name.as_str()), ("Debian", Some("12.5"), "Debian 12.5 64bit"));
+    assert!(!r.cloud_init);
+    assert!(r.virtio.block);
+}
+
+#[test]
+fn opensuse_leap_on_a_bare_filesystem_without_virtio() {
+    if !require("opensuse_leap_on_a_bare_filesystem_without_virtio", &["mkfs.ext4"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let o = TreeOpts { virtio: Virtio::None, ..TreeOpts::default() };
+    let (root, _) = linux_tree(w, Distro::OpenSuseLeap15, &o);
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 32 * MIB);
+    mkfs_ext4(&disk, 0, 32 * MIB, &root, &Ext4::default());
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.partition_table.kind, TableKind::None);
+    assert_eq!(r.root, Some(Location::Disk));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!((os.os_type.as_str(), os.major.as_deref(), os.os_name.as_str()), ("OpenSUSE", Some("15"), "OpenSUSE Leap 15.5 64bit"));
+    // Not merged-/usr: /bin/sh is a link to bash in /bin itself.
+    assert_eq!(os.architecture_from.as_deref(), Some("/bin/sh"));
+    assert_eq!(os.kernels.len(), 1);
+    assert!(!r.virtio.block && !r.virtio.net);
+    assert_eq!(r.virtio.kernels.len(), 1);
+}
+
+#[test]
+fn rocky9_arm64_with_a_damaged_primary_gpt() {
+    if !require("rocky9_arm64_with_a_damaged_primary_gpt", &["sfdisk", "mkfs.ext4"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let o = TreeOpts { arch: Arch::Arm64, ..TreeOpts::default() };
+    let (root, _) = linux_tree(w, Distro::Rocky9, &o);
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 48 * MIB);
+    sfdisk(&disk, "label: gpt\nstart=2048, size=94208, type=B921B045-1DF0-41C3-AF44-4C6F280D3FAE\n");
+    mkfs_ext4(&disk, 2048 * 512, 94208 * 512, &root, &Ext4::default());
+    // Flip a byte of the primary header: its CRC no longer matches.
+    patch(&disk, 512 + 40, &[0xff]);
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.partition_table.kind, TableKind::Gpt);
+    assert_eq!(r.partition_table.gpt_header, Some(GptHeader::Backup));
+    assert!(r.warnings.iter().any(|w| w.contains("backup header was used")), "{:?}", r.warnings);
+    assert_eq!(r.partition_table.partitions[0].type_name, Some("linux-root-arm64"));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!((os.os_type.as_str(), os.major.as_deref(), os.version.as_deref()), ("Rocky", Some("9"), Some("9.3")));
+    assert_eq!(os.architecture.as_deref(), Some("arm_64"));
+    assert_eq!(os.os_name, "Rocky Linux 9.3 64bit");
+}
+
+#[test]
+fn real_debian_bookworm_from_debootstrap() {
+    if !require("real_debian_bookworm_from_debootstrap", &["sfdisk", "mkfs.ext4"]) {
+        return;
+    }
+    let tree = match debootstrap_tree() {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("SKIPPED real_debian_bookworm_from_debootstrap: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("debian.raw");
+    sparse_file(&disk, 160 * MIB);
+    sfdisk(&disk, "label: dos\nstart=2048, type=83, bootable\n");
+    mkfs_ext4(&disk, 2048 * 512, 160 * MIB - 2048 * 512, &tree, &Ext4::default());
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.root, Some(Location::Partition { index: 1 }));
+    let os = r.os.as_ref().unwrap();
+    let expected_version = std::fs::read_to_string(tree.join("etc/debian_version")).unwrap();
+    assert_eq!(os.os_type, "Debian");
+    assert_eq!(os.major.as_deref(), Some("12"));
+    assert_eq!(os.version.as_deref(), Some(expected_version.trim()));
+    assert_eq!(os.pretty.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+    assert_eq!(os.architecture.as_deref(), Some("x86_64"));
+    // debootstrap's minbase has neither a kernel nor cloud-init.
+    assert!(os.kernels.is_empty());
+    assert!(!r.cloud_init);
+    assert!(!r.virtio.block);
+    assert!(r.stats.bytes_read < 16 * MIB, "read {} bytes", r.stats.bytes_read);
+}
