@@ -221,7 +221,7 @@ fn opensuse_subvolumes_and_compression() {
         run(Command::new("btrfs")
             .args(["subvolume", "set-default"])
             .arg(&snap))?;
-        run(Command::new("sync"))
+        run(&mut Command::new("sync"))
     };
     let res = build();
     let um = run(Command::new("umount").arg(&mnt));
@@ -232,6 +232,16 @@ fn opensuse_subvolumes_and_compression() {
         .flat_map(|i| format!("{} ", i % 977).into_bytes())
         .take(700_000)
         .collect();
+    // The kernel really compressed them (btrfs-progs as the oracle).
+    let dump = Command::new("btrfs")
+        .args(["inspect-internal", "dump-tree"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("compression 1 (zlib)") && dump.contains("compression 3 (zstd)"));
+    assert!(dump.contains("type 0 (inline)"));
+
     let fs = open_file(&img);
     assert_eq!(cat(&*fs, "/etc/os-release"), LEAP_OS_RELEASE.as_bytes());
     assert_eq!(cat(&*fs, "/srv/www.txt"), b"served\n");

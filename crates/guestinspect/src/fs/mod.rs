@@ -12,6 +12,7 @@ pub mod ext;
 pub mod fat;
 pub mod path;
 pub mod xfs;
+pub mod btrfs;
 
 use diskformat::ReadAt;
 
