@@ -251,7 +251,7 @@ fn encryption_is_refused() {
         "--object",
         "secret,id=sec0,data=123456",
         "-o",
-        "encrypt.format=luks,encrypt.key-secret=sec0",
+        "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
         s(&img),
         "16M",
     ]);
