@@ -610,3 +610,52 @@ pub fn debootstrap_tree() -> Result<PathBuf, String> {
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
+
+/// `debugfs -R CMD IMAGE` output (read-only unless `write`).
+pub fn debugfs(image: &Path, cmd: &str, write: bool) -> String {
+    let mut args = vec![];
+    if write {
+        args.push("-w");
+    }
+    args.extend(["-R", cmd, image.to_str().unwrap()]);
+    let out = Command::new("debugfs").args(&args).output().expect("debugfs");
+    assert!(out.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Byte offset of an inode inside an ext image (`debugfs imap`).
+pub fn inode_offset(image: &Path, spec: &str) -> u64 {
+    let out = debugfs(image, &format!("imap {spec}"), false);
+    // "Inode 12 is part of block group 0\n\tlocated at block 37, offset 0x0b00"
+    let block: u64 = out
+        .split("located at block ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("imap output: {out}"));
+    let off = out
+        .split("offset 0x")
+        .nth(1)
+        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("imap output: {out}"));
+    block * fs_block_size(image) as u64 + off
+}
+
+/// Block size of an ext image (`debugfs stats`).
+pub fn fs_block_size(image: &Path) -> usize {
+    debugfs(image, "stats", false)
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:").map(|v| v.trim().parse().unwrap()))
+        .expect("block size")
+}
+
+/// A small tree for hostile and property tests: a Debian-like root with a
+/// few symlinks, directories and files.
+pub fn small_tree(dir: &Path) -> PathBuf {
+    let o = TreeOpts::default();
+    let (root, _) = linux_tree(dir, Distro::Debian12, &o);
+    for i in 0..40 {
+        write(&root, &format!("/etc/many/file-{i:03}"), format!("content {i}\n").as_bytes());
+    }
+    root
+}
