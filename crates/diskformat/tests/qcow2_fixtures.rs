@@ -30,6 +30,17 @@ fn roundtrip(name: &str, opts: &[&str]) {
     let img = open_file(&img_path).unwrap();
     assert_eq!(img.info().format, Format::Qcow2, "{name}");
     assert_eq!(img.virtual_size(), SIZE as u64, "{name}");
+    let zstd = opts.iter().any(|o| o.contains("compression_type=zstd"));
+    assert_eq!(img.info().compression.is_some(), zstd, "{name}");
+    assert_eq!(
+        img.info().subformat.as_deref(),
+        Some(if opts.iter().any(|o| o.contains("compat=0.10")) {
+            "v2"
+        } else {
+            "v3"
+        }),
+        "{name}"
+    );
     let back = read_all(&*img);
     assert!(back == data, "{name}: guest bytes differ from the source");
     check_extents(&*img, &data);

@@ -237,8 +237,9 @@ impl Header {
         }
 
         let mut notes = vec![format!(
-            "qcow2 v{version} cluster_size={cluster_size} refcount_bits={}",
-            1u32 << refcount_order
+            "qcow2 v{version} cluster_size={cluster_size} refcount_bits={} compression_type={}",
+            1u32 << refcount_order,
+            compression.name()
         )];
         if incompatible & INCOMPAT_DIRTY != 0 {
             notes.push(

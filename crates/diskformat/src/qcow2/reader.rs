@@ -127,7 +127,13 @@ impl Qcow2Image {
             virtual_size: hdr.size,
             file_size: file_len,
             cluster_size: Some(cs),
-            compression: Some(hdr.compression.name().to_string()),
+            // Whether any cluster is compressed is only known by reading
+            // every L2 table; report what the header declares: zstd is
+            // only ever set on purpose, zlib is the default of every image.
+            compression: match hdr.compression {
+                super::header::Compression::Zstd => Some("zstd".to_string()),
+                super::header::Compression::Zlib => None,
+            },
             notes: hdr.notes.clone(),
         };
         Ok(Qcow2Image {
