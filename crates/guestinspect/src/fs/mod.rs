@@ -13,6 +13,7 @@ pub mod fat;
 pub mod path;
 pub mod xfs;
 pub mod btrfs;
+pub mod ntfs;
 
 use diskformat::ReadAt;
 

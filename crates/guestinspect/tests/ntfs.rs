@@ -1,0 +1,304 @@
+//! The NTFS reader against volumes made by Debian's `mkntfs` and populated
+//! through `ntfs-3g` (FUSE) with a Windows-like tree; and mutations of that
+//! real image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use diskformat::ReadAt;
+use guestinspect::fs::{ntfs, path, FileType, Filesystem, FsError, InodeId};
+use proptest::prelude::*;
+
+const MANY: usize = 1500;
+const SOFTWARE_LEN: usize = 3 << 20;
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Populate a fresh NTFS image through an ntfs-3g mount. Err(reason) when
+/// FUSE is not usable here.
+fn populate(img: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), String> {
+    let mnt = img.with_extension("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    run(Command::new("ntfs-3g").arg(img).arg(&mnt))?;
+    let res = fill(&mnt);
+    let um = run(Command::new("fusermount").arg("-u").arg(&mnt));
+    res.map_err(|e| e.to_string())?;
+    um
+}
+
+fn mkntfs(img: &Path, mib: u64) {
+    std::fs::File::create(img)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    run(Command::new("mkntfs")
+        .args(["-F", "-f", "-q", "-s", "512", "-c", "4096", "-L", "WINROOT"])
+        .arg(img))
+    .unwrap();
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    bytes: Vec<u8>,
+}
+
+/// Ok(None) with a printed reason when FUSE is unavailable.
+fn fixture() -> Option<&'static Fixture> {
+    static F: OnceLock<Option<Fixture>> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let img: PathBuf = dir.path().join("ntfs.img");
+        mkntfs(&img, 48);
+        let res = populate(&img, |m| {
+            let sys = m.join("Windows/System32");
+            std::fs::create_dir_all(sys.join("config"))?;
+            std::fs::create_dir_all(sys.join("drivers"))?;
+            std::fs::write(sys.join("config/SOFTWARE"), pattern(SOFTWARE_LEN, 1))?;
+            std::fs::write(sys.join("drivers/viostor.sys"), b"MZ viostor")?;
+            std::fs::write(sys.join("drivers/netkvm.sys"), b"MZ netkvm")?;
+            let cb = m.join("Program Files/Cloudbase Solutions/Cloudbase-Init/conf");
+            std::fs::create_dir_all(&cb)?;
+            std::fs::write(
+                cb.join("cloudbase-init.conf"),
+                "[DEFAULT]\nusername=Admin\n",
+            )?;
+            std::fs::write(m.join("Ünïcödé naïve.txt"), "utf-16 names\n")?;
+            let many = m.join("Windows/WinSxS");
+            std::fs::create_dir_all(&many)?;
+            for i in 0..MANY {
+                std::fs::write(many.join(format!("amd64_component-{i:05}.manifest")), b"")?;
+            }
+            // Sparse: ntfs-3g leaves the gap unallocated.
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::create(m.join("sparse.bin"))?;
+            f.write_all_at(b"head", 0)?;
+            f.write_all_at(b"tail", 5 << 20)?;
+            Ok(())
+        });
+        match res {
+            Ok(()) => Some(Fixture {
+                bytes: std::fs::read(&img).unwrap(),
+                _dir: dir,
+            }),
+            Err(e) => {
+                eprintln!("skipped: cannot populate NTFS through ntfs-3g/FUSE here: {e}");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+fn open_bytes(bytes: &'static [u8]) -> Box<dyn Filesystem> {
+    let src: Arc<dyn ReadAt> = Arc::new(diskformat::source::SliceSource(bytes));
+    ntfs::open(src, 0, bytes.len() as u64)
+        .unwrap()
+        .expect("ntfs signature")
+}
+
+fn read_all(fs: &dyn Filesystem, ino: InodeId) -> Result<Vec<u8>, FsError> {
+    let size = fs.stat(ino)?.size;
+    let mut out = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < out.len() {
+        let end = (done + 100_003).min(out.len());
+        let n = fs.read(ino, done as u64, &mut out[done..end])?;
+        assert!(n > 0);
+        done += n;
+    }
+    Ok(out)
+}
+
+#[test]
+fn windows_tree() {
+    let Some(fx) = fixture() else { return };
+    let fs = open_bytes(&fx.bytes);
+    assert_eq!(fs.kind(), "ntfs");
+    assert_eq!(fs.label().as_deref(), Some("WINROOT"));
+    assert!(fs.case_insensitive());
+    assert_eq!(fs.uuid().unwrap().len(), 16);
+
+    let root: Vec<String> = fs
+        .read_dir(fs.root(), 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect();
+    for want in ["Windows", "Program Files", "Ünïcödé naïve.txt", "$MFT"] {
+        assert!(root.iter().any(|n| n == want), "{want} in {root:?}");
+    }
+    assert!(!root.iter().any(|n| n == "."));
+
+    // Case-insensitive resolution through the shared path code.
+    let sw = path::resolve(&*fs, "/windows/SYSTEM32/Config/software", true).unwrap();
+    assert_eq!(fs.stat(sw).unwrap().file_type, FileType::File);
+    assert_eq!(fs.stat(sw).unwrap().size, SOFTWARE_LEN as u64);
+    assert_eq!(read_all(&*fs, sw).unwrap(), pattern(SOFTWARE_LEN, 1));
+    let mut buf = [0u8; 10];
+    assert_eq!(fs.read(sw, SOFTWARE_LEN as u64 - 4, &mut buf).unwrap(), 4);
+    assert_eq!(fs.read(sw, SOFTWARE_LEN as u64, &mut buf).unwrap(), 0);
+
+    let vio = path::resolve(&*fs, "/Windows/System32/drivers/viostor.sys", true).unwrap();
+    assert_eq!(read_all(&*fs, vio).unwrap(), b"MZ viostor");
+    let conf = path::resolve(
+        &*fs,
+        "/Program Files/Cloudbase Solutions/Cloudbase-Init/conf/cloudbase-init.conf",
+        true,
+    )
+    .unwrap();
+    assert!(read_all(&*fs, conf).unwrap().starts_with(b"[DEFAULT]"));
+    let uni = path::resolve(&*fs, "/Ünïcödé naïve.txt", true).unwrap();
+    assert_eq!(read_all(&*fs, uni).unwrap(), b"utf-16 names\n");
+
+    let sparse = path::resolve(&*fs, "/sparse.bin", true).unwrap();
+    let data = read_all(&*fs, sparse).unwrap();
+    assert_eq!(data.len(), (5 << 20) + 4);
+    assert_eq!(&data[..4], b"head");
+    assert_eq!(&data[5 << 20..], b"tail");
+    assert!(data[4..5 << 20].iter().all(|&b| b == 0));
+
+    // Large enough for an index allocation B-tree.
+    let sxs = path::resolve(&*fs, "/Windows/WinSxS", true).unwrap();
+    let mut names: Vec<Vec<u8>> = fs
+        .read_dir(sxs, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    let want: Vec<Vec<u8>> = (0..MANY)
+        .map(|i| format!("amd64_component-{i:05}.manifest").into_bytes())
+        .collect();
+    assert_eq!(names, want);
+    assert!(matches!(fs.read_dir(sxs, 100), Err(FsError::Limit(_))));
+    assert!(matches!(
+        fs.read_dir(sw, 100),
+        Err(FsError::NotADirectory(_))
+    ));
+    assert!(fs.read_link(sw).is_err());
+}
+
+#[test]
+fn not_ntfs() {
+    let zeros: &'static [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+    let src: Arc<dyn ReadAt> = Arc::new(diskformat::source::SliceSource(zeros));
+    assert!(ntfs::open(src.clone(), 0, 1 << 20).unwrap().is_none());
+    assert!(ntfs::open(src, 0, 100).unwrap().is_none());
+}
+
+struct Patched {
+    base: &'static [u8],
+    patches: Vec<(u64, u8)>,
+    reads: std::sync::Mutex<Vec<(u64, usize)>>,
+}
+
+impl ReadAt for Patched {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        diskformat::source::SliceSource(self.base).read_at(offset, buf)?;
+        self.reads.lock().unwrap().push((offset, buf.len()));
+        for &(at, b) in &self.patches {
+            if at >= offset && at < offset + buf.len() as u64 {
+                buf[(at - offset) as usize] = b;
+            }
+        }
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.base.len() as u64
+    }
+}
+
+fn walk(fs: &dyn Filesystem) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(fs.root(), 0usize)];
+    let mut buf = vec![0u8; 16 << 10];
+    while let Some((ino, depth)) = stack.pop() {
+        if depth > 32 || !seen.insert(ino) || seen.len() > 5000 {
+            continue;
+        }
+        let Ok(st) = fs.stat(ino) else { continue };
+        match st.file_type {
+            FileType::Dir => {
+                if let Ok(entries) = fs.read_dir(ino, 5000) {
+                    stack.extend(entries.into_iter().map(|e| (e.inode, depth + 1)));
+                }
+            }
+            FileType::File => {
+                let _ = fs.read(ino, 0, &mut buf);
+            }
+            _ => {}
+        }
+    }
+    seen.len()
+}
+
+fn open_patched(
+    bytes: &'static [u8],
+    patches: Vec<(u64, u8)>,
+) -> (Arc<Patched>, Result<Option<Box<dyn Filesystem>>, FsError>) {
+    let src = Arc::new(Patched {
+        base: bytes,
+        patches,
+        reads: Default::default(),
+    });
+    let r = ntfs::open(src.clone(), 0, bytes.len() as u64);
+    (src, r)
+}
+
+/// Small reads a clean walk makes: boot sector, MFT records, index records.
+fn metadata_reads(fx: &'static Fixture) -> &'static [(u64, usize)] {
+    static R: OnceLock<Vec<(u64, usize)>> = OnceLock::new();
+    R.get_or_init(|| {
+        let (src, fs) = open_patched(&fx.bytes, vec![]);
+        assert!(walk(&*fs.unwrap().unwrap()) > MANY);
+        let mut reads = src.reads.lock().unwrap().clone();
+        reads.retain(|&(_, len)| len <= 4096);
+        reads.sort();
+        reads.dedup();
+        reads
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn mutated_metadata_never_hangs_or_panics(
+        muts in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>()), 1..8)
+    ) {
+        let Some(fx) = fixture() else { return Ok(()) };
+        let reads = metadata_reads(fx);
+        let patches = muts
+            .iter()
+            .map(|(r, o, b)| {
+                let (off, len) = reads[r.index(reads.len())];
+                (off + o.index(len) as u64, *b)
+            })
+            .collect();
+        let start = Instant::now();
+        if let (_, Ok(Some(fs))) = open_patched(&fx.bytes, patches) {
+            walk(&*fs);
+        }
+        prop_assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}
