@@ -36,7 +36,20 @@ pub fn open(
     limits: &Limits,
 ) -> Result<Box<dyn DiskImage>, FormatError> {
     let detection = detect(&*src)?;
-    let img = match detection.format {
+    open_as(detection.format, src, limits)
+}
+
+/// Open `src` as `format`, which must come from detection (`detect`, or
+/// `detect::detect_bytes` on head and tail bytes the caller fetched first,
+/// e.g. with two range requests before the body streams). Never pass a
+/// format taken from a URL or a user's claim: that is how the qcow2/VMDK
+/// host-file leaks of the past happened.
+pub fn open_as(
+    format: Format,
+    src: std::sync::Arc<dyn ReadAt>,
+    limits: &Limits,
+) -> Result<Box<dyn DiskImage>, FormatError> {
+    let img = match format {
         Format::Raw => raw::open(src, limits)?,
         Format::Qcow2 => qcow2::open(src, limits)?,
         Format::Vmdk => vmdk::open(src, limits)?,
