@@ -139,8 +139,6 @@ fn zstd_window(frame: &[u8]) -> Option<(u64, bool)> {
             return Some((u64::MAX, has_dict));
         }
         let base = 1u64 << log;
-        pos += 1;
-        let _ = pos;
         Some((base + (base / 8) * mant, has_dict))
     }
 }
