@@ -279,3 +279,45 @@ fn real_debian_bookworm_from_debootstrap() {
     assert!(!r.virtio.block);
     assert!(r.stats.bytes_read < 16 * MIB, "read {} bytes", r.stats.bytes_read);
 }
+
+#[test]
+fn centos7_default_layout_xfs_root_on_lvm() {
+    // CentOS 7's installer default: /boot as a partition, root XFS on LVM.
+    if !require("centos7_default_layout_xfs_root_on_lvm", &["sfdisk", "mkfs.ext4", "mkfs.xfs", "losetup", "pvcreate"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let o = TreeOpts {
+        separate_boot: true,
+        fstab: "/dev/mapper/centos-root /                       xfs     defaults        0 0\nLABEL=boot /boot                   ext4     defaults        0 0\n".into(),
+        ..TreeOpts::default()
+    };
+    let (root, boot) = linux_tree(w, Distro::CentOS7, &o);
+    let disk = w.join("disk.raw");
+    let p2 = 26624u64 * 512;
+    let p2_size = 400 * MIB;
+    sparse_file(&disk, p2 + p2_size);
+    sfdisk(&disk, &format!("label: dos\nstart=2048, size=24576, type=83, bootable\nstart=26624, size={}, type=8e\n", p2_size / 512));
+    mkfs_ext4(&disk, 2048 * 512, 12 * MIB, &boot.unwrap(), &Ext4 { label: Some("boot".into()), ..Ext4::default() });
+    let pieces = match make_linear_lv_at(w, &disk, p2, p2_size, "centos", "root", 80, &[]) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED centos7_default_layout_xfs_root_on_lvm: {why}");
+            return;
+        }
+    };
+    if let Err(why) = mkfs_xfs(w, &disk, p2 + pieces[0].0, pieces[0].1, &root) {
+        eprintln!("SKIPPED centos7_default_layout_xfs_root_on_lvm: {why}");
+        return;
+    }
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.root, Some(Location::Lv { vg: "centos".into(), lv: "root".into() }));
+    let rootfs = r.filesystems.iter().find(|f| f.mountpoint.as_deref() == Some("/")).unwrap();
+    assert_eq!(rootfs.kind, "xfs");
+    let os = r.os.as_ref().unwrap();
+    assert_eq!(os.os_name, "CentOS 7.9 64bit");
+    assert_eq!(os.kernels[0].image.as_deref(), Some("/boot/vmlinuz-3.10.0-1160.el7.x86_64"));
+    assert!(r.cloud_init && r.virtio.block && r.virtio.net);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}

@@ -92,9 +92,11 @@ pub type Opener = fn(
 pub fn openers() -> Vec<(&'static str, Opener)> {
     vec![
         ("ext", ext::open as Opener),
+        ("xfs", xfs::open as Opener),
+        ("btrfs", btrfs::open as Opener),
+        ("ntfs", ntfs::open as Opener),
+        // Last: a FAT boot sector is the loosest signature.
         ("vfat", fat::open as Opener),
-        // PROBE-SLOT: xfs::open, btrfs::open and ntfs::open join here as
-        // their readers land (crates/guestinspect/src/fs/{xfs,btrfs,ntfs}.rs).
     ]
 }
 

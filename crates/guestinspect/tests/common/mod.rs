@@ -29,6 +29,7 @@ fn package_of(tool: &str) -> &'static str {
         "mcopy" | "mmd" => "mtools",
         "pvcreate" | "vgcreate" | "vgcfgbackup" | "vgcfgrestore" | "vgchange" | "vgremove" => "lvm2",
         "losetup" => "mount",
+        "mkfs.xfs" => "xfsprogs",
         "debootstrap" => "debootstrap",
         _ => "?",
     }
@@ -504,14 +505,27 @@ pub fn linux_tree(dir: &Path, distro: Distro, o: &TreeOpts) -> (PathBuf, Option<
 /// Returns the LV's byte offset inside the PV. Err(reason) when loop
 /// devices or LVM cannot be used here.
 pub fn make_linear_lv(work: &Path, dev_file: &Path, vg: &str, lv: &str, extents: u32, segments: &[(u32, u32)]) -> Result<Vec<(u64, u64)>, String> {
+    let size = fs::metadata(dev_file).map_err(|e| e.to_string())?.len();
+    make_linear_lv_at(work, dev_file, 0, size, vg, lv, extents, segments)
+}
+
+/// Attach `size` bytes at `offset` of `file` to a free loop device.
+pub fn loop_attach(file: &Path, offset: u64, size: u64) -> Result<String, String> {
     let out = Command::new("losetup")
-        .args(["-f", "--show", dev_file.to_str().unwrap()])
+        .args(["-f", "--show", "-o", &offset.to_string(), "--sizelimit", &size.to_string(), file.to_str().unwrap()])
         .output()
         .map_err(|e| format!("losetup: {e}"))?;
     if !out.status.success() {
         return Err(format!("losetup failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
-    let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// [`make_linear_lv`] on the partition at `offset` (`size` bytes) of a
+/// disk file; returned offsets are relative to the partition.
+#[allow(clippy::too_many_arguments)]
+pub fn make_linear_lv_at(work: &Path, dev_file: &Path, offset: u64, size: u64, vg: &str, lv: &str, extents: u32, segments: &[(u32, u32)]) -> Result<Vec<(u64, u64)>, String> {
+    let loopdev = loop_attach(dev_file, offset, size)?;
     let result = (|| -> Result<Vec<(u64, u64)>, String> {
         let lvm = |args: &[&str]| -> Result<String, String> {
             let o = Command::new(args[0])
@@ -658,4 +672,50 @@ pub fn small_tree(dir: &Path) -> PathBuf {
         write(&root, &format!("/etc/many/file-{i:03}"), format!("content {i}\n").as_bytes());
     }
     root
+}
+
+/// An XFS protofile (mkfs.xfs -p) describing the tree at `root`.
+pub fn xfs_protofile(root: &Path) -> String {
+    fn dir(p: &Path, out: &mut String) {
+        let mut entries: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                let t = fs::read_link(e.path()).unwrap();
+                out.push_str(&format!("{name} l--777 0 0 {}\n", t.display()));
+            } else if ft.is_dir() {
+                out.push_str(&format!("{name} d--755 0 0\n"));
+                dir(&e.path(), out);
+                out.push_str("$\n");
+            } else if ft.is_file() {
+                out.push_str(&format!("{name} ---644 0 0 {}\n", e.path().display()));
+            }
+        }
+    }
+    let mut out = String::from("/dev/null\n0 0\nd--755 0 0\n");
+    dir(root, &mut out);
+    out.push_str("$\n");
+    out
+}
+
+/// Make an XFS holding `tree` at `offset` of `disk` (`size` bytes; XFS
+/// needs at least 300 MiB, sparse). Err(reason) if a loop device is needed
+/// and unavailable.
+pub fn mkfs_xfs(work: &Path, disk: &Path, offset: u64, size: u64, tree: &Path) -> Result<(), String> {
+    let proto = work.join("xfs.proto");
+    fs::write(&proto, xfs_protofile(tree)).unwrap();
+    if offset == 0 && fs::metadata(disk).map(|m| m.len()).unwrap_or(0) == size {
+        run("mkfs.xfs", &["-q", "-f", "-p", proto.to_str().unwrap(), disk.to_str().unwrap()]);
+        return Ok(());
+    }
+    let dev = loop_attach(disk, offset, size)?;
+    let out = Command::new("mkfs.xfs").args(["-q", "-f", "-p", proto.to_str().unwrap(), &dev]).output();
+    let _ = Command::new("losetup").args(["-d", &dev]).output();
+    let out = out.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("mkfs.xfs failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
 }
