@@ -342,3 +342,24 @@ fn cancel_stops_the_conversion() {
     assert_eq!(calls, 1);
     assert!(matches!(err, FormatError::Io(_)));
 }
+
+/// An empty source still makes a valid (empty) qcow2.
+#[test]
+fn empty_source() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tmpdir();
+    let src = p(dir.path(), "empty.raw");
+    write_file(&src, &[]);
+    let img = open_file(&src).unwrap();
+    assert_eq!(img.virtual_size(), 0);
+    let out = p(dir.path(), "out.qcow2");
+    let stats = convert_to(&*img, &out, 0);
+    assert_eq!(stats.data_clusters, 0);
+    let (code, text) = qemu_img(&["check", "-f", "qcow2", s(&out)]);
+    assert_eq!(code, 0, "qemu-img check: {text}");
+    let (code, text) = qemu_img(&["compare", "-f", "raw", "-F", "qcow2", s(&src), s(&out)]);
+    assert_eq!(code, 0, "qemu-img compare: {text}");
+    assert_eq!(open_file(&out).unwrap().virtual_size(), 0);
+}

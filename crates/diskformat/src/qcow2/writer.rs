@@ -89,7 +89,9 @@ impl<S: AppendSink> Qcow2Writer<S> {
                 "virtual size {virtual_size} needs an L1 table larger than qcow2 allows"
             )));
         }
-        let l1_clusters = div_ceil(l1_bytes, CLUSTER).max(1);
+        // An empty disk has no L1 table at all: a cluster reserved for one
+        // would be unreferenced, which qemu-img check reports as a leak.
+        let l1_clusters = div_ceil(l1_bytes, CLUSTER);
         let min_head_clusters = div_ceil(align_up(min_head_len, CLUSTER, "head length")?, CLUSTER);
         let data_max = div_ceil(virtual_size, CLUSTER);
         // The refcount table must be sized for the largest file this disk
