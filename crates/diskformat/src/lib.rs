@@ -24,7 +24,7 @@ pub mod vmdk;
 pub use convert::{convert, ConvertStats};
 pub use detect::{detect, Detection};
 pub use error::FormatError;
-pub use source::{FileSource, ReadAt, SliceSource};
+pub use source::{FileSource, PrefetchedTail, ReadAt, SliceSource};
 pub use util::is_zero;
 
 /// Detect the container, inspect it with its safety rules, and return the
