@@ -114,6 +114,21 @@ fn cluster_512_zstd() {
     );
 }
 
+#[test]
+fn preallocated_metadata() {
+    roundtrip("prealloc", &["-o", "preallocation=metadata"]);
+}
+
+#[test]
+fn lazy_refcounts_and_refcount_bits_64() {
+    roundtrip("lazy", &["-o", "lazy_refcounts=on,refcount_bits=64"]);
+}
+
+#[test]
+fn refcount_bits_1() {
+    roundtrip("rc1", &["-o", "refcount_bits=1"]);
+}
+
 /// Zero clusters (v3 zero flag over allocated data) and partially written
 /// subclusters, made with qemu-io on top of data.
 fn qemu_io_variant(name: &str, create_opts: &str, from_empty: bool, ops: &[&str]) {
