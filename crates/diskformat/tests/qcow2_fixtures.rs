@@ -436,3 +436,26 @@ fn writer_edge_sizes() {
         assert_eq!(code, 0, "size {vs}: qemu-img compare: {text}");
     }
 }
+
+/// Persistent dirty bitmaps (a header extension and an autoclear bit) are
+/// metadata only: the image opens, with a note, and reads as before.
+#[test]
+fn persistent_bitmaps_are_ignored() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tmpdir();
+    let src = p(dir.path(), "src.raw");
+    let data = mixed_disk(4 << 20, 11);
+    write_file(&src, &data);
+    let img_path = p(dir.path(), "img.qcow2");
+    qemu_img_ok(&["convert", "-f", "raw", "-O", "qcow2", s(&src), s(&img_path)]);
+    qemu_img_ok(&["bitmap", "--add", s(&img_path), "b0"]);
+    let img = open_file(&img_path).unwrap();
+    assert!(
+        img.info().notes.iter().any(|n| n.contains("bitmaps")),
+        "{:?}",
+        img.info().notes
+    );
+    assert!(read_all(&*img) == data);
+}
