@@ -37,8 +37,14 @@ fn measure(name: &str, disk: &Path, runs: usize, expect_os: &str) {
     let r = last.expect("at least one run");
     times.sort_by(|a, b| a.total_cmp(b));
     let median = times[times.len() / 2];
-    let os = r.os.as_ref().map(|o| o.os_name.clone()).unwrap_or_else(|| "-".into());
-    let root = r.filesystems.iter().find(|f| f.mountpoint.as_deref() == Some("/"));
+    let os =
+        r.os.as_ref()
+            .map(|o| o.os_name.clone())
+            .unwrap_or_else(|| "-".into());
+    let root = r
+        .filesystems
+        .iter()
+        .find(|f| f.mountpoint.as_deref() == Some("/"));
     println!(
         "{name}: os={os:?} root={} {:?} | min {:.1} ms, median {:.1} ms, max {:.1} ms over {runs} runs | read {} bytes ({:.2} MiB) in {} calls",
         root.map(|f| f.kind.as_str()).unwrap_or("-"),
@@ -64,7 +70,10 @@ fn measure(name: &str, disk: &Path, runs: usize, expect_os: &str) {
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(7);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(7);
     let dir = tempfile::tempdir().expect("temp dir");
     let w = dir.path();
 
@@ -85,18 +94,32 @@ fn main() {
         let disk = w.join("ext4-4g.raw");
         sparse_file(&disk, 4 * GIB);
         sfdisk(&disk, "label: dos\nstart=2048, type=83, bootable\n");
-        mkfs_ext4(&disk, 2048 * 512, 4 * GIB - 2048 * 512, &tree, &Ext4::default());
-        println!("built the 4 GiB ext4 disk in {:.1} s", started.elapsed().as_secs_f64());
+        mkfs_ext4(
+            &disk,
+            2048 * 512,
+            4 * GIB - 2048 * 512,
+            &tree,
+            &Ext4::default(),
+        );
+        println!(
+            "built the 4 GiB ext4 disk in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         measure("ext4 root, MBR, 4 GiB", &disk, runs, &expect);
         std::fs::remove_file(&disk).ok();
     }
 
     // (2) XFS root on LVM, /boot separate, 4 GiB disk.
-    if require("bench xfs-on-lvm", &["sfdisk", "mkfs.ext4", "mkfs.xfs", "losetup", "pvcreate"]) {
+    if require(
+        "bench xfs-on-lvm",
+        &["sfdisk", "mkfs.ext4", "mkfs.xfs", "losetup", "pvcreate"],
+    ) {
         let started = Instant::now();
         let o = TreeOpts {
             separate_boot: true,
-            fstab: "/dev/mapper/centos-root / xfs defaults 0 0\nLABEL=boot /boot ext4 defaults 0 0\n".into(),
+            fstab:
+                "/dev/mapper/centos-root / xfs defaults 0 0\nLABEL=boot /boot ext4 defaults 0 0\n"
+                    .into(),
             ..TreeOpts::default()
         };
         let (root, boot) = linux_tree(&w.join("centos"), Distro::CentOS7, &o);
@@ -105,14 +128,31 @@ fn main() {
         let p2 = 1050624u64 * 512; // after a 512 MiB /boot
         let p2_size = 4 * GIB - p2;
         sfdisk(&disk, &format!("label: dos\nstart=2048, size=1048576, type=83, bootable\nstart=1050624, size={}, type=8e\n", p2_size / 512));
-        mkfs_ext4(&disk, 2048 * 512, 512 * MIB, &boot.expect("boot tree"), &Ext4 { label: Some("boot".into()), ..Ext4::default() });
+        mkfs_ext4(
+            &disk,
+            2048 * 512,
+            512 * MIB,
+            &boot.expect("boot tree"),
+            &Ext4 {
+                label: Some("boot".into()),
+                ..Ext4::default()
+            },
+        );
         let extents = ((p2_size - 8 * MIB) / (4 * MIB)) as u32;
         let built = make_linear_lv_at(w, &disk, p2, p2_size, "centos", "root", extents, &[])
             .and_then(|pieces| mkfs_xfs(w, &disk, p2 + pieces[0].0, pieces[0].1, &root));
         match built {
             Ok(()) => {
-                println!("built the 4 GiB XFS-on-LVM disk in {:.1} s", started.elapsed().as_secs_f64());
-                measure("xfs root on LVM, /boot ext4, 4 GiB", &disk, runs, "CentOS 7.9 64bit");
+                println!(
+                    "built the 4 GiB XFS-on-LVM disk in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                measure(
+                    "xfs root on LVM, /boot ext4, 4 GiB",
+                    &disk,
+                    runs,
+                    "CentOS 7.9 64bit",
+                );
             }
             Err(why) => println!("SKIPPED xfs-on-lvm: {why}"),
         }

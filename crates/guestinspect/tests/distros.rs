@@ -18,7 +18,10 @@ fn opts() -> InspectOptions {
 
 #[test]
 fn centos7_root_on_lvm_with_separate_boot() {
-    if !require("centos7_root_on_lvm_with_separate_boot", &["sfdisk", "mkfs.ext4", "losetup", "pvcreate"]) {
+    if !require(
+        "centos7_root_on_lvm_with_separate_boot",
+        &["sfdisk", "mkfs.ext4", "losetup", "pvcreate"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -35,8 +38,20 @@ fn centos7_root_on_lvm_with_separate_boot() {
     let disk = w.join("disk.raw");
     sparse_file(&disk, 64 * MIB);
     // p1 /boot 12 MiB, p2 LVM PV 48 MiB.
-    sfdisk(&disk, "label: dos\nstart=2048, size=24576, type=83, bootable\nstart=26624, size=98304, type=8e\n");
-    mkfs_ext4(&disk, 2048 * 512, 12 * MIB, &boot.unwrap(), &Ext4 { uuid: Some(boot_uuid.into()), ..Ext4::default() });
+    sfdisk(
+        &disk,
+        "label: dos\nstart=2048, size=24576, type=83, bootable\nstart=26624, size=98304, type=8e\n",
+    );
+    mkfs_ext4(
+        &disk,
+        2048 * 512,
+        12 * MIB,
+        &boot.unwrap(),
+        &Ext4 {
+            uuid: Some(boot_uuid.into()),
+            ..Ext4::default()
+        },
+    );
 
     // The PV, with a two-segment linear LV (extents 5..8 then 0..3) so that
     // segment order matters.
@@ -64,9 +79,28 @@ fn centos7_root_on_lvm_with_separate_boot() {
     assert!(r.partition_table.partitions[0].bootable);
     assert_eq!(r.lvm.len(), 1, "{:?}", r.lvm);
     let lv = &r.lvm[0];
-    assert_eq!((lv.vg.as_str(), lv.lv.as_str(), lv.size, lv.segments, lv.readable), ("centos", "root", 24 * MIB, 2, true));
-    assert_eq!(r.root, Some(Location::Lv { vg: "centos".into(), lv: "root".into() }));
-    let bootfs = r.filesystems.iter().find(|f| f.location == Location::Partition { index: 1 }).unwrap();
+    assert_eq!(
+        (
+            lv.vg.as_str(),
+            lv.lv.as_str(),
+            lv.size,
+            lv.segments,
+            lv.readable
+        ),
+        ("centos", "root", 24 * MIB, 2, true)
+    );
+    assert_eq!(
+        r.root,
+        Some(Location::Lv {
+            vg: "centos".into(),
+            lv: "root".into()
+        })
+    );
+    let bootfs = r
+        .filesystems
+        .iter()
+        .find(|f| f.location == Location::Partition { index: 1 })
+        .unwrap();
     assert_eq!(bootfs.mountpoint.as_deref(), Some("/boot"));
     assert_eq!(bootfs.uuid.as_deref(), Some(boot_uuid));
     let os = r.os.as_ref().unwrap();
@@ -78,7 +112,10 @@ fn centos7_root_on_lvm_with_separate_boot() {
     assert_eq!(os.architecture.as_deref(), Some("x86_64"));
     // The kernel is on the separate /boot, its modules on the root.
     assert_eq!(os.kernels.len(), 1);
-    assert_eq!(os.kernels[0].image.as_deref(), Some("/boot/vmlinuz-3.10.0-1160.el7.x86_64"));
+    assert_eq!(
+        os.kernels[0].image.as_deref(),
+        Some("/boot/vmlinuz-3.10.0-1160.el7.x86_64")
+    );
     assert!(os.kernels[0].modules);
     assert!(r.cloud_init);
     assert!(r.virtio.block && r.virtio.net);
@@ -88,7 +125,10 @@ fn centos7_root_on_lvm_with_separate_boot() {
 
 #[test]
 fn ubuntu2204_gpt_with_efi_and_builtin_virtio() {
-    if !require("ubuntu2204_gpt_with_efi_and_builtin_virtio", &["sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy"]) {
+    if !require(
+        "ubuntu2204_gpt_with_efi_and_builtin_virtio",
+        &["sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -109,17 +149,49 @@ fn ubuntu2204_gpt_with_efi_and_builtin_virtio() {
     let grub_cfg = b"search.fs_uuid 0a5ab0e3-9c4c-4e3d-8a53-2c1c8d5f7e61 root\nconfigfile ($root)/boot/grub/grub.cfg\n";
     // mkfs.vfat -i sets the volume id that fstab names.
     let img = w.join("esp.img");
-    run("mkfs.vfat", &["-C", "-i", "12AB34CD", "-n", "ESP", img.to_str().unwrap(), "8192"]);
+    run(
+        "mkfs.vfat",
+        &[
+            "-C",
+            "-i",
+            "12AB34CD",
+            "-n",
+            "ESP",
+            img.to_str().unwrap(),
+            "8192",
+        ],
+    );
     let src = w.join("f");
     std::fs::write(&src, grub_cfg).unwrap();
     let i = img.to_str().unwrap();
     for d in ["::/EFI", "::/EFI/ubuntu", "::/EFI/BOOT"] {
         run("mmd", &["-i", i, d]);
     }
-    run("mcopy", &["-i", i, src.to_str().unwrap(), "::/EFI/ubuntu/grub.cfg"]);
-    run("mcopy", &["-i", i, src.to_str().unwrap(), "::/EFI/BOOT/a-rather-long-file-name.efi"]);
+    run(
+        "mcopy",
+        &["-i", i, src.to_str().unwrap(), "::/EFI/ubuntu/grub.cfg"],
+    );
+    run(
+        "mcopy",
+        &[
+            "-i",
+            i,
+            src.to_str().unwrap(),
+            "::/EFI/BOOT/a-rather-long-file-name.efi",
+        ],
+    );
     copy_into(&img, &disk, 4096 * 512);
-    mkfs_ext4(&disk, 20480 * 512, 100352 * 512, &root, &Ext4 { uuid: Some(root_uuid.into()), label: Some("cloudimg-rootfs".into()), ..Ext4::default() });
+    mkfs_ext4(
+        &disk,
+        20480 * 512,
+        100352 * 512,
+        &root,
+        &Ext4 {
+            uuid: Some(root_uuid.into()),
+            label: Some("cloudimg-rootfs".into()),
+            ..Ext4::default()
+        },
+    );
 
     let r = inspect(open_disk(&disk), &opts()).unwrap();
     assert_eq!(r.partition_table.kind, TableKind::Gpt);
@@ -137,7 +209,14 @@ fn ubuntu2204_gpt_with_efi_and_builtin_virtio() {
     let rootfs = r.filesystems.iter().find(|f| f.kind == "ext4").unwrap();
     assert_eq!(rootfs.label.as_deref(), Some("cloudimg-rootfs"));
     let os = r.os.as_ref().unwrap();
-    assert_eq!((os.os_type.as_str(), os.major.as_deref(), os.os_name.as_str()), ("Ubuntu", Some("22"), "Ubuntu Server 22.04 LTS 64bit"));
+    assert_eq!(
+        (
+            os.os_type.as_str(),
+            os.major.as_deref(),
+            os.os_name.as_str()
+        ),
+        ("Ubuntu", Some("22"), "Ubuntu Server 22.04 LTS 64bit")
+    );
     assert_eq!(os.id_like, vec!["debian"]);
     assert!(r.virtio.block && r.virtio.net);
     assert_eq!(r.virtio.kernels[0].net, Some(DriverPresence::Builtin));
@@ -145,9 +224,17 @@ fn ubuntu2204_gpt_with_efi_and_builtin_virtio() {
 
     // The FAT reader: long names, case-insensitive lookup, file content.
     let disk_r = open_disk(&disk);
-    let fat = guestinspect::fs::fat::open(disk_r, 4096 * 512, 16384 * 512).unwrap().unwrap();
-    assert_eq!(path::read_small_file(&*fat, "/efi/UBUNTU/GRUB.CFG", 4096).unwrap(), grub_cfg);
-    assert_eq!(path::read_small_file(&*fat, "/EFI/BOOT/a-rather-long-file-name.efi", 4096).unwrap(), grub_cfg);
+    let fat = guestinspect::fs::fat::open(disk_r, 4096 * 512, 16384 * 512)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        path::read_small_file(&*fat, "/efi/UBUNTU/GRUB.CFG", 4096).unwrap(),
+        grub_cfg
+    );
+    assert_eq!(
+        path::read_small_file(&*fat, "/EFI/BOOT/a-rather-long-file-name.efi", 4096).unwrap(),
+        grub_cfg
+    );
     let names: Vec<String> = fat
         .read_dir(path::resolve(&*fat, "/EFI", true).unwrap(), 100)
         .unwrap()
@@ -159,7 +246,10 @@ fn ubuntu2204_gpt_with_efi_and_builtin_virtio() {
 
 #[test]
 fn debian12_on_logical_partitions_without_cloud_init() {
-    if !require("debian12_on_logical_partitions_without_cloud_init", &["sfdisk", "mkfs.ext4"]) {
+    if !require(
+        "debian12_on_logical_partitions_without_cloud_init",
+        &["sfdisk", "mkfs.ext4"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -179,29 +269,71 @@ fn debian12_on_logical_partitions_without_cloud_init() {
         "label: dos\nstart=2048, size=8192, type=82\nstart=10240, size=120832, type=5\nstart=12288, size=81920, type=83\nstart=96256, size=32768, type=83\n",
     );
     mkfs_ext4(&disk, 12288 * 512, 81920 * 512, &root, &Ext4::default());
-    mkfs_ext4(&disk, 96256 * 512, 32768 * 512, &home, &Ext4 { fs_type: Some("ext3"), ..Ext4::default() });
+    mkfs_ext4(
+        &disk,
+        96256 * 512,
+        32768 * 512,
+        &home,
+        &Ext4 {
+            fs_type: Some("ext3"),
+            ..Ext4::default()
+        },
+    );
 
     let r = inspect(open_disk(&disk), &opts()).unwrap();
-    let idx: Vec<(u32, bool, bool)> = r.partition_table.partitions.iter().map(|p| (p.index, p.logical, p.extended)).collect();
-    assert_eq!(idx, vec![(1, false, false), (2, false, true), (5, true, false), (6, true, false)]);
+    let idx: Vec<(u32, bool, bool)> = r
+        .partition_table
+        .partitions
+        .iter()
+        .map(|p| (p.index, p.logical, p.extended))
+        .collect();
+    assert_eq!(
+        idx,
+        vec![
+            (1, false, false),
+            (2, false, true),
+            (5, true, false),
+            (6, true, false)
+        ]
+    );
     assert_eq!(r.partition_table.partitions[2].start, 12288 * 512);
     assert_eq!(r.root, Some(Location::Partition { index: 5 }));
-    let homefs = r.filesystems.iter().find(|f| f.location == Location::Partition { index: 6 }).unwrap();
-    assert_eq!((homefs.kind.as_str(), homefs.mountpoint.as_deref()), ("ext3", Some("/home")));
+    let homefs = r
+        .filesystems
+        .iter()
+        .find(|f| f.location == Location::Partition { index: 6 })
+        .unwrap();
+    assert_eq!(
+        (homefs.kind.as_str(), homefs.mountpoint.as_deref()),
+        ("ext3", Some("/home"))
+    );
     let os = r.os.as_ref().unwrap();
-    assert_eq!((os.os_type.as_str(), os.version.as_deref(), os.os_name.as_str()), ("Debian", Some("12.5"), "Debian 12.5 64bit"));
+    assert_eq!(
+        (
+            os.os_type.as_str(),
+            os.version.as_deref(),
+            os.os_name.as_str()
+        ),
+        ("Debian", Some("12.5"), "Debian 12.5 64bit")
+    );
     assert!(!r.cloud_init);
     assert!(r.virtio.block);
 }
 
 #[test]
 fn opensuse_leap_on_a_bare_filesystem_without_virtio() {
-    if !require("opensuse_leap_on_a_bare_filesystem_without_virtio", &["mkfs.ext4"]) {
+    if !require(
+        "opensuse_leap_on_a_bare_filesystem_without_virtio",
+        &["mkfs.ext4"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
-    let o = TreeOpts { virtio: Virtio::None, ..TreeOpts::default() };
+    let o = TreeOpts {
+        virtio: Virtio::None,
+        ..TreeOpts::default()
+    };
     let (root, _) = linux_tree(w, Distro::OpenSuseLeap15, &o);
     let disk = w.join("disk.raw");
     sparse_file(&disk, 32 * MIB);
@@ -211,7 +343,14 @@ fn opensuse_leap_on_a_bare_filesystem_without_virtio() {
     assert_eq!(r.partition_table.kind, TableKind::None);
     assert_eq!(r.root, Some(Location::Disk));
     let os = r.os.as_ref().unwrap();
-    assert_eq!((os.os_type.as_str(), os.major.as_deref(), os.os_name.as_str()), ("OpenSUSE", Some("15"), "OpenSUSE Leap 15.5 64bit"));
+    assert_eq!(
+        (
+            os.os_type.as_str(),
+            os.major.as_deref(),
+            os.os_name.as_str()
+        ),
+        ("OpenSUSE", Some("15"), "OpenSUSE Leap 15.5 64bit")
+    );
     // Not merged-/usr: /bin/sh is a link to bash in /bin itself.
     assert_eq!(os.architecture_from.as_deref(), Some("/bin/sh"));
     assert_eq!(os.kernels.len(), 1);
@@ -221,16 +360,25 @@ fn opensuse_leap_on_a_bare_filesystem_without_virtio() {
 
 #[test]
 fn rocky9_arm64_with_a_damaged_primary_gpt() {
-    if !require("rocky9_arm64_with_a_damaged_primary_gpt", &["sfdisk", "mkfs.ext4"]) {
+    if !require(
+        "rocky9_arm64_with_a_damaged_primary_gpt",
+        &["sfdisk", "mkfs.ext4"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
-    let o = TreeOpts { arch: Arch::Arm64, ..TreeOpts::default() };
+    let o = TreeOpts {
+        arch: Arch::Arm64,
+        ..TreeOpts::default()
+    };
     let (root, _) = linux_tree(w, Distro::Rocky9, &o);
     let disk = w.join("disk.raw");
     sparse_file(&disk, 48 * MIB);
-    sfdisk(&disk, "label: gpt\nstart=2048, size=94208, type=B921B045-1DF0-41C3-AF44-4C6F280D3FAE\n");
+    sfdisk(
+        &disk,
+        "label: gpt\nstart=2048, size=94208, type=B921B045-1DF0-41C3-AF44-4C6F280D3FAE\n",
+    );
     mkfs_ext4(&disk, 2048 * 512, 94208 * 512, &root, &Ext4::default());
     // Flip a byte of the primary header: its CRC no longer matches.
     patch(&disk, 512 + 40, &[0xff]);
@@ -238,17 +386,36 @@ fn rocky9_arm64_with_a_damaged_primary_gpt() {
     let r = inspect(open_disk(&disk), &opts()).unwrap();
     assert_eq!(r.partition_table.kind, TableKind::Gpt);
     assert_eq!(r.partition_table.gpt_header, Some(GptHeader::Backup));
-    assert!(r.warnings.iter().any(|w| w.contains("backup header was used")), "{:?}", r.warnings);
-    assert_eq!(r.partition_table.partitions[0].type_name, Some("linux-root-arm64"));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("backup header was used")),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(
+        r.partition_table.partitions[0].type_name,
+        Some("linux-root-arm64")
+    );
     let os = r.os.as_ref().unwrap();
-    assert_eq!((os.os_type.as_str(), os.major.as_deref(), os.version.as_deref()), ("Rocky", Some("9"), Some("9.3")));
+    assert_eq!(
+        (
+            os.os_type.as_str(),
+            os.major.as_deref(),
+            os.version.as_deref()
+        ),
+        ("Rocky", Some("9"), Some("9.3"))
+    );
     assert_eq!(os.architecture.as_deref(), Some("arm_64"));
     assert_eq!(os.os_name, "Rocky Linux 9.3 64bit");
 }
 
 #[test]
 fn real_debian_bookworm_from_debootstrap() {
-    if !require("real_debian_bookworm_from_debootstrap", &["sfdisk", "mkfs.ext4"]) {
+    if !require(
+        "real_debian_bookworm_from_debootstrap",
+        &["sfdisk", "mkfs.ext4"],
+    ) {
         return;
     }
     let tree = match debootstrap_tree() {
@@ -262,7 +429,13 @@ fn real_debian_bookworm_from_debootstrap() {
     let disk = dir.path().join("debian.raw");
     sparse_file(&disk, 160 * MIB);
     sfdisk(&disk, "label: dos\nstart=2048, type=83, bootable\n");
-    mkfs_ext4(&disk, 2048 * 512, 160 * MIB - 2048 * 512, &tree, &Ext4::default());
+    mkfs_ext4(
+        &disk,
+        2048 * 512,
+        160 * MIB - 2048 * 512,
+        &tree,
+        &Ext4::default(),
+    );
 
     let r = inspect(open_disk(&disk), &opts()).unwrap();
     assert_eq!(r.root, Some(Location::Partition { index: 1 }));
@@ -277,13 +450,20 @@ fn real_debian_bookworm_from_debootstrap() {
     assert!(os.kernels.is_empty());
     assert!(!r.cloud_init);
     assert!(!r.virtio.block);
-    assert!(r.stats.bytes_read < 16 * MIB, "read {} bytes", r.stats.bytes_read);
+    assert!(
+        r.stats.bytes_read < 16 * MIB,
+        "read {} bytes",
+        r.stats.bytes_read
+    );
 }
 
 #[test]
 fn centos7_default_layout_xfs_root_on_lvm() {
     // CentOS 7's installer default: /boot as a partition, root XFS on LVM.
-    if !require("centos7_default_layout_xfs_root_on_lvm", &["sfdisk", "mkfs.ext4", "mkfs.xfs", "losetup", "pvcreate"]) {
+    if !require(
+        "centos7_default_layout_xfs_root_on_lvm",
+        &["sfdisk", "mkfs.ext4", "mkfs.xfs", "losetup", "pvcreate"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -299,7 +479,16 @@ fn centos7_default_layout_xfs_root_on_lvm() {
     let p2_size = 400 * MIB;
     sparse_file(&disk, p2 + p2_size);
     sfdisk(&disk, &format!("label: dos\nstart=2048, size=24576, type=83, bootable\nstart=26624, size={}, type=8e\n", p2_size / 512));
-    mkfs_ext4(&disk, 2048 * 512, 12 * MIB, &boot.unwrap(), &Ext4 { label: Some("boot".into()), ..Ext4::default() });
+    mkfs_ext4(
+        &disk,
+        2048 * 512,
+        12 * MIB,
+        &boot.unwrap(),
+        &Ext4 {
+            label: Some("boot".into()),
+            ..Ext4::default()
+        },
+    );
     let pieces = match make_linear_lv_at(w, &disk, p2, p2_size, "centos", "root", 80, &[]) {
         Ok(p) => p,
         Err(why) => {
@@ -312,12 +501,25 @@ fn centos7_default_layout_xfs_root_on_lvm() {
         return;
     }
     let r = inspect(open_disk(&disk), &opts()).unwrap();
-    assert_eq!(r.root, Some(Location::Lv { vg: "centos".into(), lv: "root".into() }));
-    let rootfs = r.filesystems.iter().find(|f| f.mountpoint.as_deref() == Some("/")).unwrap();
+    assert_eq!(
+        r.root,
+        Some(Location::Lv {
+            vg: "centos".into(),
+            lv: "root".into()
+        })
+    );
+    let rootfs = r
+        .filesystems
+        .iter()
+        .find(|f| f.mountpoint.as_deref() == Some("/"))
+        .unwrap();
     assert_eq!(rootfs.kind, "xfs");
     let os = r.os.as_ref().unwrap();
     assert_eq!(os.os_name, "CentOS 7.9 64bit");
-    assert_eq!(os.kernels[0].image.as_deref(), Some("/boot/vmlinuz-3.10.0-1160.el7.x86_64"));
+    assert_eq!(
+        os.kernels[0].image.as_deref(),
+        Some("/boot/vmlinuz-3.10.0-1160.el7.x86_64")
+    );
     assert!(r.cloud_init && r.virtio.block && r.virtio.net);
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 }

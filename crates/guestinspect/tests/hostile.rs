@@ -42,9 +42,18 @@ fn a_looping_logical_chain_stops_with_a_warning() {
     // A → B → C → B
     let d = ebr_disk(&[(0, Some(100)), (100, Some(200)), (200, Some(100))]);
     let t = part::detect(&MemDisk(d)).unwrap();
-    let logical: Vec<u32> = t.partitions.iter().filter(|p| p.logical).map(|p| p.index).collect();
+    let logical: Vec<u32> = t
+        .partitions
+        .iter()
+        .filter(|p| p.logical)
+        .map(|p| p.index)
+        .collect();
     assert_eq!(logical, vec![5, 6, 7]);
-    assert!(t.warnings.iter().any(|w| w.contains("loops")), "{:?}", t.warnings);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("loops")),
+        "{:?}",
+        t.warnings
+    );
 }
 
 #[test]
@@ -56,7 +65,11 @@ fn an_endless_logical_chain_is_capped() {
     let t = part::detect(&MemDisk(d)).unwrap();
     assert!(start.elapsed() < Duration::from_secs(2));
     assert_eq!(t.partitions.len(), part::MAX_PARTITIONS);
-    assert!(t.warnings.iter().any(|w| w.contains("more than")), "{:?}", t.warnings);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("more than")),
+        "{:?}",
+        t.warnings
+    );
 }
 
 #[test]
@@ -79,11 +92,17 @@ fn a_gpt_claiming_a_huge_entry_array_is_refused_without_allocating_it() {
     let r = inspect(Arc::new(MemDisk(d)), &InspectOptions::default()).unwrap();
     assert_eq!(r.partition_table.kind, TableKind::None);
     assert!(r.root.is_none());
-    assert!(r.warnings.iter().any(|w| w.contains("protective MBR")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("protective MBR")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 /// A bare ext4 of a small Debian-like tree; returns (dir, image path).
-fn ext_image(extra: impl FnOnce(&std::path::Path)) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+fn ext_image(
+    extra: impl FnOnce(&std::path::Path),
+) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
     if !require("hostile ext4", &["mkfs.ext4", "debugfs"]) {
         return None;
     }
@@ -106,9 +125,18 @@ fn symlink_loops_end_in_a_limit() {
         return;
     };
     let fs = ext::open(open_disk(&img), 0, 16 * MIB).unwrap().unwrap();
-    assert!(matches!(path::resolve(&*fs, "/etc/a", true), Err(FsError::Limit(_))));
-    assert!(matches!(path::resolve(&*fs, "/etc/self", true), Err(FsError::Limit(_))));
-    assert_eq!(path::read_small_file(&*fs, "/etc/hostname", 100).unwrap(), b"localhost\n");
+    assert!(matches!(
+        path::resolve(&*fs, "/etc/a", true),
+        Err(FsError::Limit(_))
+    ));
+    assert!(matches!(
+        path::resolve(&*fs, "/etc/self", true),
+        Err(FsError::Limit(_))
+    ));
+    assert_eq!(
+        path::read_small_file(&*fs, "/etc/hostname", 100).unwrap(),
+        b"localhost\n"
+    );
 }
 
 #[test]
@@ -120,10 +148,16 @@ fn a_directory_hard_linked_into_itself_is_walked_boundedly() {
     debugfs(&img, "ln <2> /usr/loop", true);
     let fs = ext::open(open_disk(&img), 0, 16 * MIB).unwrap().unwrap();
     let short = "/usr/loop".repeat(10) + "/etc/hostname";
-    assert_eq!(path::read_small_file(&*fs, &short, 100).unwrap(), b"localhost\n");
+    assert_eq!(
+        path::read_small_file(&*fs, &short, 100).unwrap(),
+        b"localhost\n"
+    );
     let long = "/usr/loop".repeat(5000) + "/etc/hostname";
     let start = Instant::now();
-    assert!(matches!(path::resolve(&*fs, &long, true), Err(FsError::Limit(_))));
+    assert!(matches!(
+        path::resolve(&*fs, &long, true),
+        Err(FsError::Limit(_))
+    ));
     assert!(start.elapsed() < Duration::from_secs(2));
     // Inspection is unaffected: it never walks the tree blindly.
     let r = inspect(open_disk(&img), &InspectOptions::default()).unwrap();
@@ -156,7 +190,11 @@ fn corrupted_superblocks_are_clear_errors() {
         }
         let r = inspect(disk, &InspectOptions::default()).unwrap();
         assert!(r.root.is_none());
-        assert!(r.warnings.iter().any(|w| w.contains("corrupt")), "{:?}", r.warnings);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("corrupt")),
+            "{:?}",
+            r.warnings
+        );
     }
 }
 
@@ -173,8 +211,13 @@ fn corrupted_inodes_and_huge_extents_are_clear_errors() {
     let eh = (root_inode + 0x28) as usize;
     d[eh + 2..eh + 4].copy_from_slice(&0xffffu16.to_le_bytes());
     d[eh + 6..eh + 8].copy_from_slice(&0x7fffu16.to_le_bytes());
-    let fs = ext::open(Arc::new(MemDisk(d.clone())), 0, 16 * MIB).unwrap().unwrap();
-    assert!(matches!(fs.read_dir(fs.root(), 1000), Err(FsError::Corrupt(_))));
+    let fs = ext::open(Arc::new(MemDisk(d.clone())), 0, 16 * MIB)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        fs.read_dir(fs.root(), 1000),
+        Err(FsError::Corrupt(_))
+    ));
     let r = inspect(Arc::new(MemDisk(d)), &InspectOptions::default()).unwrap();
     assert!(r.root.is_none());
 
@@ -185,7 +228,9 @@ fn corrupted_inodes_and_huge_extents_are_clear_errors() {
     d[e + 4..e + 6].copy_from_slice(&32767u16.to_le_bytes());
     d[e + 6..e + 8].copy_from_slice(&0xffffu16.to_le_bytes());
     d[e + 8..e + 12].copy_from_slice(&u32::MAX.to_le_bytes());
-    let fs = ext::open(Arc::new(MemDisk(d)), 0, 16 * MIB).unwrap().unwrap();
+    let fs = ext::open(Arc::new(MemDisk(d)), 0, 16 * MIB)
+        .unwrap()
+        .unwrap();
     match path::read_small_file(&*fs, "/etc/hostname", 100) {
         Err(FsError::Corrupt(m)) => assert!(m.contains("beyond the filesystem"), "{m}"),
         other => panic!("expected a corruption error, got {other:?}"),
@@ -217,13 +262,21 @@ fn corrupted_inodes_and_huge_extents_are_clear_errors() {
         }
     }
     assert!(patched, "entry of /etc/hostname not found");
-    let fs = ext::open(Arc::new(MemDisk(d)), 0, 16 * MIB).unwrap().unwrap();
-    assert!(matches!(path::read_small_file(&*fs, "/etc/hostname", 100), Err(FsError::Corrupt(_))));
+    let fs = ext::open(Arc::new(MemDisk(d)), 0, 16 * MIB)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        path::read_small_file(&*fs, "/etc/hostname", 100),
+        Err(FsError::Corrupt(_))
+    ));
 }
 
 #[test]
 fn lvm_metadata_with_absurd_numbers_is_reported_not_obeyed() {
-    if !require("lvm_metadata_with_absurd_numbers", &["losetup", "pvcreate", "mkfs.ext4"]) {
+    if !require(
+        "lvm_metadata_with_absurd_numbers",
+        &["losetup", "pvcreate", "mkfs.ext4"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +287,11 @@ fn lvm_metadata_with_absurd_numbers_is_reported_not_obeyed() {
         return;
     }
     let pristine = std::fs::read(&pv).unwrap();
-    let r = inspect(Arc::new(MemDisk(pristine.clone())), &InspectOptions::default()).unwrap();
+    let r = inspect(
+        Arc::new(MemDisk(pristine.clone())),
+        &InspectOptions::default(),
+    )
+    .unwrap();
     assert!(r.lvm[0].readable, "{:?}", r.lvm);
 
     for (from, to) in [
@@ -260,7 +317,10 @@ fn rewrite_lvm_metadata(pv: &[u8], f: impl FnOnce(String) -> String) -> Vec<u8> 
     use guestinspect::lvm::lvm_crc;
     let le64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     let mut d = pv.to_vec();
-    let label = (0..4).map(|s| s * 512).find(|&o| &d[o..o + 8] == b"LABELONE").unwrap();
+    let label = (0..4)
+        .map(|s| s * 512)
+        .find(|&o| &d[o..o + 8] == b"LABELONE")
+        .unwrap();
     let hdr = label + u32::from_le_bytes(d[label + 20..label + 24].try_into().unwrap()) as usize;
     // Skip the data area list to the first metadata area.
     let mut pos = hdr + 40;

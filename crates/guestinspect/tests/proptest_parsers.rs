@@ -37,11 +37,23 @@ fn ext_fixture() -> Option<&'static Fixture> {
         let root = small_tree(dir.path());
         let disk = dir.path().join("d.raw");
         sparse_file(&disk, 8 * MIB);
-        sfdisk(&disk, "label: dos\nstart=2048, size=14336, type=5\nstart=4096, size=12288, type=83\n");
+        sfdisk(
+            &disk,
+            "label: dos\nstart=2048, size=14336, type=5\nstart=4096, size=12288, type=83\n",
+        );
         mkfs_ext4(&disk, 4096 * 512, 12288 * 512, &root, &Ext4::default());
         let p = 4096 * 512;
-        let hot = vec![(0, 512), (2048 * 512, 512), (p + 1024, 1024), (p + 2048, 2048), (p, 1024 * 1024)];
-        Some(Fixture { bytes: std::fs::read(&disk).unwrap(), hot })
+        let hot = vec![
+            (0, 512),
+            (2048 * 512, 512),
+            (p + 1024, 1024),
+            (p + 2048, 2048),
+            (p, 1024 * 1024),
+        ];
+        Some(Fixture {
+            bytes: std::fs::read(&disk).unwrap(),
+            hot,
+        })
     })
     .as_ref()
 }
@@ -50,7 +62,10 @@ fn ext_fixture() -> Option<&'static Fixture> {
 fn fat_fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
-        if !require("proptest fat fixture", &["sfdisk", "mkfs.vfat", "mcopy", "mmd"]) {
+        if !require(
+            "proptest fat fixture",
+            &["sfdisk", "mkfs.vfat", "mcopy", "mmd"],
+        ) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -58,15 +73,33 @@ fn fat_fixture() -> Option<&'static Fixture> {
         sparse_file(&disk, 8 * MIB);
         sfdisk(&disk, "label: gpt\nstart=2048, size=8192, type=U\n");
         let files: Vec<(String, Vec<u8>)> = (0..30)
-            .map(|i| (format!("/EFI/vendor-{}/a long file name {i}.efi", i % 3), vec![i as u8; 3000 + i * 100]))
+            .map(|i| {
+                (
+                    format!("/EFI/vendor-{}/a long file name {i}.efi", i % 3),
+                    vec![i as u8; 3000 + i * 100],
+                )
+            })
             .collect();
-        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
         mkfs_vfat(dir.path(), &disk, 2048 * 512, 4 * MIB, "ESP", &refs);
         let p = 2048 * 512;
         // Protective MBR, GPT header, entry array, backup header, boot
         // sector, FATs and directories.
-        let hot = vec![(0, 512), (512, 512), (1024, 16384), (8 * MIB - 512, 512), (p, 512), (p, 256 * 1024)];
-        Some(Fixture { bytes: std::fs::read(&disk).unwrap(), hot })
+        let hot = vec![
+            (0, 512),
+            (512, 512),
+            (1024, 16384),
+            (8 * MIB - 512, 512),
+            (p, 512),
+            (p, 256 * 1024),
+        ];
+        Some(Fixture {
+            bytes: std::fs::read(&disk).unwrap(),
+            hot,
+        })
     })
     .as_ref()
 }
@@ -75,7 +108,10 @@ fn fat_fixture() -> Option<&'static Fixture> {
 fn lvm_fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
-        if !require("proptest lvm fixture", &["losetup", "pvcreate", "mkfs.ext4"]) {
+        if !require(
+            "proptest lvm fixture",
+            &["losetup", "pvcreate", "mkfs.ext4"],
+        ) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -91,8 +127,16 @@ fn lvm_fixture() -> Option<&'static Fixture> {
         let root = small_tree(dir.path());
         mkfs_ext4(&pv, pieces[0].0, pieces[0].1, &root, &Ext4::default());
         // Label, metadata area header and text, the LV's superblock.
-        let hot = vec![(0, 2048), (4096, 512), (4608, 8192), (pieces[0].0 + 1024, 4096)];
-        Some(Fixture { bytes: std::fs::read(&pv).unwrap(), hot })
+        let hot = vec![
+            (0, 2048),
+            (4096, 512),
+            (4608, 8192),
+            (pieces[0].0 + 1024, 4096),
+        ];
+        Some(Fixture {
+            bytes: std::fs::read(&pv).unwrap(),
+            hot,
+        })
     })
     .as_ref()
 }
@@ -142,7 +186,11 @@ fn check_inspect(d: Vec<u8>) {
     let start = Instant::now();
     let disk: Arc<dyn ReadAt> = Arc::new(MemDisk(d));
     let _ = inspect(disk, &InspectOptions::default());
-    assert!(start.elapsed() < TIME_BOUND, "inspection took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < TIME_BOUND,
+        "inspection took {:?}",
+        start.elapsed()
+    );
 }
 
 fn mutations() -> impl Strategy<Value = Vec<(u8, u64, u8)>> {
@@ -216,7 +264,10 @@ fn lvm_text() -> String {
     if let Some(f) = lvm_fixture() {
         let d = &f.bytes;
         if let Some(start) = d.windows(11).position(|w| w == b"vgprop {\nid") {
-            let end = d[start..].iter().position(|&b| b == 0).map_or(d.len(), |e| start + e);
+            let end = d[start..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(d.len(), |e| start + e);
             return String::from_utf8_lossy(&d[start..end]).into_owned();
         }
     }

@@ -280,7 +280,7 @@ impl FatFs {
 fn lfn_checksum(short: &[u8]) -> u8 {
     short
         .iter()
-        .fold(0u8, |s, &b| (s >> 1 | s << 7).wrapping_add(b))
+        .fold(0u8, |s, &b| s.rotate_right(1).wrapping_add(b))
 }
 
 fn short_name(e: &[u8]) -> Vec<u8> {

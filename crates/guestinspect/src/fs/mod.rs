@@ -6,14 +6,13 @@
 //! hostile filesystem cannot make it loop, recurse without end, or allocate
 //! more than the caller's limits.
 
-
 pub(crate) mod blockcache;
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
+pub mod ntfs;
 pub mod path;
 pub mod xfs;
-pub mod btrfs;
-pub mod ntfs;
 
 use diskformat::ReadAt;
 

@@ -346,7 +346,7 @@ fn logical_volume(
             }
         }
     }
-    let size = total.checked_mul(extent_size).unwrap_or(u64::MAX);
+    let size = total.saturating_mul(extent_size);
     let readable = reason.is_none() && !segs.is_empty();
     if segs.is_empty() {
         reason = Some("no segments".to_string());
@@ -389,7 +389,7 @@ huge { segment_count = 1
         let pv = interpret(META.as_bytes(), "AAAABB".into()).unwrap();
         let root = &pv.lvs[0];
         assert!(root.readable, "{:?}", root.reason);
-        assert_eq!(root.size, 3 * 4 << 20);
+        assert_eq!(root.size, 3 * (4 << 20));
         assert_eq!(
             root.pieces,
             vec![

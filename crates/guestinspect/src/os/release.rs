@@ -102,9 +102,8 @@ pub fn major(v: &str) -> Option<String> {
 pub fn from_redhat_release(text: &str, source: &str) -> Release {
     let line = text.lines().next().unwrap_or("").trim();
     let lower = line.to_ascii_lowercase();
-    let id = if lower.contains("centos stream") {
-        "centos"
-    } else if lower.starts_with("centos") {
+    // "CentOS Stream release 9" is told apart by its name, as os-release does.
+    let id = if lower.starts_with("centos") {
         "centos"
     } else if lower.starts_with("red hat") {
         "rhel"

@@ -67,7 +67,7 @@ fn header(disk: &dyn ReadAt, ss: u32, lba: u64) -> Result<Result<Header, String>
     }
     let num_entries = le32(&buf, 80);
     let entry_size = le32(&buf, 84);
-    if entry_size < 128 || entry_size % 8 != 0 || entry_size > 4096 {
+    if entry_size < 128 || !entry_size.is_multiple_of(8) || entry_size > 4096 {
         return Ok(Err(format!("entry size {entry_size} out of range")));
     }
     if u64::from(num_entries) * u64::from(entry_size) > MAX_ARRAY_BYTES {

@@ -27,7 +27,9 @@ fn package_of(tool: &str) -> &'static str {
         "mkfs.ext4" | "debugfs" => "e2fsprogs",
         "mkfs.vfat" => "dosfstools",
         "mcopy" | "mmd" => "mtools",
-        "pvcreate" | "vgcreate" | "vgcfgbackup" | "vgcfgrestore" | "vgchange" | "vgremove" => "lvm2",
+        "pvcreate" | "vgcreate" | "vgcfgbackup" | "vgcfgrestore" | "vgchange" | "vgremove" => {
+            "lvm2"
+        }
         "losetup" => "mount",
         "mkfs.xfs" => "xfsprogs",
         "debootstrap" => "debootstrap",
@@ -66,7 +68,11 @@ pub fn run(cmd: &str, args: &[&str]) {
 pub fn run_stdin(cmd: &str, args: &[&str], stdin: Option<&str>) {
     let mut c = Command::new(cmd);
     c.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap_or_else(|e| panic!("spawning {cmd}: {e}"));
@@ -95,14 +101,26 @@ pub fn sparse_file(path: &Path, size: u64) {
 
 /// Partition `disk` with an sfdisk script (sectors of 512 bytes).
 pub fn sfdisk(disk: &Path, script: &str) {
-    run_stdin("sfdisk", &["-q", "--no-reread", "--no-tell-kernel", disk.to_str().unwrap()], Some(script));
+    run_stdin(
+        "sfdisk",
+        &[
+            "-q",
+            "--no-reread",
+            "--no-tell-kernel",
+            disk.to_str().unwrap(),
+        ],
+        Some(script),
+    );
 }
 
 /// Copy `len` bytes of `src` into `dst` at `offset`, skipping zero blocks
 /// so that `dst` stays sparse.
 pub fn copy_into(src: &Path, dst: &Path, offset: u64) {
     let mut s = fs::File::open(src).expect("open source image");
-    let mut d = fs::OpenOptions::new().write(true).open(dst).expect("open disk");
+    let mut d = fs::OpenOptions::new()
+        .write(true)
+        .open(dst)
+        .expect("open disk");
     let mut buf = vec![0u8; 1 << 16];
     let mut pos = 0u64;
     loop {
@@ -161,10 +179,26 @@ pub fn mkfs_ext4(disk: &Path, offset: u64, size: u64, tree: &Path, o: &Ext4) {
 
 /// Make a FAT filesystem (`size` bytes) holding `files` (path inside,
 /// content) at `offset` of `disk`.
-pub fn mkfs_vfat(work: &Path, disk: &Path, offset: u64, size: u64, label: &str, files: &[(&str, &[u8])]) {
+pub fn mkfs_vfat(
+    work: &Path,
+    disk: &Path,
+    offset: u64,
+    size: u64,
+    label: &str,
+    files: &[(&str, &[u8])],
+) {
     let img = work.join(format!("fat-{offset}.img"));
     let _ = fs::remove_file(&img);
-    run("mkfs.vfat", &["-C", "-n", label, img.to_str().unwrap(), &(size / 1024).to_string()]);
+    run(
+        "mkfs.vfat",
+        &[
+            "-C",
+            "-n",
+            label,
+            img.to_str().unwrap(),
+            &(size / 1024).to_string(),
+        ],
+    );
     let i = img.to_str().unwrap();
     let mut made: Vec<String> = Vec::new();
     for (path, content) in files {
@@ -180,7 +214,10 @@ pub fn mkfs_vfat(work: &Path, disk: &Path, offset: u64, size: u64, label: &str, 
         }
         let src = work.join("fat-src");
         fs::write(&src, content).unwrap();
-        run("mcopy", &["-i", i, src.to_str().unwrap(), &format!("::{path}")]);
+        run(
+            "mcopy",
+            &["-i", i, src.to_str().unwrap(), &format!("::{path}")],
+        );
     }
     copy_into(&img, disk, offset);
     fs::remove_file(&img).ok();
@@ -386,10 +423,17 @@ pub fn kernel_version(d: Distro) -> &'static str {
 /// /boot is separate). Returns (root tree, boot tree if separate).
 pub fn linux_tree(dir: &Path, distro: Distro, o: &TreeOpts) -> (PathBuf, Option<PathBuf>) {
     let root = dir.join("root");
-    let boot = if o.separate_boot { dir.join("boot") } else { root.join("boot") };
+    let boot = if o.separate_boot {
+        dir.join("boot")
+    } else {
+        root.join("boot")
+    };
     fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&boot).unwrap();
-    for d in ["etc", "usr/bin", "usr/sbin", "usr/lib", "var/log", "tmp", "home", "root", "dev", "proc", "sys", "boot"] {
+    for d in [
+        "etc", "usr/bin", "usr/sbin", "usr/lib", "var/log", "tmp", "home", "root", "dev", "proc",
+        "sys", "boot",
+    ] {
         mkdir(&root, d);
     }
     // Merged /usr everywhere except openSUSE Leap 15.
@@ -405,7 +449,11 @@ pub fn linux_tree(dir: &Path, distro: Distro, o: &TreeOpts) -> (PathBuf, Option<
         link(&root, "/lib64", "usr/lib64");
         mkdir(&root, "usr/lib64");
         write(&root, "/usr/bin/bash", &elf);
-        let sh_target = if matches!(distro, Distro::Debian12 | Distro::Ubuntu2204) { "dash" } else { "bash" };
+        let sh_target = if matches!(distro, Distro::Debian12 | Distro::Ubuntu2204) {
+            "dash"
+        } else {
+            "bash"
+        };
         if sh_target == "dash" {
             write(&root, "/usr/bin/dash", &elf);
         }
@@ -463,31 +511,58 @@ pub fn linux_tree(dir: &Path, distro: Distro, o: &TreeOpts) -> (PathBuf, Option<
     fs::write(boot.join(format!("vmlinuz-{kv}")), b"not really a kernel").unwrap();
     fs::write(boot.join(format!("config-{kv}")), b"CONFIG_VIRTIO_BLK=m\n").unwrap();
     fs::create_dir_all(boot.join("grub2")).unwrap();
-    let mods = if merged { format!("/usr/lib/modules/{kv}") } else { format!("/lib/modules/{kv}") };
+    let mods = if merged {
+        format!("/usr/lib/modules/{kv}")
+    } else {
+        format!("/lib/modules/{kv}")
+    };
     let ext = match distro {
         Distro::CentOS7 | Distro::Rocky9 | Distro::OpenSuseLeap15 => ".ko.xz",
         _ => ".ko",
     };
-    write(&root, &format!("{mods}/kernel/drivers/block/loop{ext}"), b"");
+    write(
+        &root,
+        &format!("{mods}/kernel/drivers/block/loop{ext}"),
+        b"",
+    );
     write(&root, &format!("{mods}/kernel/drivers/net/dummy{ext}"), b"");
     let mut builtin = String::from("kernel/drivers/char/mem.ko\nkernel/fs/ext4/ext4.ko\n");
     match o.virtio {
         Virtio::Modules => {
-            write(&root, &format!("{mods}/kernel/drivers/block/virtio_blk{ext}"), b"");
-            write(&root, &format!("{mods}/kernel/drivers/net/virtio_net{ext}"), b"");
+            write(
+                &root,
+                &format!("{mods}/kernel/drivers/block/virtio_blk{ext}"),
+                b"",
+            );
+            write(
+                &root,
+                &format!("{mods}/kernel/drivers/net/virtio_net{ext}"),
+                b"",
+            );
         }
         Virtio::Builtin => {
-            builtin.push_str("kernel/drivers/block/virtio_blk.ko\nkernel/drivers/net/virtio_net.ko\n");
+            builtin
+                .push_str("kernel/drivers/block/virtio_blk.ko\nkernel/drivers/net/virtio_net.ko\n");
         }
         Virtio::None => {}
     }
-    write(&root, &format!("{mods}/modules.builtin"), builtin.as_bytes());
+    write(
+        &root,
+        &format!("{mods}/modules.builtin"),
+        builtin.as_bytes(),
+    );
 
     if o.cloud_init {
-        write(&root, "/usr/bin/cloud-init", b"#!/usr/bin/python3\nimport cloudinit\n");
+        write(
+            &root,
+            "/usr/bin/cloud-init",
+            b"#!/usr/bin/python3\nimport cloudinit\n",
+        );
         write(&root, "/etc/cloud/cloud.cfg", b"users:\n - default\n");
         let py = match distro {
-            Distro::Debian12 | Distro::Ubuntu2204 => "/usr/lib/python3/dist-packages/cloudinit/__init__.py",
+            Distro::Debian12 | Distro::Ubuntu2204 => {
+                "/usr/lib/python3/dist-packages/cloudinit/__init__.py"
+            }
             Distro::CentOS7 => "/usr/lib/python2.7/site-packages/cloudinit/__init__.py",
             _ => "/usr/lib/python3.9/site-packages/cloudinit/__init__.py",
         };
@@ -504,7 +579,14 @@ pub fn linux_tree(dir: &Path, distro: Distro, o: &TreeOpts) -> (PathBuf, Option<
 /// vgcfgrestore (lvcreate needs device-mapper, which is not here).
 /// Returns the LV's byte offset inside the PV. Err(reason) when loop
 /// devices or LVM cannot be used here.
-pub fn make_linear_lv(work: &Path, dev_file: &Path, vg: &str, lv: &str, extents: u32, segments: &[(u32, u32)]) -> Result<Vec<(u64, u64)>, String> {
+pub fn make_linear_lv(
+    work: &Path,
+    dev_file: &Path,
+    vg: &str,
+    lv: &str,
+    extents: u32,
+    segments: &[(u32, u32)],
+) -> Result<Vec<(u64, u64)>, String> {
     let size = fs::metadata(dev_file).map_err(|e| e.to_string())?.len();
     make_linear_lv_at(work, dev_file, 0, size, vg, lv, extents, segments)
 }
@@ -512,11 +594,22 @@ pub fn make_linear_lv(work: &Path, dev_file: &Path, vg: &str, lv: &str, extents:
 /// Attach `size` bytes at `offset` of `file` to a free loop device.
 pub fn loop_attach(file: &Path, offset: u64, size: u64) -> Result<String, String> {
     let out = Command::new("losetup")
-        .args(["-f", "--show", "-o", &offset.to_string(), "--sizelimit", &size.to_string(), file.to_str().unwrap()])
+        .args([
+            "-f",
+            "--show",
+            "-o",
+            &offset.to_string(),
+            "--sizelimit",
+            &size.to_string(),
+            file.to_str().unwrap(),
+        ])
         .output()
         .map_err(|e| format!("losetup: {e}"))?;
     if !out.status.success() {
-        return Err(format!("losetup failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -524,7 +617,16 @@ pub fn loop_attach(file: &Path, offset: u64, size: u64) -> Result<String, String
 /// [`make_linear_lv`] on the partition at `offset` (`size` bytes) of a
 /// disk file; returned offsets are relative to the partition.
 #[allow(clippy::too_many_arguments)]
-pub fn make_linear_lv_at(work: &Path, dev_file: &Path, offset: u64, size: u64, vg: &str, lv: &str, extents: u32, segments: &[(u32, u32)]) -> Result<Vec<(u64, u64)>, String> {
+pub fn make_linear_lv_at(
+    work: &Path,
+    dev_file: &Path,
+    offset: u64,
+    size: u64,
+    vg: &str,
+    lv: &str,
+    extents: u32,
+    segments: &[(u32, u32)],
+) -> Result<Vec<(u64, u64)>, String> {
     let loopdev = loop_attach(dev_file, offset, size)?;
     let result = (|| -> Result<Vec<(u64, u64)>, String> {
         let lvm = |args: &[&str]| -> Result<String, String> {
@@ -534,7 +636,11 @@ pub fn make_linear_lv_at(work: &Path, dev_file: &Path, offset: u64, size: u64, v
                 .output()
                 .map_err(|e| format!("{}: {e}", args[0]))?;
             if !o.status.success() {
-                return Err(format!("{:?} failed: {}", args, String::from_utf8_lossy(&o.stderr).trim()));
+                return Err(format!(
+                    "{:?} failed: {}",
+                    args,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
             }
             Ok(String::from_utf8_lossy(&o.stdout).into_owned())
         };
@@ -553,7 +659,11 @@ pub fn make_linear_lv_at(work: &Path, dev_file: &Path, offset: u64, size: u64, v
         let meta = work.join(format!("{vg}.meta"));
         a("vgcfgbackup", &["-f", meta.to_str().unwrap(), vg])?;
         let text = fs::read_to_string(&meta).map_err(|e| e.to_string())?;
-        let segs: Vec<(u32, u32)> = if segments.is_empty() { vec![(0, extents)] } else { segments.to_vec() };
+        let segs: Vec<(u32, u32)> = if segments.is_empty() {
+            vec![(0, extents)]
+        } else {
+            segments.to_vec()
+        };
         let mut block = format!(
             "logical_volumes {{\n{lv} {{\nid = \"aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\nflags = []\nsegment_count = {}\n",
             segs.len()
@@ -570,15 +680,31 @@ pub fn make_linear_lv_at(work: &Path, dev_file: &Path, offset: u64, size: u64, v
         // Insert the block before the VG section's closing brace: the last
         // '}' before "# Generated by LVM2".
         let gen = text.find("\n# Generated by").unwrap_or(text.len());
-        let close = text[..gen].rfind('}').ok_or("no VG section in the backup")?;
+        let close = text[..gen]
+            .rfind('}')
+            .ok_or("no VG section in the backup")?;
         let new = format!("{}{}{}", &text[..close], block, &text[close..]);
         fs::write(&meta, new).map_err(|e| e.to_string())?;
         a("vgcfgrestore", &["-f", meta.to_str().unwrap(), vg])?;
-        let pe_start: u64 = a("pvs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", &loopdev])?
-            .trim()
-            .parse()
-            .map_err(|e| format!("pe_start: {e}"))?;
-        Ok(segs.iter().map(|(pe, n)| (pe_start + u64::from(*pe) * 4 * MIB, u64::from(*n) * 4 * MIB)).collect())
+        let pe_start: u64 = a(
+            "pvs",
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "pe_start",
+                &loopdev,
+            ],
+        )?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pe_start: {e}"))?;
+        Ok(segs
+            .iter()
+            .map(|(pe, n)| (pe_start + u64::from(*pe) * 4 * MIB, u64::from(*n) * 4 * MIB))
+            .collect())
     })();
     // Leave no trace on the host: deactivate, forget, detach.
     let _ = Command::new("vgchange").args(["-an", vg]).output();
@@ -589,7 +715,10 @@ pub fn make_linear_lv_at(work: &Path, dev_file: &Path, offset: u64, size: u64, v
 /// Copy `len` bytes at `src_off` of `src` to `dst_off` of `dst` (sparse).
 pub fn copy_range(src: &Path, src_off: u64, len: u64, dst: &Path, dst_off: u64) {
     let mut s = fs::File::open(src).expect("open source");
-    let mut d = fs::OpenOptions::new().write(true).open(dst).expect("open destination");
+    let mut d = fs::OpenOptions::new()
+        .write(true)
+        .open(dst)
+        .expect("open destination");
     s.seek(SeekFrom::Start(src_off)).unwrap();
     let mut buf = vec![0u8; 1 << 16];
     let mut done = 0u64;
@@ -614,7 +743,8 @@ pub fn patch(path: &Path, offset: u64, bytes: &[u8]) {
 /// The real Debian tree built by scripts/fixtures/debootstrap.sh, or the
 /// reason it cannot be had.
 pub fn debootstrap_tree() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fixtures/debootstrap.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fixtures/debootstrap.sh");
     let out = Command::new("sh")
         .arg(&script)
         .output()
@@ -632,8 +762,15 @@ pub fn debugfs(image: &Path, cmd: &str, write: bool) -> String {
         args.push("-w");
     }
     args.extend(["-R", cmd, image.to_str().unwrap()]);
-    let out = Command::new("debugfs").args(&args).output().expect("debugfs");
-    assert!(out.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("debugfs")
+        .args(&args)
+        .output()
+        .expect("debugfs");
+    assert!(
+        out.status.success(),
+        "debugfs {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -659,7 +796,10 @@ pub fn inode_offset(image: &Path, spec: &str) -> u64 {
 pub fn fs_block_size(image: &Path) -> usize {
     debugfs(image, "stats", false)
         .lines()
-        .find_map(|l| l.strip_prefix("Block size:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("Block size:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .expect("block size")
 }
 
@@ -669,7 +809,11 @@ pub fn small_tree(dir: &Path) -> PathBuf {
     let o = TreeOpts::default();
     let (root, _) = linux_tree(dir, Distro::Debian12, &o);
     for i in 0..40 {
-        write(&root, &format!("/etc/many/file-{i:03}"), format!("content {i}\n").as_bytes());
+        write(
+            &root,
+            &format!("/etc/many/file-{i:03}"),
+            format!("content {i}\n").as_bytes(),
+        );
     }
     root
 }
@@ -703,19 +847,39 @@ pub fn xfs_protofile(root: &Path) -> String {
 /// Make an XFS holding `tree` at `offset` of `disk` (`size` bytes; XFS
 /// needs at least 300 MiB, sparse). Err(reason) if a loop device is needed
 /// and unavailable.
-pub fn mkfs_xfs(work: &Path, disk: &Path, offset: u64, size: u64, tree: &Path) -> Result<(), String> {
+pub fn mkfs_xfs(
+    work: &Path,
+    disk: &Path,
+    offset: u64,
+    size: u64,
+    tree: &Path,
+) -> Result<(), String> {
     let proto = work.join("xfs.proto");
     fs::write(&proto, xfs_protofile(tree)).unwrap();
     if offset == 0 && fs::metadata(disk).map(|m| m.len()).unwrap_or(0) == size {
-        run("mkfs.xfs", &["-q", "-f", "-p", proto.to_str().unwrap(), disk.to_str().unwrap()]);
+        run(
+            "mkfs.xfs",
+            &[
+                "-q",
+                "-f",
+                "-p",
+                proto.to_str().unwrap(),
+                disk.to_str().unwrap(),
+            ],
+        );
         return Ok(());
     }
     let dev = loop_attach(disk, offset, size)?;
-    let out = Command::new("mkfs.xfs").args(["-q", "-f", "-p", proto.to_str().unwrap(), &dev]).output();
+    let out = Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-p", proto.to_str().unwrap(), &dev])
+        .output();
     let _ = Command::new("losetup").args(["-d", &dev]).output();
     let out = out.map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("mkfs.xfs failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "mkfs.xfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(())
 }
