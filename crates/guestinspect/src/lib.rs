@@ -8,6 +8,7 @@ pub mod os;
 pub mod part;
 pub mod report;
 pub mod window;
+pub mod windows;
 
 pub use report::{FilesystemReport, GuestReport, Location, OsReport, ReadStats};
 pub use window::{CountingReader, Window};
