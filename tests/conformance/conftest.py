@@ -91,6 +91,10 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
         extra,
         "[rate_limits]",
         f"enabled = {'true' if rate_limits else 'false'}",
+        # Imports from the stalling source (below) each hold a worker until the
+        # pipeline's stall timeout: leave plenty for the imports that must finish.
+        "[workers]",
+        "concurrency = 32",
         "[source]",
         f'cos_root = "{cos_root}"',
         'allow_hosts = ["127.0.0.1"]',

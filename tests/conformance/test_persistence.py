@@ -67,7 +67,8 @@ def test_restart_keeps_images_names_and_quota(tmp_path, fresh_server):
 def test_first_start_without_accounts_creates_one(tmp_path, fresh_server):
     data = tmp_path / "data"
     config = tmp_path / "imagegate.toml"
-    config.write_text(f'listen = "127.0.0.1:0"\ndata_dir = "{data}"\n')
+    # Rate limits off: every printed token is tried as the key below.
+    config.write_text(f'listen = "127.0.0.1:0"\ndata_dir = "{data}"\n[rate_limits]\nenabled = false\n')
     server = fresh_server(config)
     # The credentials may come before or after the ready line, on stdout or stderr.
     deadline = time.time() + 5

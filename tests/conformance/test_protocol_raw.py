@@ -86,8 +86,7 @@ def test_v1_flattened_lists_and_filters(gate):
 
 def test_tencent_doc_example_get_with_v1_signature(gate):
     """The ImportImage example of Tencent's API page, as written, plus the legacy common parameters."""
-    # Tencent's example reuses one name; make it unique per run by importing under a fresh account
-    # region would change the example, so delete nothing and accept only this single call here.
+    # The suite's accounts are fresh per run, so the example's fixed name "sample" is free.
     query = ("Action=ImportImage&OsType=CentOS&OsVersion=6&ImageName=sample&ImageDescription=sampleimage"
              "&ImageUrl=http://111-1251233127.cosd.myqcloud.com/Windows%20Server%202008%20R2%20x64a.vmdk"
              "&Architecture=x86_64")
