@@ -286,9 +286,9 @@ impl ReadAt for Patched {
     }
 }
 
-fn open_patched(
-    patches: Vec<(u64, u8)>,
-) -> (Arc<Patched>, Result<Option<Box<dyn Filesystem>>, FsError>) {
+type Opened = Result<Option<Box<dyn Filesystem>>, FsError>;
+
+fn open_patched(patches: Vec<(u64, u8)>) -> (Arc<Patched>, Opened) {
     let src = Arc::new(Patched {
         base: FileSource::open(&fixture().img).unwrap(),
         patches,

@@ -253,10 +253,9 @@ fn walk(fs: &dyn Filesystem) -> usize {
     seen.len()
 }
 
-fn open_patched(
-    bytes: &'static [u8],
-    patches: Vec<(u64, u8)>,
-) -> (Arc<Patched>, Result<Option<Box<dyn Filesystem>>, FsError>) {
+type Opened = Result<Option<Box<dyn Filesystem>>, FsError>;
+
+fn open_patched(bytes: &'static [u8], patches: Vec<(u64, u8)>) -> (Arc<Patched>, Opened) {
     let src = Arc::new(Patched {
         base: bytes,
         patches,

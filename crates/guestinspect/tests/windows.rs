@@ -381,10 +381,13 @@ proptest! {
 
 // ------------------------------------------------------ in-memory filesystem
 
+/// A node: directory entries (name, index), and contents if a file.
+type MemNode = (Vec<(String, u64)>, Option<Vec<u8>>);
+
 /// A tiny case-insensitive in-memory tree for the mapping cases.
 #[derive(Default)]
 struct MemFs {
-    nodes: Vec<(Vec<(String, u64)>, Option<Vec<u8>>)>,
+    nodes: Vec<MemNode>,
 }
 
 impl MemFs {
