@@ -360,6 +360,7 @@ fn detect_linux_os(
         architecture_from: f.architecture_from,
         release_file: f.release.map(|r| r.source),
         kernels: f.kernels,
+        windows: None,
     });
     report.cloud_init = f.cloud_init;
     report.virtio = f.virtio;
@@ -373,25 +374,55 @@ fn detect_windows_os(
 ) {
     opened[root].report.mountpoint = Some("C:".to_string());
     report.root = Some(opened[root].report.location.clone());
-    // WINDOWS-SLOT: crate::windows::inspect(&*opened[root].fs) (the SOFTWARE
-    // hive: product, version, build, architecture, cloudbase-init,
-    // viostor/netkvm) fills this in once that module is committed. Until
-    // then only the platform is known, and the report says so.
-    warnings
-        .push("Windows root found, but the Windows details reader is not built in yet".to_string());
+    let info = match windows::inspect(&*opened[root].fs) {
+        Ok(info) => info,
+        Err(e) => {
+            warnings.push(format!("reading the Windows registry: {e}"));
+            None
+        }
+    };
+    let Some(w) = info else {
+        report.os = Some(OsReport {
+            platform: "Windows".to_string(),
+            os_type: "Windows".to_string(),
+            version: None,
+            major: None,
+            name: None,
+            pretty: None,
+            id: None,
+            id_like: Vec::new(),
+            os_name: "Windows".to_string(),
+            architecture: None,
+            architecture_from: None,
+            release_file: None,
+            kernels: Vec::new(),
+            windows: None,
+        });
+        return;
+    };
+    report.cloud_init = w.cloudbase_init;
+    report.virtio = os::Virtio {
+        block: w.virtio_block,
+        net: w.virtio_net,
+        kernels: Vec::new(),
+    };
     report.os = Some(OsReport {
         platform: "Windows".to_string(),
-        os_type: "Windows".to_string(),
-        version: None,
-        major: None,
-        name: None,
-        pretty: None,
-        id: None,
+        os_type: w.tencent_os_type.clone().unwrap_or_else(|| "Windows".to_string()),
+        major: w.version.as_deref().and_then(os::release::major),
+        version: w.version.clone(),
+        name: w.product_name.clone(),
+        pretty: w.product_name.as_ref().map(|p| match &w.build {
+            Some(b) => format!("{p} (build {b})"),
+            None => p.clone(),
+        }),
+        id: Some("windows".to_string()),
         id_like: Vec::new(),
-        os_name: "Windows".to_string(),
-        architecture: None,
-        architecture_from: None,
-        release_file: None,
+        os_name: w.tencent_os_name.clone(),
+        architecture: w.architecture.clone(),
+        architecture_from: w.architecture_from.clone(),
+        release_file: Some("/Windows/System32/config/SOFTWARE".to_string()),
         kernels: Vec::new(),
+        windows: Some(w),
     });
 }

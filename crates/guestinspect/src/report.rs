@@ -61,6 +61,9 @@ pub struct OsReport {
     /// The file the release facts were read from.
     pub release_file: Option<String>,
     pub kernels: Vec<Kernel>,
+    /// Windows only: everything the registry said (product, edition,
+    /// build, cloudbase-init, the virtio drivers found).
+    pub windows: Option<crate::windows::WindowsInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

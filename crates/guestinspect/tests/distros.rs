@@ -523,3 +523,60 @@ fn centos7_default_layout_xfs_root_on_lvm() {
     assert!(r.cloud_init && r.virtio.block && r.virtio.net);
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 }
+
+/// The JSON field names are the `imagegate inspect --json` schema
+/// (README.md): a rename here breaks its users, so they are pinned.
+#[test]
+fn json_schema_field_names_are_stable() {
+    if !require("json_schema_field_names_are_stable", &["sfdisk", "mkfs.ext4"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let (root, _) = linux_tree(w, Distro::Debian12, &TreeOpts::default());
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 32 * MIB);
+    sfdisk(&disk, "label: dos\nstart=2048, type=83, bootable\n");
+    mkfs_ext4(&disk, 2048 * 512, 32 * MIB - 2048 * 512, &root, &Ext4::default());
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    let v = serde_json::to_value(&r).unwrap();
+    if std::env::var_os("PRINT_JSON").is_some() {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    }
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&v),
+        ["cloud_init", "filesystems", "lvm", "os", "partition_table", "root", "stats", "virtio", "warnings"]
+    );
+    assert_eq!(
+        keys(&v["partition_table"]),
+        ["disk_id", "gpt_header", "kind", "partitions", "sector_size", "warnings"]
+    );
+    assert_eq!(
+        keys(&v["partition_table"]["partitions"][0]),
+        ["bootable", "extended", "guid", "index", "logical", "name", "size", "start", "type_id", "type_name"]
+    );
+    assert_eq!(
+        keys(&v["filesystems"][0]),
+        ["kind", "label", "mountpoint", "size", "uuid", "where"]
+    );
+    assert_eq!(v["filesystems"][0]["where"], serde_json::json!({"kind": "partition", "index": 1}));
+    assert_eq!(v["root"], serde_json::json!({"kind": "partition", "index": 1}));
+    assert_eq!(
+        keys(&v["os"]),
+        [
+            "architecture", "architecture_from", "id", "id_like", "kernels", "major", "name", "os_name",
+            "os_type", "platform", "pretty", "release_file", "version", "windows"
+        ]
+    );
+    assert_eq!(keys(&v["os"]["kernels"][0]), ["image", "modules", "version"]);
+    assert_eq!(keys(&v["virtio"]), ["block", "kernels", "net"]);
+    assert_eq!(keys(&v["virtio"]["kernels"][0]), ["block", "kernel", "net"]);
+    assert_eq!(v["virtio"]["kernels"][0]["block"], "module");
+    assert_eq!(keys(&v["stats"]), ["bytes_read", "elapsed_ms", "read_calls"]);
+    assert_eq!(v["partition_table"]["kind"], "mbr");
+}
