@@ -22,6 +22,10 @@ const DATA_LEN: usize = 4 << 20;
 
 struct Image {
     bytes: Vec<u8>,
+    /// xfs_db's view of /etc/medium and /etc/big (the oracle for which
+    /// directory formats the fixture holds).
+    medium_db: String,
+    big_db: String,
     long_link: String,
     bash: Vec<u8>,
 }
@@ -134,7 +138,11 @@ fn build(v5: bool) -> Image {
         args.extend(["-m", "crc=0", "-i", "size=256"]);
     }
     mkfs_xfs(&args, &img);
+    let medium_db = xfs_db(&img, &["path /etc/medium", "print core.format core.size"]);
+    let big_db = xfs_db(&img, &["path /etc/big", "print core.format", "bmap"]);
     Image {
+        medium_db,
+        big_db,
         bytes: std::fs::read(&img).unwrap(),
         long_link,
         bash,
@@ -233,6 +241,22 @@ fn check_tree(img: &'static Image) {
     let agf = lookup(&*fs, "var/agfile").unwrap();
     assert_eq!(read_all(&*fs, agf).unwrap(), pattern(DATA_LEN, 9));
 
+    // /etc/medium is one directory block (block form); /etc/big has data
+    // blocks plus leaf blocks at the 32 GiB leaf offset (leaf/node form).
+    let dirblk = u32::from_be_bytes(img.bytes[4..8].try_into().unwrap()) << img.bytes[192];
+    assert!(img.medium_db.contains("extents"), "{}", img.medium_db);
+    assert!(
+        img.medium_db.contains(&format!("core.size = {dirblk}")),
+        "{}",
+        img.medium_db
+    );
+    let leaf_blk =
+        (32u64 << 30) / u64::from(u32::from_be_bytes(img.bytes[4..8].try_into().unwrap()));
+    assert!(
+        img.big_db.contains(&format!("data offset {leaf_blk} ")),
+        "{}",
+        img.big_db
+    );
     let medium = lookup(&*fs, "etc/medium").unwrap();
     assert_eq!(fs.read_dir(medium, 100).unwrap().len(), 40);
     let big = lookup(&*fs, "etc/big").unwrap();
