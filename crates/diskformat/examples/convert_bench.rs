@@ -44,60 +44,78 @@ fn run(cmd: &mut Command) {
 fn main() {
     let mut data_mib: u64 = 1024;
     let mut compressed: Option<String> = None;
+    let mut given: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data-mib" => data_mib = args.next().and_then(|v| v.parse().ok()).unwrap_or(1024),
             "--compressed" => compressed = args.next(),
+            "--image" => given = args.next().map(Into::into),
             _ => {
-                eprintln!("usage: convert_bench [--data-mib N] [--compressed zlib|zstd]");
+                eprintln!(
+                    "usage: convert_bench [--data-mib N] [--compressed zlib|zstd] [--image PATH]"
+                );
                 std::process::exit(2);
             }
         }
     }
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("src.raw");
-    let src = dir.path().join("src.qcow2");
     let ours = dir.path().join("ours.qcow2");
     let theirs = dir.path().join("theirs.qcow2");
 
-    // 4 MiB stripes: data in every other one, alternating random and text.
-    let stripe = 4u64 << 20;
     let virtual_size = (2 * data_mib) << 20;
-    {
-        let f = File::create(&raw).unwrap();
-        f.set_len(virtual_size).unwrap();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let text = b"imagegate converts disk images in pure Rust. ";
-        let mut buf = vec![0u8; stripe as usize];
-        for i in 0..(virtual_size / stripe / 2) {
-            if i % 2 == 0 {
-                for c in buf.chunks_mut(8) {
-                    rng ^= rng >> 12;
-                    rng ^= rng << 25;
-                    rng ^= rng >> 27;
-                    c.copy_from_slice(&rng.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-                }
-            } else {
-                for (j, b) in buf.iter_mut().enumerate() {
-                    *b = text[(j + i as usize) % text.len()];
+    let src = match &given {
+        Some(path) => path.clone(),
+        None => {
+            let src = dir.path().join("src.qcow2");
+            // 4 MiB stripes: data in every other one, alternating random and text.
+            let stripe = 4u64 << 20;
+            {
+                let f = File::create(&raw).unwrap();
+                f.set_len(virtual_size).unwrap();
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+                let text = b"imagegate converts disk images in pure Rust. ";
+                let mut buf = vec![0u8; stripe as usize];
+                for i in 0..(virtual_size / stripe / 2) {
+                    if i % 2 == 0 {
+                        for c in buf.chunks_mut(8) {
+                            rng ^= rng >> 12;
+                            rng ^= rng << 25;
+                            rng ^= rng >> 27;
+                            c.copy_from_slice(
+                                &rng.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes(),
+                            );
+                        }
+                    } else {
+                        for (j, b) in buf.iter_mut().enumerate() {
+                            *b = text[(j + i as usize) % text.len()];
+                        }
+                    }
+                    f.write_all_at(&buf, 2 * i * stripe).unwrap();
                 }
             }
-            f.write_all_at(&buf, 2 * i * stripe).unwrap();
+            let mut c = Command::new("qemu-img");
+            c.args(["convert", "-f", "raw", "-O", "qcow2"]);
+            if let Some(kind) = &compressed {
+                c.args(["-c", "-o", &format!("compression_type={kind}")]);
+            }
+            run(c.arg(&raw).arg(&src));
+            src
         }
-    }
-    let mut c = Command::new("qemu-img");
-    c.args(["convert", "-f", "raw", "-O", "qcow2"]);
-    if let Some(kind) = &compressed {
-        c.args(["-c", "-o", &format!("compression_type={kind}")]);
-    }
-    run(c.arg(&raw).arg(&src));
+    };
     // Warm the page cache for both contenders.
     let _ = std::fs::read(&src).unwrap();
 
     let t = Instant::now();
     let source: Arc<dyn ReadAt> = Arc::new(FileSource::open(&src).unwrap());
     let img = diskformat::open(source, &Limits::default()).unwrap();
+    // qemu-img's name for the detected format (it must be told: a fixed
+    // VHD probes as raw).
+    let qfmt = match img.info().format {
+        diskformat::Format::Vhd => "vpc",
+        f => f.name(),
+    };
     let out = File::create(&ours).unwrap();
     let mut w =
         Qcow2Writer::new(FileSink(out.try_clone().unwrap()), img.virtual_size(), 0).unwrap();
@@ -124,26 +142,29 @@ fn main() {
 
     let t = Instant::now();
     run(Command::new("qemu-img")
-        .args(["convert", "-f", "qcow2", "-O", "qcow2"])
+        .args(["convert", "-f", qfmt, "-O", "qcow2"])
         .arg(&src)
         .arg(&theirs));
     File::open(&theirs).unwrap().sync_all().unwrap();
     let theirs_s = t.elapsed().as_secs_f64();
 
     run(Command::new("qemu-img")
-        .args(["compare", "-f", "qcow2", "-F", "qcow2"])
+        .args(["compare", "-f", qfmt, "-F", "qcow2"])
         .arg(&src)
         .arg(&ours));
     run(Command::new("qemu-img")
         .args(["check", "-f", "qcow2"])
         .arg(&ours));
 
-    let mib = data_mib as f64;
+    // Throughput is counted in guest data bytes (what had to be copied).
+    let data_bytes = stats.data_clusters * 65536;
+    let mib = data_bytes as f64 / f64::from(1 << 20);
     println!(
-        "source: qcow2{} {} MiB virtual, {} MiB data; {} clusters written, {} zero clusters skipped, output {} MiB",
+        "source: {}{} {} MiB virtual, {} MiB data; {} clusters written, {} zero clusters skipped, output {} MiB",
+        img.info().format.name(),
         compressed.map(|k| format!(" ({k})")).unwrap_or_default(),
-        virtual_size >> 20,
-        data_mib,
+        img.virtual_size() >> 20,
+        data_bytes >> 20,
         stats.data_clusters,
         stats.zero_clusters_skipped,
         ws.file_size >> 20

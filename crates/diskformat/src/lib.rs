@@ -21,7 +21,7 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
-pub use convert::{convert, ConvertStats};
+pub use convert::{convert, convert_with, ConvertStats};
 pub use detect::{detect, Detection};
 pub use error::FormatError;
 pub use source::{FileSource, PrefetchedTail, ReadAt, SliceSource};

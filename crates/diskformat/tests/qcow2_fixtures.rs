@@ -459,3 +459,71 @@ fn persistent_bitmaps_are_ignored() {
     );
     assert!(read_all(&*img) == data);
 }
+
+/// The parallel converter writes exactly what the serial one writes.
+#[test]
+fn parallel_and_serial_outputs_are_identical() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tmpdir();
+    let src = p(dir.path(), "src.raw");
+    let data = mixed_disk(SIZE, 77);
+    write_file(&src, &data);
+    let img_path = p(dir.path(), "img.qcow2");
+    qemu_img_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-c",
+        s(&src),
+        s(&img_path),
+    ]);
+    let img = open_file(&img_path).unwrap();
+    let run = |workers: usize| {
+        let mut w = diskformat::qcow2::Qcow2Writer::new(Vec::new(), img.virtual_size(), 0).unwrap();
+        let mut seen = Vec::new();
+        let stats = diskformat::convert_with(
+            &*img,
+            &mut w,
+            &mut |d| {
+                seen.push(d);
+                true
+            },
+            workers,
+        )
+        .unwrap();
+        assert!(
+            seen.windows(2).all(|p| p[0] <= p[1]),
+            "progress goes forward"
+        );
+        assert_eq!(seen.last(), Some(&img.virtual_size()));
+        let (tail, head, _) = w.finish().unwrap();
+        (stats, head, tail)
+    };
+    let one = run(1);
+    for workers in [2, 3, 8] {
+        let many = run(workers);
+        assert_eq!(one.0, many.0, "{workers} workers: stats");
+        assert!(
+            one.1 == many.1 && one.2 == many.2,
+            "{workers} workers: output differs"
+        );
+    }
+    // And cancelling a parallel run stops it cleanly.
+    let mut w = diskformat::qcow2::Qcow2Writer::new(Vec::new(), img.virtual_size(), 0).unwrap();
+    let mut n = 0;
+    let err = diskformat::convert_with(
+        &*img,
+        &mut w,
+        &mut |_| {
+            n += 1;
+            n < 3
+        },
+        4,
+    )
+    .unwrap_err();
+    assert!(err.is_cancelled());
+}
