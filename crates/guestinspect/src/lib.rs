@@ -408,7 +408,10 @@ fn detect_windows_os(
     };
     report.os = Some(OsReport {
         platform: "Windows".to_string(),
-        os_type: w.tencent_os_type.clone().unwrap_or_else(|| "Windows".to_string()),
+        os_type: w
+            .tencent_os_type
+            .clone()
+            .unwrap_or_else(|| "Windows".to_string()),
         major: w.version.as_deref().and_then(os::release::major),
         version: w.version.clone(),
         name: w.product_name.clone(),

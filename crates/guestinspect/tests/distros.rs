@@ -528,7 +528,10 @@ fn centos7_default_layout_xfs_root_on_lvm() {
 /// (README.md): a rename here breaks its users, so they are pinned.
 #[test]
 fn json_schema_field_names_are_stable() {
-    if !require("json_schema_field_names_are_stable", &["sfdisk", "mkfs.ext4"]) {
+    if !require(
+        "json_schema_field_names_are_stable",
+        &["sfdisk", "mkfs.ext4"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -537,7 +540,13 @@ fn json_schema_field_names_are_stable() {
     let disk = w.join("disk.raw");
     sparse_file(&disk, 32 * MIB);
     sfdisk(&disk, "label: dos\nstart=2048, type=83, bootable\n");
-    mkfs_ext4(&disk, 2048 * 512, 32 * MIB - 2048 * 512, &root, &Ext4::default());
+    mkfs_ext4(
+        &disk,
+        2048 * 512,
+        32 * MIB - 2048 * 512,
+        &root,
+        &Ext4::default(),
+    );
     let r = inspect(open_disk(&disk), &opts()).unwrap();
     let v = serde_json::to_value(&r).unwrap();
     if std::env::var_os("PRINT_JSON").is_some() {
@@ -550,33 +559,85 @@ fn json_schema_field_names_are_stable() {
     };
     assert_eq!(
         keys(&v),
-        ["cloud_init", "filesystems", "lvm", "os", "partition_table", "root", "stats", "virtio", "warnings"]
+        [
+            "cloud_init",
+            "filesystems",
+            "lvm",
+            "os",
+            "partition_table",
+            "root",
+            "stats",
+            "virtio",
+            "warnings"
+        ]
     );
     assert_eq!(
         keys(&v["partition_table"]),
-        ["disk_id", "gpt_header", "kind", "partitions", "sector_size", "warnings"]
+        [
+            "disk_id",
+            "gpt_header",
+            "kind",
+            "partitions",
+            "sector_size",
+            "warnings"
+        ]
     );
     assert_eq!(
         keys(&v["partition_table"]["partitions"][0]),
-        ["bootable", "extended", "guid", "index", "logical", "name", "size", "start", "type_id", "type_name"]
+        [
+            "bootable",
+            "extended",
+            "guid",
+            "index",
+            "logical",
+            "name",
+            "size",
+            "start",
+            "type_id",
+            "type_name"
+        ]
     );
     assert_eq!(
         keys(&v["filesystems"][0]),
         ["kind", "label", "mountpoint", "size", "uuid", "where"]
     );
-    assert_eq!(v["filesystems"][0]["where"], serde_json::json!({"kind": "partition", "index": 1}));
-    assert_eq!(v["root"], serde_json::json!({"kind": "partition", "index": 1}));
+    assert_eq!(
+        v["filesystems"][0]["where"],
+        serde_json::json!({"kind": "partition", "index": 1})
+    );
+    assert_eq!(
+        v["root"],
+        serde_json::json!({"kind": "partition", "index": 1})
+    );
     assert_eq!(
         keys(&v["os"]),
         [
-            "architecture", "architecture_from", "id", "id_like", "kernels", "major", "name", "os_name",
-            "os_type", "platform", "pretty", "release_file", "version", "windows"
+            "architecture",
+            "architecture_from",
+            "id",
+            "id_like",
+            "kernels",
+            "major",
+            "name",
+            "os_name",
+            "os_type",
+            "platform",
+            "pretty",
+            "release_file",
+            "version",
+            "windows"
         ]
     );
-    assert_eq!(keys(&v["os"]["kernels"][0]), ["image", "modules", "version"]);
+    assert_eq!(
+        keys(&v["os"]["kernels"][0]),
+        ["image", "modules", "version"]
+    );
     assert_eq!(keys(&v["virtio"]), ["block", "kernels", "net"]);
     assert_eq!(keys(&v["virtio"]["kernels"][0]), ["block", "kernel", "net"]);
     assert_eq!(v["virtio"]["kernels"][0]["block"], "module");
-    assert_eq!(keys(&v["stats"]), ["bytes_read", "elapsed_ms", "read_calls"]);
+    assert_eq!(
+        keys(&v["stats"]),
+        ["bytes_read", "elapsed_ms", "read_calls"]
+    );
     assert_eq!(v["partition_table"]["kind"], "mbr");
 }

@@ -23,7 +23,7 @@ pub const MIB: u64 = 1 << 20;
 /// Package that provides each tool we call.
 fn package_of(tool: &str) -> &'static str {
     match tool {
-        "sfdisk" => "fdisk",
+        "sfdisk" | "fdisk" => "fdisk",
         "mkfs.ext4" | "debugfs" => "e2fsprogs",
         "mkfs.vfat" => "dosfstools",
         "mcopy" | "mmd" => "mtools",
