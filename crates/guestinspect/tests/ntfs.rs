@@ -301,3 +301,42 @@ proptest! {
         prop_assert!(start.elapsed() < Duration::from_secs(10));
     }
 }
+
+/// An internal index record whose first entry's subnode pointer names the
+/// record itself: the `ntfs` crate would descend forever; the reader's read
+/// budget ends it with `FsError::Limit`.
+#[test]
+fn index_subnode_cycle_is_a_limit() {
+    let Some(fx) = fixture() else { return };
+    let name: Vec<u8> = "amd64_component"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let b = &fx.bytes;
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let u16_at = |at: usize| u16::from_le_bytes(b[at..at + 2].try_into().unwrap()) as usize;
+    // An INDX record of WinSxS whose node header says "has children".
+    let rec = (0..b.len())
+        .step_by(4096)
+        .find(|&r| {
+            &b[r..r + 4] == b"INDX"
+                && b[r + 0x24] & 1 != 0
+                && b[r..r + 4096].windows(name.len()).any(|w| w == name)
+        })
+        .expect("an internal index record in the fixture");
+    let vcn = &b[rec + 0x10..rec + 0x18];
+    let entry = rec + 0x18 + u32_at(rec + 0x18);
+    assert_ne!(u16_at(entry + 12) & 1, 0, "first entry has a subnode");
+    let ptr = entry + u16_at(entry + 8) - 8;
+    // The pointer must not cover a sector's last two bytes (fixups).
+    assert!((ptr - rec) % 512 < 502);
+    let patches = (0..8).map(|i| ((ptr + i) as u64, vcn[i])).collect();
+
+    let (_, fs) = open_patched(&fx.bytes, patches);
+    let fs = fs.unwrap().unwrap();
+    let start = Instant::now();
+    let sxs = path::resolve(&*fs, "/Windows/WinSxS", true).unwrap();
+    let err = fs.read_dir(sxs, 100_000).unwrap_err();
+    assert!(matches!(err, FsError::Limit(_)), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
