@@ -391,3 +391,43 @@ fn hostile_superblock_and_nodes() {
     let (_, r) = open_patched(patches);
     assert!(matches!(r, Err(FsError::Corrupt(_))), "{:?}", r.err());
 }
+
+/// An interior node of the FS tree whose first child pointer names the node
+/// itself: followed once, the child's level is wrong, so the walk stops with
+/// a corruption error instead of looping.
+#[test]
+fn child_pointer_cycle_is_corrupt() {
+    let img = std::fs::read(&fixture().img).unwrap();
+    let u64_at = |at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+    // Interior FS-tree nodes (owner 5, level >= 1); DUP metadata keeps two
+    // copies, so patch every copy of the chosen node.
+    let nodes: Vec<usize> = (0..img.len() - 16384)
+        .step_by(16384)
+        .filter(|&n| u64_at(n + 0x58) == 5 && img[n + 0x64] >= 1 && u64_at(n + 0x30) != 0)
+        .collect();
+    let first = *nodes
+        .first()
+        .expect("an interior FS-tree node (2000-entry directory)");
+    let bytenr = u64_at(first + 0x30);
+    let patches: Vec<(u64, u8)> = nodes
+        .iter()
+        .filter(|&&n| u64_at(n + 0x30) == bytenr)
+        .flat_map(|&n| {
+            // First key pointer: 17-byte key, then the child's address.
+            let ptr = n + 101 + 17;
+            (0..8).map(move |i| ((ptr + i) as u64, bytenr.to_le_bytes()[i]))
+        })
+        .collect();
+    let start = Instant::now();
+    let (_, r) = open_patched(patches);
+    let err = match r {
+        Err(e) => e,
+        Ok(Some(fs)) => path::resolve(&*fs, "/var/big/entry-00000", true).unwrap_err(),
+        Ok(None) => panic!("signature lost"),
+    };
+    assert!(
+        matches!(&err, FsError::Corrupt(m) if m.contains("level")),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
