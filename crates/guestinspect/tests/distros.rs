@@ -641,3 +641,72 @@ fn json_schema_field_names_are_stable() {
     );
     assert_eq!(v["partition_table"]["kind"], "mbr");
 }
+
+/// A Windows system volume on an MBR partition is found as the root and
+/// handed to the Windows reader; here its SOFTWARE hive is damaged, which
+/// must end as a warning with the platform still known (the hive itself is
+/// tested in tests/windows.rs).
+#[test]
+fn windows_root_on_mbr_ntfs_with_a_damaged_hive() {
+    if !require(
+        "windows_root_on_mbr_ntfs_with_a_damaged_hive",
+        &["sfdisk", "mkntfs", "ntfs-3g", "fusermount"],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let img = w.join("ntfs.img");
+    sparse_file(&img, 32 * MIB);
+    run(
+        "mkntfs",
+        &["-F", "-f", "-q", "-p", "2048", img.to_str().unwrap()],
+    );
+    let mnt = w.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("ntfs-3g")
+        .arg(&img)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        eprintln!(
+            "SKIPPED windows_root_on_mbr_ntfs_with_a_damaged_hive: ntfs-3g cannot mount here: {}",
+            String::from_utf8_lossy(&mounted.stderr).trim()
+        );
+        return;
+    }
+    let fill = || -> std::io::Result<()> {
+        let cfg = mnt.join("Windows/System32/config");
+        std::fs::create_dir_all(&cfg)?;
+        let mut hive = b"regf".to_vec();
+        hive.resize(8192, 0xee);
+        std::fs::write(cfg.join("SOFTWARE"), hive)?;
+        std::fs::create_dir_all(mnt.join("Users/Default"))
+    };
+    let filled = fill();
+    run("fusermount", &["-u", mnt.to_str().unwrap()]);
+    filled.unwrap();
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 40 * MIB);
+    sfdisk(
+        &disk,
+        "label: dos\nstart=2048, size=65536, type=7, bootable\n",
+    );
+    copy_into(&img, &disk, 2048 * 512);
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.partition_table.partitions[0].type_name, Some("ntfs"));
+    assert_eq!(r.filesystems[0].kind, "ntfs");
+    assert_eq!(r.root, Some(Location::Partition { index: 1 }));
+    assert_eq!(r.filesystems[0].mountpoint.as_deref(), Some("C:"));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!(os.platform, "Windows");
+    assert!(os.windows.is_none());
+    assert!(
+        r.warnings.iter().any(|w| w.contains("Windows registry")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(!r.cloud_init && !r.virtio.block);
+}

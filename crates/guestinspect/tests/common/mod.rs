@@ -32,6 +32,9 @@ fn package_of(tool: &str) -> &'static str {
         }
         "losetup" => "mount",
         "mkfs.xfs" => "xfsprogs",
+        "mkntfs" | "ntfs-3g" => "ntfs-3g",
+        "fusermount" => "fuse3",
+        "e2fsck" => "e2fsprogs",
         "debootstrap" => "debootstrap",
         _ => "?",
     }
