@@ -14,9 +14,9 @@
 //! subvolume (the default subvolume is index 0).
 //!
 //! Bounded: tree descent checks that levels strictly decrease and that each
-//! node names its own address, node visits and item counts per search are
-//! capped, compressed extents are limited to Btrfs's own 128 KiB, and the
-//! subvolume table is capped.
+//! node names its own address; node visits, item counts and copied item
+//! bytes per search are capped; compressed extents are limited to Btrfs's
+//! own 128 KiB; the subvolume table is capped.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -52,6 +52,8 @@ const INCOMPAT_UNSUPPORTED: u64 = 0x2000 | 0x4000;
 const MAX_LEVEL: u8 = 8;
 const MAX_NODES_PER_SEARCH: usize = 1 << 14;
 const MAX_ITEMS_PER_SEARCH: usize = 1 << 17;
+/// Item bytes one search may copy out of the leaves.
+const MAX_BYTES_PER_SEARCH: usize = 32 << 20;
 const MAX_CHUNKS: usize = 1 << 16;
 const MAX_SUBVOLUMES: usize = 4096;
 /// Compressed extents never exceed 128 KiB of either side.
@@ -369,7 +371,7 @@ impl Btrfs {
         max_items: usize,
     ) -> Result<Vec<(Key, Vec<u8>)>, FsError> {
         let mut out = Vec::new();
-        let mut visits = 0usize;
+        let mut spent = (0usize, 0usize);
         self.search_node(
             root.bytenr,
             root.level,
@@ -377,7 +379,7 @@ impl Btrfs {
             hi,
             max_items,
             &mut out,
-            &mut visits,
+            &mut spent,
         )?;
         Ok(out)
     }
@@ -391,10 +393,11 @@ impl Btrfs {
         hi: Key,
         max_items: usize,
         out: &mut Vec<(Key, Vec<u8>)>,
-        visits: &mut usize,
+        spent: &mut (usize, usize),
     ) -> Result<(), FsError> {
-        *visits += 1;
-        if *visits > MAX_NODES_PER_SEARCH {
+        // (nodes visited, item bytes copied) so far in this search.
+        spent.0 += 1;
+        if spent.0 > MAX_NODES_PER_SEARCH {
             return Err(FsError::Limit(
                 "btrfs: too many tree nodes in one search".into(),
             ));
@@ -422,7 +425,8 @@ impl Btrfs {
                     .filter(|&e| e <= body)
                     .map(|_| &node[HEADER_LEN + off..HEADER_LEN + off + size])
                     .ok_or_else(|| corrupt(format!("leaf at {bytenr}: item data")))?;
-                if out.len() >= max_items {
+                spent.1 += data.len();
+                if out.len() >= max_items || spent.1 > MAX_BYTES_PER_SEARCH {
                     return Err(FsError::Limit("btrfs: too many items".into()));
                 }
                 out.push((key, data.to_vec()));
@@ -441,7 +445,7 @@ impl Btrfs {
                     continue;
                 }
                 let child = le64(&node, at + 17)?;
-                self.search_node(child, level - 1, lo, hi, max_items, out, visits)?;
+                self.search_node(child, level - 1, lo, hi, max_items, out, spent)?;
             }
         }
         Ok(())

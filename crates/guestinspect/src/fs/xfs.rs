@@ -45,7 +45,10 @@ const MAX_EXTENTS: usize = 1 << 20;
 const MAX_BTREE_BLOCKS: usize = 1 << 16;
 const MAX_DIR_BLOCKS: usize = 1 << 16;
 /// Inodes kept parsed; cleared wholesale when full (lookups are bursty).
+/// Extents are counted too: many inodes sharing one huge (hostile) B+tree
+/// must not multiply its memory.
 const INODE_CACHE: usize = 1024;
+const CACHED_EXTENTS: usize = 1 << 18;
 
 const V5_INCOMPAT_FTYPE: u32 = 0x1;
 /// Incompat features that do not change anything this reader parses:
@@ -132,7 +135,8 @@ struct Xfs {
     offset: u64,
     len: u64,
     geo: Geometry,
-    cache: Mutex<HashMap<u64, Arc<Inode>>>,
+    /// Parsed inodes and the number of extents they hold.
+    cache: Mutex<(HashMap<u64, Arc<Inode>>, usize)>,
 }
 
 /// Probe for an XFS superblock at `offset` and open it.
@@ -155,7 +159,7 @@ pub fn open(
         offset,
         len,
         geo,
-        cache: Mutex::new(HashMap::new()),
+        cache: Mutex::new((HashMap::new(), 0)),
     };
     // The root must be a directory, or nothing else will make sense.
     let root = fs.inode(fs.geo.rootino)?;
@@ -282,16 +286,20 @@ impl Xfs {
 
     fn inode(&self, ino: u64) -> Result<Arc<Inode>, FsError> {
         if let Ok(cache) = self.cache.lock() {
-            if let Some(i) = cache.get(&ino) {
+            if let Some(i) = cache.0.get(&ino) {
                 return Ok(i.clone());
             }
         }
         let inode = Arc::new(self.load_inode(ino)?);
+        let n = inode.extents.len();
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= INODE_CACHE {
-                cache.clear();
+            if cache.0.len() >= INODE_CACHE || cache.1 + n > CACHED_EXTENTS {
+                *cache = (HashMap::new(), 0);
             }
-            cache.insert(ino, inode.clone());
+            if n <= CACHED_EXTENTS {
+                cache.0.insert(ino, inode.clone());
+                cache.1 += n;
+            }
         }
         Ok(inode)
     }
