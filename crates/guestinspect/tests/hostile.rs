@@ -178,6 +178,8 @@ fn corrupted_superblocks_are_clear_errors() {
         (0x58, &7u16.to_le_bytes(), "inode size"),
         (0x04, &0u32.to_le_bytes(), "first data block"),
         (0x00, &u32::MAX.to_le_bytes(), "do not fit"),
+        // blocks_count_hi (64bit feature): 2^63+ blocks of 1 KiB.
+        (0x150, &u32::MAX.to_le_bytes(), "overflow"),
     ];
     for (off, bytes, what) in cases {
         let mut d = pristine.clone();

@@ -149,6 +149,11 @@ impl ExtFs {
         if inode_size < 128 || inode_size > block_size || !inode_size.is_power_of_two() {
             return Err(corrupt(format!("inode size {inode_size}")));
         }
+        // Byte offsets of blocks are computed as block × size: the product
+        // of the largest must not overflow.
+        if blocks_count.checked_mul(block_size).is_none() {
+            return Err(corrupt(format!("{blocks_count} blocks overflow the byte range")));
+        }
         if first_data_block >= blocks_count || blocks_count == 0 {
             return Err(corrupt(format!(
                 "first data block {first_data_block} of {blocks_count}"
