@@ -273,3 +273,40 @@ fn lvm_text() -> String {
     }
     "vg0 {\nid = \"x\"\nseqno = 2\nextent_size = 8192\nphysical_volumes {\npv0 {\nid = \"a\"\npe_start = 2048\n}\n}\nlogical_volumes {\nroot {\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 2\ntype = \"striped\"\nstripe_count = 1\nstripes = [\n\"pv0\", 0\n]\n}\n}\n}\n}\n".to_string()
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The text parsers for files a guest controls take any bytes: real
+    /// release files with random edits, and arbitrary strings.
+    #[test]
+    fn release_and_fstab_parsers_take_any_text(
+        base in prop::sample::select(vec![
+            CENTOS7_OS_RELEASE, UBUNTU2204_OS_RELEASE, DEBIAN12_OS_RELEASE, LEAP15_OS_RELEASE, ROCKY9_OS_RELEASE,
+            "CentOS Linux release 7.9.2009 (Core)\n",
+            "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",
+            "UUID=0a5ab0e3 / ext4 defaults 0 1\n/dev/mapper/centos-root /home xfs defaults 0 0\n",
+        ]),
+        edits in prop::collection::vec((any::<usize>(), any::<char>()), 0..12),
+        junk in ".{0,200}",
+    ) {
+        use guestinspect::os::{self, release};
+        let mut chars: Vec<char> = base.chars().collect();
+        for (at, c) in edits {
+            let n = chars.len();
+            chars[at % n] = c;
+        }
+        for text in [chars.into_iter().collect::<String>(), junk] {
+            let r = release::from_os_release(&text, "x");
+            let t = release::tencent_os_type(&r);
+            let _ = release::tencent_os_name(&r, t, Some("x86_64"));
+            let r = release::from_redhat_release(&text, "x");
+            let _ = release::tencent_os_name(&r, release::tencent_os_type(&r), None);
+            let _ = release::from_suse_release(&text, "x");
+            let _ = release::from_lsb_release(&text, "x");
+            let _ = release::first_version(&text).map(|v| release::major_minor(&v));
+            let _ = os::parse_fstab(&text);
+            let _ = os::elf::architecture(text.as_bytes());
+        }
+    }
+}
