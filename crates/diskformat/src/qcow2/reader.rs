@@ -19,6 +19,9 @@ const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const L2_COMPRESSED: u64 = 1 << 62;
 const L2_ZERO: u64 = 1;
 
+/// Decompression states kept for reuse (one per concurrent reader).
+const POOL: usize = 4;
+
 /// Total memory the L2 cache may hold, and its entry bounds.
 const CACHE_BYTES: u64 = 16 << 20;
 const CACHE_MAX_TABLES: usize = 32;
@@ -62,9 +65,11 @@ pub struct Qcow2Image {
     /// Header cluster, L1 table and refcount table: no data may live there.
     reserved: [(u64, u64); 3],
     cache: Mutex<L2Cache>,
-    /// The last decompressed cluster (so small reads do not inflate it
-    /// again) and the buffers and decoder reused for the next one.
-    compressed: Mutex<CompressedCache>,
+    /// Decompression states, each with the last cluster it inflated (so
+    /// small reads do not inflate it again) and buffers and a decoder to
+    /// reuse. A reader takes one out while it decompresses, so threads
+    /// decompress in parallel; at most `POOL` are kept.
+    compressed: Mutex<Vec<CompressedCache>>,
 }
 
 impl Qcow2Image {
@@ -120,7 +125,6 @@ impl Qcow2Image {
             ));
         }
         let capacity = ((CACHE_BYTES / cs) as usize).clamp(2, CACHE_MAX_TABLES);
-        let compression = hdr.compression;
         let info = ImageInfo {
             format: crate::Format::Qcow2,
             subformat: Some(format!("v{}", hdr.version)),
@@ -148,12 +152,7 @@ impl Qcow2Image {
                 tick: 0,
                 capacity,
             }),
-            compressed: Mutex::new(CompressedCache {
-                coff: None,
-                input: Vec::new(),
-                out: Vec::new(),
-                decoder: Decompressor::new(compression),
-            }),
+            compressed: Mutex::new(Vec::new()),
         })
     }
 
@@ -364,26 +363,54 @@ impl Qcow2Image {
         within: u64,
         dst: &mut [u8],
     ) -> Result<(), FormatError> {
-        let mut guard = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
-        let c = &mut *guard;
-        let cs = self.hdr.cluster_size() as usize;
-        if c.coff != Some(coff) {
-            c.coff = None;
-            // ≤ 2 clusters of input by construction of the size field; the
-            // buffers are reused from one cluster to the next.
-            c.input.resize(clen as usize, 0);
-            read_exact_at(&*self.src, coff, &mut c.input, "qcow2 compressed cluster")?;
-            c.out.resize(cs, 0);
-            c.decoder.decompress(&c.input, &mut c.out)?;
-            c.coff = Some(coff);
-        }
         let w = within as usize;
-        let src = c
-            .out
-            .get(w..w + dst.len())
-            .ok_or_else(|| FormatError::Corrupt("qcow2 compressed span".into()))?;
-        dst.copy_from_slice(src);
-        Ok(())
+        let span = |out: &[u8], dst: &mut [u8]| -> Result<(), FormatError> {
+            let src = out
+                .get(w..w + dst.len())
+                .ok_or_else(|| FormatError::Corrupt("qcow2 compressed span".into()))?;
+            dst.copy_from_slice(src);
+            Ok(())
+        };
+        // A hit is served under the lock (a copy of at most one cluster);
+        // a miss takes a state out of the pool and decompresses without it.
+        let mut state = {
+            let mut pool = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = pool.iter().find(|c| c.coff == Some(coff)) {
+                return span(&hit.out, dst);
+            }
+            if pool.is_empty() {
+                CompressedCache {
+                    coff: None,
+                    input: Vec::new(),
+                    out: Vec::new(),
+                    decoder: Decompressor::new(self.hdr.compression),
+                }
+            } else {
+                // The least recently used; the newest clusters stay cached.
+                pool.remove(0)
+            }
+        };
+        let cs = self.hdr.cluster_size() as usize;
+        state.coff = None;
+        // ≤ 2 clusters of input by construction of the size field; the
+        // buffers are reused from one cluster to the next.
+        state.input.resize(clen as usize, 0);
+        read_exact_at(
+            &*self.src,
+            coff,
+            &mut state.input,
+            "qcow2 compressed cluster",
+        )?;
+        state.out.resize(cs, 0);
+        state.decoder.decompress(&state.input, &mut state.out)?;
+        state.coff = Some(coff);
+        let r = span(&state.out, dst);
+        let mut pool = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL {
+            // Most recently used last.
+            pool.push(state);
+        }
+        r
     }
 }
 
