@@ -289,6 +289,38 @@ fn v4_tree() {
 }
 
 #[test]
+fn ascii_ci_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("f"), b"ci\n").unwrap();
+    let proto = format!(
+        "/d\n0 0\nd--755 0 0\nMixedCase ---644 0 0 {}\n$\n",
+        d.join("f").display()
+    );
+    std::fs::write(d.join("proto"), proto).unwrap();
+    let img = d.join("ci.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    mkfs_xfs(
+        &[
+            "-n",
+            "version=ci",
+            "-p",
+            &d.join("proto").display().to_string(),
+        ],
+        &img,
+    );
+    let bytes: &'static [u8] = Box::leak(std::fs::read(&img).unwrap().into_boxed_slice());
+    let fs = open_bytes(bytes);
+    assert!(fs.case_insensitive());
+    let ino = guestinspect::fs::path::resolve(&*fs, "/mixedCASE", true).unwrap();
+    assert_eq!(read_all(&*fs, ino).unwrap(), b"ci\n");
+    assert!(!open_bytes(&fixture(true).bytes).case_insensitive());
+}
+
+#[test]
 fn other_signatures_are_not_xfs() {
     let zeros = vec![0u8; 1 << 20];
     let disk: Arc<dyn ReadAt> = Arc::new(diskformat::source::SliceSource(Box::leak(

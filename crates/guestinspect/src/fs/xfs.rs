@@ -92,6 +92,8 @@ struct Geometry {
     dirblksize: u64,
     v5: bool,
     ftype: bool,
+    /// mkfs.xfs -n version=ci: names compare ASCII case-insensitively.
+    ascii_ci: bool,
     rootino: u64,
     label: Option<String>,
     uuid: [u8; 16],
@@ -244,6 +246,7 @@ fn parse_superblock(sb: &[u8]) -> Result<Geometry, FsError> {
         dirblksize: blocksize << dirblklog,
         v5,
         ftype,
+        ascii_ci: versionnum & 0x4000 != 0,
         rootino,
         label: (!label.is_empty()).then_some(label),
         uuid,
@@ -753,6 +756,9 @@ impl super::Filesystem for Xfs {
     }
     fn uuid(&self) -> Option<String> {
         Some(format_uuid(&self.geo.uuid))
+    }
+    fn case_insensitive(&self) -> bool {
+        self.geo.ascii_ci
     }
     fn root(&self) -> InodeId {
         self.geo.rootino
