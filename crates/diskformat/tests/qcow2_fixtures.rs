@@ -527,3 +527,48 @@ fn parallel_and_serial_outputs_are_identical() {
     .unwrap_err();
     assert!(err.is_cancelled());
 }
+
+/// Several threads reading small, overlapping ranges of a compressed image
+/// at once (the converter's workers and the guest inspector do) all see the
+/// source bytes.
+#[test]
+fn concurrent_reads_of_compressed_clusters() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tmpdir();
+    let src = p(dir.path(), "src.raw");
+    let data = mixed_disk(8 << 20, 123);
+    write_file(&src, &data);
+    let img_path = p(dir.path(), "img.qcow2");
+    qemu_img_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-c",
+        s(&src),
+        s(&img_path),
+    ]);
+    let img = open_file(&img_path).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..6u64 {
+            let img = &img;
+            let data = &data;
+            scope.spawn(move || {
+                let mut rng = Rng::new(t + 1);
+                let mut buf = vec![0u8; 70000];
+                for _ in 0..300 {
+                    let len = (rng.next() % 70000) as usize + 1;
+                    let off = rng.next() % (data.len() - len) as u64;
+                    img.read_guest(off, &mut buf[..len]).unwrap();
+                    assert!(
+                        buf[..len] == data[off as usize..off as usize + len],
+                        "thread {t} at {off}+{len}"
+                    );
+                }
+            });
+        }
+    });
+}
