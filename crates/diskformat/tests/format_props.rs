@@ -285,3 +285,56 @@ proptest! {
         let _ = diskformat::detect::detect_bytes(&head, &tail, len);
     }
 }
+
+/// One 64 KiB cluster of compressible data, zstd- and deflate-compressed.
+fn compressed_clusters() -> &'static (Vec<u8>, Vec<u8>) {
+    static C: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    C.get_or_init(|| {
+        let data = mixed_disk(65536, 17);
+        let zstd = ruzstd::encoding::compress_to_vec(
+            &data[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &data).unwrap();
+        let deflate = e.finish().unwrap();
+        // The undamaged streams decode to the cluster (so mutations start
+        // from something the decoders accept).
+        use diskformat::qcow2::compress::decompress;
+        use diskformat::qcow2::header::Compression;
+        let mut out = vec![0u8; 65536];
+        decompress(Compression::Zstd, &zstd, &mut out).unwrap();
+        assert!(out == data);
+        decompress(Compression::Zlib, &deflate, &mut out).unwrap();
+        assert!(out == data);
+        (zstd, deflate)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, .. ProptestConfig::default() })]
+
+    /// The decoders themselves on damaged streams: an error or exactly one
+    /// cluster, never a panic, never more than a few MiB.
+    #[test]
+    fn damaged_compressed_clusters(zstd in any::<bool>(),
+                                   muts in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                                   cut in any::<usize>()) {
+        use diskformat::qcow2::compress::Decompressor;
+        use diskformat::qcow2::header::Compression;
+        let (z, d) = compressed_clusters();
+        let mut input = if zstd { z.clone() } else { d.clone() };
+        for (at, v) in &muts {
+            let n = input.len();
+            input[at % n] ^= v | 1;
+        }
+        input.truncate(cut % (input.len() + 1));
+        let base = LIVE.with(|l| l.get());
+        PEAK.with(|p| p.set(base));
+        let mut out = vec![0u8; 65536];
+        let kind = if zstd { Compression::Zstd } else { Compression::Zlib };
+        let _ = Decompressor::new(kind).decompress(&input, &mut out);
+        let peak = PEAK.with(|p| p.get()) - base;
+        prop_assert!(peak < MEMORY_BOUND, "held {} bytes", peak);
+    }
+}
