@@ -73,7 +73,9 @@ pub struct Qcow2Image {
 }
 
 impl Qcow2Image {
-    pub fn open(src: Arc<dyn ReadAt>, hdr: Header) -> Result<Self, FormatError> {
+    /// `hdr` must come from `Header::parse` on the same source (it is what
+    /// makes the shifts and sizes used here safe).
+    pub(crate) fn open(src: Arc<dyn ReadAt>, hdr: Header) -> Result<Self, FormatError> {
         let cs = hdr.cluster_size();
         let file_len = src.len();
         // The header check proved l1_bytes ≤ 32 MiB and inside the file.
