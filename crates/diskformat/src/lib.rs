@@ -5,6 +5,23 @@
 //! the returned [`DiskImage`] reads guest blocks. [`qcow2::writer`] writes the
 //! stored form. No network, no database, and never a second file: every byte
 //! comes through the one [`ReadAt`] the caller hands in.
+//!
+//! Safety checks, per format (each refusal is a named [`FormatError`]):
+//! - detection: every probe runs on the first and last 64 KiB; two matches
+//!   are `Ambiguous`, none is raw.
+//! - qcow2: magic, version 2|3, cluster_bits 9..=21, header_length, virtual
+//!   size ≤ limit, L1 large enough and ≤ 32 MiB, L1/refcount tables aligned,
+//!   inside the file, clear of the header and of each other, refcount_order
+//!   ≤ 6, header extensions bounded by the first cluster; refused: backing
+//!   file (offset or format extension), external data file (bit or name
+//!   extension), encryption (crypt_method or crypto extension), corrupt bit,
+//!   unknown incompatible bits, compression other than zlib/zstd. L2 tables
+//!   aligned, inside, not on metadata, not shared; data clusters aligned and
+//!   not on metadata; a compressed cluster decodes to exactly one cluster.
+//! - raw / ISO: the file is the disk; its length is the virtual size.
+//! - QED, VDI: recognised and refused. LUKS: recognised, refused as
+//!   encrypted.
+//! - VMDK, VHD, VHDX: see their modules.
 
 pub mod convert;
 pub mod detect;
