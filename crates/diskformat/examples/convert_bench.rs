@@ -1,12 +1,16 @@
 //! Throughput of `open` + `convert` into the project's qcow2 writer, against
 //! `qemu-img convert -O qcow2` on the same source in the same run.
 //!
-//! cargo run --release -p diskformat --example convert_bench -- [--data-mib N] [--compressed zlib|zstd]
+//! cargo run --release -p diskformat --example convert_bench -- \
+//!     [--data-mib N] [--compressed zlib|zstd] [--image PATH]
 //!
-//! Builds a 2×N MiB-virtual disk holding N MiB of mixed data (random and
-//! text runs, scattered between zero runs), wraps it as qcow2 with qemu-img,
-//! then times both converters (page cache warm for both; each output is
-//! checked with `qemu-img compare`).
+//! Without `--image`, builds a 2×N MiB-virtual disk holding N MiB of mixed
+//! data (random and text in alternate 4 MiB stripes between zero stripes)
+//! and wraps it as qcow2 with qemu-img; with `--image`, uses that file (any
+//! format diskformat opens). Then times both converters (page cache warm
+//! for both, outputs synced), the converter alone with the source in RAM
+//! and the output discarded, and checks the output with `qemu-img compare`
+//! and `qemu-img check`. Throughput counts guest data bytes.
 
 use std::fs::File;
 use std::io::Write;
