@@ -2,3 +2,4 @@
 //! API. This crate holds the service and its command-line interface.
 
 pub mod config;
+pub mod source;
