@@ -310,7 +310,11 @@ impl Btrfs {
         match self.chunks.get(idx) {
             Some(c) if c.logical <= logical => {
                 let within = logical - c.logical;
-                Ok((c.physical + within, c.length - within))
+                let phys = c
+                    .physical
+                    .checked_add(within)
+                    .ok_or_else(|| corrupt("chunk physical address overflow"))?;
+                Ok((phys, c.length - within))
             }
             _ => Err(corrupt(format!("logical address {logical} in no chunk"))),
         }
@@ -327,8 +331,12 @@ impl Btrfs {
             phys.checked_add(n as u64)
                 .filter(|&e| e <= self.len)
                 .ok_or_else(|| corrupt(format!("chunk maps beyond the device ({phys})")))?;
-            self.disk
-                .read_at(self.offset + phys, &mut buf[done..done + n])?;
+            self.disk.read_at(
+                self.offset
+                    .checked_add(phys)
+                    .ok_or_else(|| corrupt("device offset overflow"))?,
+                &mut buf[done..done + n],
+            )?;
             done += n;
         }
         Ok(())

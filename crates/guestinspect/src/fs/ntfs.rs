@@ -63,7 +63,11 @@ impl Read for Cursor<'_> {
         }
         self.budget -= n;
         let n = n as usize;
-        self.disk.read_at(self.base + self.pos, &mut buf[..n])?;
+        let at = self
+            .base
+            .checked_add(self.pos)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflow"))?;
+        self.disk.read_at(at, &mut buf[..n])?;
         self.pos += n as u64;
         Ok(n)
     }
