@@ -710,3 +710,57 @@ fn windows_root_on_mbr_ntfs_with_a_damaged_hive() {
     );
     assert!(!r.cloud_init && !r.virtio.block);
 }
+
+/// The same disk in qcow2 (plain and zstd-compressed), VHD and VHDX,
+/// read through diskformat's readers, gives the same report as the raw
+/// file.
+#[test]
+fn same_answers_through_containers() {
+    if !require(
+        "same_answers_through_containers",
+        &["sfdisk", "mkfs.ext4", "qemu-img"],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let o = TreeOpts {
+        fstab: "/dev/sda5 / ext4 errors=remount-ro 0 1\n".into(),
+        ..TreeOpts::default()
+    };
+    let (root, _) = linux_tree(w, Distro::Ubuntu2204, &o);
+    let raw = w.join("disk.raw");
+    sparse_file(&raw, 32 * MIB);
+    sfdisk(
+        &raw,
+        "label: dos\nstart=2048, size=63488, type=5\nstart=4096, size=61440, type=83\n",
+    );
+    mkfs_ext4(&raw, 4096 * 512, 61440 * 512, &root, &Ext4::default());
+    let mut expected = inspect(open_disk(&raw), &opts()).unwrap();
+    assert_eq!(expected.os.as_ref().unwrap().os_type, "Ubuntu");
+    expected.stats.elapsed_ms = 0.0;
+
+    for (name, args) in [
+        ("qcow2", vec!["-O", "qcow2"]),
+        (
+            "qcow2-zstd",
+            vec!["-c", "-O", "qcow2", "-o", "compression_type=zstd"],
+        ),
+        (
+            "vhd",
+            vec!["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
+        ),
+        ("vhdx", vec!["-O", "vhdx"]),
+    ] {
+        let out = w.join(format!("disk.{name}"));
+        let mut a = vec!["convert", "-f", "raw"];
+        a.extend(args);
+        a.push(raw.to_str().unwrap());
+        a.push(out.to_str().unwrap());
+        run("qemu-img", &a);
+        let disk = open_container(&out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut got = inspect(disk, &opts()).unwrap();
+        got.stats = expected.stats.clone();
+        assert_eq!(got, expected, "{name}");
+    }
+}

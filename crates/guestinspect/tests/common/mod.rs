@@ -35,6 +35,7 @@ fn package_of(tool: &str) -> &'static str {
         "mkntfs" | "ntfs-3g" => "ntfs-3g",
         "fusermount" => "fuse3",
         "e2fsck" => "e2fsprogs",
+        "qemu-img" => "qemu-utils",
         "debootstrap" => "debootstrap",
         _ => "?",
     }
@@ -885,4 +886,26 @@ pub fn mkfs_xfs(
         ));
     }
     Ok(())
+}
+
+/// An opened container's guest disk as an owned `ReadAt` (diskformat's
+/// `GuestReader` borrows; inspection wants an `Arc<dyn ReadAt>`).
+pub struct OwnedGuest(pub Box<dyn diskformat::DiskImage>);
+
+impl ReadAt for OwnedGuest {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0
+            .read_guest(offset, buf)
+            .map_err(diskformat::FormatError::into_io)
+    }
+    fn len(&self) -> u64 {
+        self.0.virtual_size()
+    }
+}
+
+/// Open any container file through diskformat (detected by content).
+pub fn open_container(path: &Path) -> Result<Arc<dyn ReadAt>, diskformat::FormatError> {
+    let src: Arc<dyn ReadAt> = Arc::new(diskformat::FileSource::open(path)?);
+    let img = diskformat::open(src, &diskformat::Limits::default())?;
+    Ok(Arc::new(OwnedGuest(img)))
 }
