@@ -152,7 +152,9 @@ impl ExtFs {
         // Byte offsets of blocks are computed as block × size: the product
         // of the largest must not overflow.
         if blocks_count.checked_mul(block_size).is_none() {
-            return Err(corrupt(format!("{blocks_count} blocks overflow the byte range")));
+            return Err(corrupt(format!(
+                "{blocks_count} blocks overflow the byte range"
+            )));
         }
         if first_data_block >= blocks_count || blocks_count == 0 {
             return Err(corrupt(format!(

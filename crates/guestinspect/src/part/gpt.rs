@@ -41,7 +41,12 @@ struct Header {
 /// GPT header.
 fn header(disk: &dyn ReadAt, ss: u32, lba: u64) -> Result<Result<Header, String>, PartError> {
     let off = match lba.checked_mul(u64::from(ss)) {
-        Some(o) if o.checked_add(u64::from(ss)).is_some_and(|e| e <= disk.len()) => o,
+        Some(o)
+            if o.checked_add(u64::from(ss))
+                .is_some_and(|e| e <= disk.len()) =>
+        {
+            o
+        }
         _ => return Ok(Err(format!("header LBA {lba} is outside the disk"))),
     };
     let mut buf = vec![0u8; ss as usize];
