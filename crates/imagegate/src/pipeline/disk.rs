@@ -1,0 +1,320 @@
+//! Import one disk: fetch the source into a spool while it is hashed, open
+//! the container as soon as its header has arrived, and convert the guest
+//! data into the stored qcow2 as the bytes come in. Download, hashing,
+//! decoding, guest inspection and writing overlap; each byte is read from
+//! the network once.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use diskformat::qcow2::{AppendSink, Qcow2Writer};
+use diskformat::{DiskImage, Format, FormatError, ReadAt};
+use tokio_util::sync::CancellationToken;
+
+use crate::blobstore::{BlobStore, BlobUpload};
+use crate::config::Config;
+use crate::pipeline::failure::ImportFailure;
+use crate::pipeline::progress::ImportProgress;
+use crate::source::fetch::{start_fetch, FetchProgress};
+use crate::source::url::parse_image_url;
+
+/// What one imported disk turned out to be.
+#[derive(Debug, Clone)]
+pub struct DiskOutcome {
+    pub source_format: String,
+    pub source_subformat: Option<String>,
+    pub virtual_size: u64,
+    pub stored_size: u64,
+    pub source_bytes: u64,
+    pub sha256: String,
+    pub resumes: u32,
+    pub guest: Option<guestinspect::GuestReport>,
+}
+
+/// Judges a guest inspection report (Tencent's import checks).
+pub type GuestCheck = Arc<dyn Fn(&guestinspect::GuestReport) -> Result<(), ImportFailure> + Send + Sync>;
+
+/// Everything `import_disk` needs to know about the disk being imported.
+pub struct DiskTask<'a> {
+    pub url: &'a str,
+    pub app_id: u64,
+    pub blob_key: &'a str,
+    pub force: bool,
+    /// Inspect the guest (the system disk) while converting, and judge it.
+    pub guest_check: Option<GuestCheck>,
+    pub scratch: &'a Path,
+}
+
+/// The guest view of an opened container, owned, for readers that keep it.
+struct SharedGuest(Arc<dyn DiskImage>);
+
+impl ReadAt for SharedGuest {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_guest(offset, buf).map_err(FormatError::into_io)
+    }
+    fn len(&self) -> u64 {
+        self.0.virtual_size()
+    }
+}
+
+/// Counts what reaches the blob store and stops at the stored-size limit.
+struct LimitedSink {
+    upload: Box<dyn BlobUpload>,
+    written: Arc<AtomicU64>,
+    limit: u64,
+    head_len: u64,
+}
+
+impl AppendSink for LimitedSink {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let total = self.written.fetch_add(data.len() as u64, Ordering::Relaxed)
+            + data.len() as u64;
+        if total.saturating_add(self.head_len) > self.limit {
+            return Err(io::Error::other(StoredSizeExceeded));
+        }
+        self.upload.append(data)
+    }
+}
+
+#[derive(Debug)]
+struct StoredSizeExceeded;
+
+impl std::fmt::Display for StoredSizeExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stored size limit exceeded")
+    }
+}
+
+impl std::error::Error for StoredSizeExceeded {}
+
+/// Set when guest inspection has failed a check, so the converter stops.
+#[derive(Default)]
+struct GuestVerdict {
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// The sink used only to learn the head length the writer will use.
+struct NullSink;
+
+impl AppendSink for NullSink {
+    fn append(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub async fn import_disk(
+    config: &Config,
+    blobs: Arc<dyn BlobStore>,
+    task: DiskTask<'_>,
+    progress: Arc<ImportProgress>,
+    cancel: CancellationToken,
+) -> Result<DiskOutcome, ImportFailure> {
+    let source = parse_image_url(task.url, task.app_id, &config.source)
+        .map_err(|e| ImportFailure::new("InvalidUrl", format!("{e}")))?;
+    let fetch_progress: Arc<FetchProgress> = progress.fetch.clone();
+    let handle = start_fetch(
+        &source,
+        &config.source,
+        &config.limits,
+        task.scratch,
+        fetch_progress,
+        cancel.clone(),
+    )
+    .await
+    .map_err(ImportFailure::from_fetch)?;
+
+    let spool: Arc<dyn ReadAt> = handle.spool.clone();
+    let limits = diskformat::Limits {
+        max_virtual_size: config.limits.max_virtual_size,
+    };
+    let max_stored = config.limits.max_stored_size;
+    let runtime = tokio::runtime::Handle::current();
+    let blob_key = task.blob_key.to_string();
+    let (force, guest_check) = (task.force, task.guest_check.clone());
+    let conv_progress = progress.clone();
+    let conv_cancel = cancel.clone();
+
+    let convert = tokio::task::spawn_blocking(move || {
+        convert_blocking(
+            spool,
+            limits,
+            max_stored,
+            force,
+            guest_check,
+            &runtime,
+            blobs,
+            &blob_key,
+            &conv_progress,
+            &conv_cancel,
+        )
+    });
+
+    let converted = match convert.await {
+        Ok(result) => result,
+        Err(join) => Err(ImportFailure::internal(format!("converter crashed: {join}"))),
+    };
+    if converted.is_err() {
+        // Stop the download: nothing more is needed.
+        cancel.cancel();
+    }
+    let fetched = handle.done.await;
+    let outcome = match (converted, fetched) {
+        (Ok(c), Ok(Ok(f))) => {
+            let mut c = c;
+            c.sha256 = hex::encode(f.sha256);
+            c.source_bytes = f.bytes;
+            c.resumes = f.resumes;
+            c
+        }
+        // A broken download is the root cause of any read error the
+        // converter saw, so it wins.
+        (_, Ok(Err(fetch_err))) => return Err(ImportFailure::from_fetch(fetch_err)),
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(join)) => {
+            return Err(ImportFailure::internal(format!("download task crashed: {join}")))
+        }
+    };
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn convert_blocking(
+    spool: Arc<dyn ReadAt>,
+    limits: diskformat::Limits,
+    max_stored: u64,
+    force: bool,
+    guest_check: Option<GuestCheck>,
+    runtime: &tokio::runtime::Handle,
+    blobs: Arc<dyn BlobStore>,
+    blob_key: &str,
+    progress: &ImportProgress,
+    cancel: &CancellationToken,
+) -> Result<DiskOutcome, ImportFailure> {
+    progress.set_phase("INSPECTING_FORMAT");
+    let image: Arc<dyn DiskImage> = Arc::from(
+        diskformat::open(spool, &limits).map_err(ImportFailure::from_format)?,
+    );
+    let info = image.info().clone();
+    if info.format == Format::Iso && !force {
+        return Err(ImportFailure::new(
+            "InvalidParameterValue.ISOMustImportByForce",
+            "The image is an ISO 9660 file (an installer or a CD image), not a disk. \
+             Import ISO files with Force=true, or install the system and import its disk.",
+        ));
+    }
+    progress
+        .virtual_size
+        .store(info.virtual_size, Ordering::Relaxed);
+    progress.set_source_format(&info);
+
+    // Guest inspection runs beside the conversion, on the same reader, and
+    // a failed check stops the conversion at once: a bad image fails in
+    // seconds, not after its whole download.
+    let verdict = Arc::new(GuestVerdict::default());
+    let guest = guest_check.map(|check| {
+        let disk: Arc<dyn ReadAt> = Arc::new(SharedGuest(image.clone()));
+        let verdict = verdict.clone();
+        std::thread::spawn(move || {
+            let outcome = match guestinspect::inspect(disk, &Default::default()) {
+                Ok(report) => match check(&report) {
+                    Ok(()) => Ok(report),
+                    Err(mut f) => {
+                        f.guest = Some(Box::new(report));
+                        Err(f)
+                    }
+                },
+                Err(e) => Err(ImportFailure::new(
+                    "GuestInspectionFailed",
+                    format!("the guest disk could not be read for inspection: {e}"),
+                )),
+            };
+            if outcome.is_err() {
+                verdict.failed.store(true, Ordering::SeqCst);
+            }
+            outcome
+        })
+    });
+
+    progress.set_phase("CONVERTING");
+    let min_head = blobs.min_head_len();
+    let head_len = Qcow2Writer::new(NullSink, info.virtual_size, min_head)
+        .map_err(ImportFailure::from_format)?
+        .head_len();
+    let upload = runtime
+        .block_on(blobs.create(blob_key, head_len))
+        .map_err(|e| ImportFailure::internal(format!("cannot write to the blob store: {e}")))?;
+    let sink = LimitedSink {
+        upload,
+        written: progress.bytes_written.clone(),
+        limit: max_stored,
+        head_len,
+    };
+    let mut writer = Qcow2Writer::new(sink, info.virtual_size, min_head)
+        .map_err(ImportFailure::from_format)?;
+    let converted = diskformat::convert(image.as_ref(), &mut writer, &mut |done| {
+        progress.bytes_converted.store(done, Ordering::Relaxed);
+        !cancel.is_cancelled() && !verdict.failed.load(Ordering::SeqCst)
+    });
+    let join_guest = |guest: Option<std::thread::JoinHandle<Result<guestinspect::GuestReport, ImportFailure>>>| {
+        guest.map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(ImportFailure::internal("guest inspection crashed")))
+        })
+    };
+    if let Err(e) = converted {
+        // Dropping the writer drops the upload, which removes what it wrote.
+        drop(writer);
+        if cancel.is_cancelled() {
+            return Err(ImportFailure::cancelled());
+        }
+        if verdict.failed.load(Ordering::SeqCst) {
+            if let Some(Err(f)) = join_guest(guest) {
+                return Err(f);
+            }
+        }
+        return Err(stored_limit_or(e, max_stored));
+    }
+    progress.set_phase("STORING");
+    let (sink, head, _stats) = writer.finish().map_err(|e| stored_limit_or(e, max_stored))?;
+    let stored_size = head.len() as u64 + sink.written.load(Ordering::Relaxed);
+    if stored_size > max_stored {
+        sink.upload.abort();
+        return Err(ImportFailure::stored_too_large(stored_size, max_stored));
+    }
+    progress.set_phase("INSPECTING_GUEST");
+    let guest = match join_guest(guest) {
+        Some(Ok(report)) => Some(report),
+        Some(Err(f)) => {
+            sink.upload.abort();
+            return Err(f);
+        }
+        None => None,
+    };
+    let published = sink.upload.finish(&head).map_err(|e| {
+        ImportFailure::internal(format!("publishing the stored image failed: {e}"))
+    })?;
+    Ok(DiskOutcome {
+        source_format: info.format.name().to_string(),
+        source_subformat: info.subformat.clone(),
+        virtual_size: info.virtual_size,
+        stored_size: published,
+        source_bytes: 0,
+        sha256: String::new(),
+        resumes: 0,
+        guest,
+    })
+}
+
+fn stored_limit_or(e: FormatError, max_stored: u64) -> ImportFailure {
+    if let FormatError::Io(io) = &e {
+        if io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<StoredSizeExceeded>())
+        {
+            return ImportFailure::stored_too_large(max_stored + 1, max_stored);
+        }
+    }
+    ImportFailure::from_format(e)
+}

@@ -1,0 +1,84 @@
+//! Why an import failed: a stable code and a message that tells the user
+//! what to fix. Tencent's own codes where they fit (`InvalidUrl`,
+//! `InvalidFormatSize`, `PartitionNotPresent`, …), precise ones of ours where
+//! theirs would be vague (`ExternalReferenceRefused`, `SourceStalled`, …).
+
+use diskformat::FormatError;
+
+#[derive(Debug, Clone)]
+pub struct ImportFailure {
+    pub code: String,
+    pub message: String,
+    /// What guest inspection found, kept whatever the outcome.
+    pub guest: Option<Box<guestinspect::GuestReport>>,
+}
+
+impl ImportFailure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ImportFailure {
+            code: code.into(),
+            message: message.into(),
+            guest: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new("InternalError", message)
+    }
+
+    pub fn cancelled() -> Self {
+        Self::new(
+            "ImportCancelled",
+            "The import was cancelled by CancelImportImageTask.",
+        )
+    }
+
+    pub fn stored_too_large(size: u64, limit: u64) -> Self {
+        Self::new(
+            "InvalidFormatSize",
+            format!(
+                "The converted image needs more than {} GiB of storage (limit {} GiB, measured as qcow2, \
+                 as Tencent measures it). Shrink the filesystem or zero its free space before exporting; \
+                 at least {size} bytes were needed.",
+                limit >> 30,
+                limit >> 30
+            ),
+        )
+    }
+
+    pub fn from_format(e: FormatError) -> Self {
+        let code = e.code();
+        let hint = match &e {
+            FormatError::TooLarge(_) => {
+                " Tencent accepts system disks of at most 500 GiB virtual size."
+            }
+            FormatError::ExternalReference(_) => {
+                " Flatten the image into a single self-contained file first \
+                 (e.g. `qemu-img convert -O qcow2` on a trusted machine)."
+            }
+            FormatError::Encrypted(_) => " Decrypt the image before importing it.",
+            FormatError::Unsupported(_) => {
+                " Supported: raw, qcow2, VMDK (monolithicSparse, streamOptimized), VHD (fixed, dynamic), VHDX."
+            }
+            FormatError::Truncated(_) => {
+                " The upload may be incomplete: upload the whole file again."
+            }
+            FormatError::Ambiguous(_) => {
+                " The file carries signatures of several formats; export it again in one format."
+            }
+            FormatError::Corrupt(_) => " Check the image with `qemu-img check` where it was made.",
+            FormatError::Io(_) => "",
+        };
+        Self::new(code, format!("{e}.{hint}"))
+    }
+
+    pub fn from_fetch(e: crate::source::fetch::FetchError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl std::fmt::Display for ImportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}

@@ -1,0 +1,416 @@
+//! The import pipeline: workers claim queued imports from the catalog, run
+//! them (fetch, inspect, convert, store; see `disk.rs`) under a lease kept
+//! alive by a heartbeat, and record the outcome: `NORMAL`, or
+//! `IMPORTFAILED` with a precise reason.
+
+pub mod disk;
+pub mod failure;
+pub mod guest_checks;
+pub mod progress;
+pub mod tasks;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::Accounts;
+use crate::blobstore::BlobStore;
+use crate::catalog::jobs::{ClaimedJob, FailureFacts, Heartbeat, ImportSuccess, JobProgress};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use disk::{import_disk, DiskOutcome, DiskTask, GuestCheck};
+use failure::ImportFailure;
+use progress::ImportProgress;
+
+/// An attempt is retried this many times after its worker died.
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// Why a running import was stopped from outside.
+const STOP_NONE: u8 = 0;
+const STOP_USER: u8 = 1;
+const STOP_LEASE_LOST: u8 = 2;
+const STOP_SHUTDOWN: u8 = 3;
+
+/// What the workers of one process share.
+#[derive(Clone)]
+pub struct Workers {
+    pub config: Arc<Config>,
+    pub catalog: Catalog,
+    pub accounts: Arc<Accounts>,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Identifies this process in leases and in DescribeImportImageTasks.
+    pub node: String,
+    /// Wakes idle workers when an import is queued by this process.
+    pub wake: Arc<Notify>,
+    /// Stops claiming; running imports are handed back to the queue.
+    pub shutdown: CancellationToken,
+}
+
+/// `<hostname>:<pid>:<random>`, unique per process.
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    let tag: u32 = rand::random();
+    format!("{host}:{}:{tag:08x}", std::process::id())
+}
+
+impl Workers {
+    fn lease_ms(&self) -> i64 {
+        (self.config.workers.lease_seconds.max(2) * 1000) as i64
+    }
+
+    fn scratch_dir(&self, image_id: &str, disk_index: i64) -> PathBuf {
+        self.config
+            .data_dir
+            .join("scratch")
+            .join(image_id)
+            .join(format!("disk{disk_index}"))
+    }
+
+    /// Run `workers.concurrency` import slots until shutdown. Returns when
+    /// every slot has stopped (running imports released).
+    pub async fn run(self) {
+        self.reap_orphans().await;
+        let slots = self.config.workers.concurrency.max(1);
+        let mut handles = Vec::with_capacity(slots);
+        for slot in 0..slots {
+            let me = self.clone();
+            handles.push(tokio::spawn(async move { me.slot_loop(slot).await }));
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    async fn slot_loop(&self, slot: usize) {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let claimed = self
+                .catalog
+                .claim_job(&self.node, self.lease_ms(), MAX_ATTEMPTS)
+                .await;
+            match claimed {
+                Ok(Some(job)) => {
+                    tracing::info!(image_id = %job.image_id, attempt = job.attempts, slot, "import claimed");
+                    self.run_job(job).await;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming an import failed");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_job(&self, job: ClaimedJob) {
+        // An earlier attempt of this job (on this node) may have died
+        // mid-upload: its partial uploads are garbage now.
+        let _ = self.blobs.remove_partials(&job.image_id).await;
+        let progress = ImportProgress::new();
+        let cancel = CancellationToken::new();
+        let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
+        let heartbeat = self.spawn_heartbeat(&job, progress.clone(), cancel.clone(), stop_reason.clone());
+
+        let started = std::time::Instant::now();
+        let result = self.import(&job, &progress, &cancel).await;
+        heartbeat.abort();
+        let _ = heartbeat.await;
+
+        let reason = stop_reason.load(Ordering::SeqCst);
+        match (result, reason) {
+            (_, STOP_LEASE_LOST) => {
+                // Another attempt owns the job: touch nothing it may be using.
+                tracing::warn!(image_id = %job.image_id, "lease lost; attempt abandoned");
+            }
+            (Err(_), STOP_SHUTDOWN) => {
+                match self.catalog.release_job(&job.image_id, &self.node).await {
+                    Ok(_) => tracing::info!(image_id = %job.image_id, "import handed back to the queue"),
+                    Err(e) => tracing::warn!(image_id = %job.image_id, error = %e, "release failed; the lease will expire"),
+                }
+            }
+            (Ok(ok), _) => {
+                match self.catalog.finish_job_ok(&job.image_id, &self.node, &ok).await {
+                    Ok(true) => {
+                        tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
+                        self.remove_scratch(&job.image_id).await;
+                    }
+                    Ok(false) => tracing::warn!(image_id = %job.image_id, "import finished after its lease was lost; outcome dropped"),
+                    Err(e) => tracing::error!(image_id = %job.image_id, error = %e, "recording a finished import failed; the lease will expire and the job rerun"),
+                }
+            }
+            (Err(failure), r) => {
+                let failure = if r == STOP_USER {
+                    ImportFailure::cancelled()
+                } else {
+                    failure
+                };
+                let facts = failure.guest.as_ref().map(|report| {
+                    let f = guest_checks::facts(report);
+                    let mut details = job.details.clone();
+                    details["guest"] = serde_json::to_value(report).unwrap_or_default();
+                    FailureFacts {
+                        os_name: f.os_name,
+                        platform: f.platform,
+                        is_support_cloudinit: f.is_support_cloudinit,
+                        details,
+                    }
+                });
+                match self
+                    .catalog
+                    .finish_job_failed(&job.image_id, &self.node, &failure.code, &failure.message, facts.as_ref())
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(image_id = %job.image_id, code = %failure.code, message = %failure.message, "import failed");
+                        self.delete_blobs(&job).await;
+                        self.remove_scratch(&job.image_id).await;
+                    }
+                    Ok(false) => tracing::warn!(image_id = %job.image_id, "import failed after its lease was lost; outcome dropped"),
+                    Err(e) => tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed"),
+                }
+            }
+        }
+    }
+
+    fn spawn_heartbeat(
+        &self,
+        job: &ClaimedJob,
+        progress: Arc<ImportProgress>,
+        cancel: CancellationToken,
+        stop_reason: Arc<AtomicU8>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let image_id = job.image_id.clone();
+        let mut details = job.details.clone();
+        let lease_ms = self.lease_ms();
+        // Three beats per lease: one lost beat never costs the lease.
+        let period = Duration::from_millis((lease_ms / 3).max(300) as u64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = me.shutdown.cancelled() => {
+                        stop_reason.compare_exchange(STOP_NONE, STOP_SHUTDOWN, Ordering::SeqCst, Ordering::SeqCst).ok();
+                        cancel.cancel();
+                        return;
+                    }
+                }
+                let snap = progress.snapshot();
+                details["progress"] = serde_json::json!({
+                    "bytes_converted": snap.bytes_converted,
+                    "bytes_written": snap.bytes_written,
+                });
+                let row = JobProgress {
+                    phase: snap.phase.clone(),
+                    bytes_fetched: snap.bytes_fetched as i64,
+                    bytes_total: (snap.bytes_total > 0).then_some(snap.bytes_total as i64),
+                    source_format: snap.source_format.clone(),
+                    virtual_size: (snap.virtual_size > 0).then_some(snap.virtual_size as i64),
+                    details: details.clone(),
+                };
+                match me.catalog.heartbeat_job(&image_id, &me.node, lease_ms, &row).await {
+                    Ok(Heartbeat::Held) => {}
+                    Ok(Heartbeat::CancelRequested) => {
+                        stop_reason.compare_exchange(STOP_NONE, STOP_USER, Ordering::SeqCst, Ordering::SeqCst).ok();
+                        cancel.cancel();
+                    }
+                    Ok(Heartbeat::Lost) => {
+                        stop_reason.store(STOP_LEASE_LOST, Ordering::SeqCst);
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(image_id = %image_id, error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    }
+
+    async fn import(
+        &self,
+        job: &ClaimedJob,
+        progress: &Arc<ImportProgress>,
+        cancel: &CancellationToken,
+    ) -> Result<ImportSuccess, ImportFailure> {
+        let account = self
+            .accounts
+            .iter()
+            .find(|a| a.uin == job.account_uin)
+            .cloned()
+            .ok_or_else(|| {
+                ImportFailure::internal(format!(
+                    "the account {} that queued this import is no longer configured",
+                    job.account_uin
+                ))
+            })?;
+        let mut outcomes: Vec<(i64, DiskOutcome)> = Vec::with_capacity(job.disks.len());
+        for disk in &job.disks {
+            let scratch = self.scratch_dir(&job.image_id, disk.disk_index);
+            tokio::fs::create_dir_all(&scratch)
+                .await
+                .map_err(|e| ImportFailure::internal(format!("cannot create scratch space: {e}")))?;
+            let guest_check: Option<GuestCheck> = (disk.disk_index == 0).then(|| {
+                let (os_type, os_version) = (job.os_type.clone(), job.os_version.clone());
+                let (architecture, boot_mode, force) = (job.architecture.clone(), job.boot_mode.clone(), job.force);
+                Arc::new(move |report: &guestinspect::GuestReport| {
+                    guest_checks::check(
+                        report,
+                        &guest_checks::Declared {
+                            os_type: &os_type,
+                            os_version: &os_version,
+                            architecture: &architecture,
+                            boot_mode: &boot_mode,
+                            force,
+                        },
+                    )
+                }) as GuestCheck
+            });
+            let task = DiskTask {
+                url: &disk.source_url,
+                app_id: account.app_id,
+                blob_key: &disk.blob_key,
+                force: job.force,
+                guest_check,
+                scratch: &scratch,
+            };
+            let outcome = import_disk(&self.config, self.blobs.clone(), task, progress.clone(), cancel.clone())
+                .await
+                .map_err(|f| {
+                    if disk.disk_index == 0 {
+                        f
+                    } else {
+                        ImportFailure::new(f.code, format!("data disk {}: {}", disk.disk_index, f.message))
+                    }
+                })?;
+            outcomes.push((disk.disk_index, outcome));
+        }
+        let system = outcomes
+            .iter()
+            .find(|(i, _)| *i == 0)
+            .map(|(_, o)| o.clone())
+            .ok_or_else(|| ImportFailure::internal("the image has no system disk"))?;
+        let guest_details = system
+            .guest
+            .as_ref()
+            .and_then(|g| serde_json::to_value(g).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let facts = system.guest.as_ref().map(guest_checks::facts);
+        let disks_json: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|(i, o)| {
+                serde_json::json!({
+                    "disk_index": i,
+                    "source_format": o.source_format,
+                    "source_subformat": o.source_subformat,
+                    "virtual_size": o.virtual_size,
+                    "stored_size": o.stored_size,
+                    "source_bytes": o.source_bytes,
+                    "sha256": o.sha256,
+                    "resumes": o.resumes,
+                })
+            })
+            .collect();
+        let mut details = job.details.clone();
+        details["disks"] = serde_json::Value::Array(disks_json);
+        details["guest"] = guest_details;
+        Ok(ImportSuccess {
+            sha256: system.sha256.clone(),
+            source_format: match &system.source_subformat {
+                Some(sub) => format!("{} ({sub})", system.source_format),
+                None => system.source_format.clone(),
+            },
+            virtual_size: system.virtual_size as i64,
+            bytes_fetched: outcomes.iter().map(|(_, o)| o.source_bytes as i64).sum(),
+            image_size_gib: gib_rounded_up(system.virtual_size),
+            disk_sizes: outcomes
+                .iter()
+                .map(|(i, o)| (*i, gib_rounded_up(o.virtual_size)))
+                .collect(),
+            os_name: facts.as_ref().and_then(|f| f.os_name.clone()),
+            platform: facts.as_ref().and_then(|f| f.platform.clone()),
+            is_support_cloudinit: facts.is_some_and(|f| f.is_support_cloudinit),
+            details,
+        })
+    }
+
+    async fn delete_blobs(&self, job: &ClaimedJob) {
+        for disk in &job.disks {
+            if let Err(e) = self.blobs.delete(&disk.blob_key).await {
+                tracing::warn!(key = %disk.blob_key, error = %e, "deleting a failed import's blob failed; the reaper will retry");
+            }
+        }
+    }
+
+    async fn remove_scratch(&self, image_id: &str) {
+        let _ = self.blobs.remove_partials(image_id).await;
+        let dir = self.config.data_dir.join("scratch").join(image_id);
+        let _ = tokio::fs::remove_dir_all(dir).await;
+    }
+
+    /// Remove blobs no image needs (left by crashed or superseded attempts,
+    /// or by deletes interrupted halfway).
+    pub async fn reap_orphans(&self) {
+        match self.reap_once().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "orphan blobs removed"),
+            Err(e) => tracing::warn!(error = %e, "orphan blob sweep failed"),
+        }
+    }
+
+    async fn reap_once(&self) -> anyhow::Result<usize> {
+        // Listing first, then reading the catalog: a blob published between
+        // the two reads belongs to an image that is IMPORTING or NORMAL by
+        // the time the catalog is read, so it is never taken for an orphan.
+        let blobs = self.blobs.list().await?;
+        let live = self.catalog.live_blob_keys().await?;
+        let mut removed = 0;
+        for blob in blobs {
+            if !live.contains(&blob.key) {
+                self.blobs.delete(&blob.key).await?;
+                removed += 1;
+            }
+        }
+        // Partial uploads of jobs no live attempt holds died with their process.
+        let running = self.catalog.live_job_ids().await?;
+        for prefix in self.blobs.partial_prefixes().await? {
+            if !running.contains(&prefix) {
+                removed += self.blobs.remove_partials(&prefix).await? as usize;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Tencent reports sizes in whole GiB, rounded up.
+pub fn gib_rounded_up(bytes: u64) -> i64 {
+    (bytes.div_ceil(1 << 30)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_to_gib() {
+        assert_eq!(gib_rounded_up(0), 0);
+        assert_eq!(gib_rounded_up(1), 1);
+        assert_eq!(gib_rounded_up(1 << 30), 1);
+        assert_eq!(gib_rounded_up((1 << 30) + 1), 2);
+    }
+}

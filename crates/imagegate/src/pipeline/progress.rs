@@ -1,0 +1,70 @@
+//! Live progress of one import, shared between the download, the converter
+//! and the heartbeat that records it in the catalog.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::source::fetch::FetchProgress;
+
+#[derive(Default)]
+pub struct ImportProgress {
+    pub fetch: Arc<FetchProgress>,
+    pub bytes_converted: AtomicU64,
+    pub bytes_written: Arc<AtomicU64>,
+    pub virtual_size: AtomicU64,
+    text: Mutex<Texts>,
+}
+
+#[derive(Default, Clone)]
+struct Texts {
+    phase: String,
+    source_format: Option<String>,
+}
+
+/// A consistent copy for the catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    pub phase: String,
+    pub bytes_fetched: u64,
+    pub bytes_total: u64,
+    pub bytes_converted: u64,
+    pub bytes_written: u64,
+    pub virtual_size: u64,
+    pub source_format: Option<String>,
+}
+
+impl ImportProgress {
+    pub fn new() -> Arc<Self> {
+        let p = ImportProgress::default();
+        p.set_phase("FETCHING");
+        Arc::new(p)
+    }
+
+    pub fn set_phase(&self, phase: &str) {
+        if let Ok(mut t) = self.text.lock() {
+            t.phase = phase.to_string();
+        }
+    }
+
+    pub fn set_source_format(&self, info: &diskformat::ImageInfo) {
+        if let Ok(mut t) = self.text.lock() {
+            t.source_format = Some(match &info.subformat {
+                Some(sub) => format!("{} ({sub})", info.format.name()),
+                None => info.format.name().to_string(),
+            });
+        }
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let t = self.text.lock().map(|t| t.clone()).unwrap_or_default();
+        ProgressSnapshot {
+            phase: t.phase,
+            bytes_fetched: self.fetch.bytes_fetched.load(Ordering::Relaxed),
+            bytes_total: self.fetch.bytes_total.load(Ordering::Relaxed),
+            bytes_converted: self.bytes_converted.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            virtual_size: self.virtual_size.load(Ordering::Relaxed),
+            source_format: t.source_format,
+        }
+    }
+}
