@@ -213,10 +213,8 @@ def send_raw(addr: tuple[str, int], method: str, target: str, headers: list[tupl
                 view = view[n:]
         except (BrokenPipeError, ConnectionResetError) as e:
             send_error = e
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        # No shutdown(SHUT_WR) here: an HTTP/1 server may treat the half-close as the
+        # client going away (hyper does, by default), and real clients never do it.
         try:
             return _recv_response(sock)
         except (ConnectionError, OSError) as e:

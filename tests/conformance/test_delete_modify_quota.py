@@ -1,17 +1,10 @@
 """DeleteImages, DescribeImageQuota, ModifyImageAttribute (reference §4)."""
 
-import time
-
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import models
 
-from conftest import cos_url, describe, do_import, image_by_id, unique
-
-# An import from a COS object that does not exist (cos_root is an empty folder) must end
-# IMPORTFAILED once the import pipeline exists; until then it stays IMPORTING.
-SETTLE_SECONDS = 60
-
+from conftest import cos_url, describe, do_import, image_by_id, modifiable_image, settled_image, unique
 
 def delete(client, ids, **kw):
     req = models.DeleteImagesRequest()
@@ -39,30 +32,6 @@ def modify_err(client, image_id, **kw) -> TencentCloudSDKException:
     with pytest.raises(TencentCloudSDKException) as e:
         modify(client, image_id, **kw)
     return e.value
-
-
-def pipeline_present(gate) -> bool:
-    try:
-        gate.common("a").call_json("DescribeImportImageTasks", {})
-        return True
-    except TencentCloudSDKException as e:
-        return e.code != "InvalidAction"
-
-
-def settled_image(gate, account: str) -> str:
-    """An image of `account` that has left IMPORTING (so it may be deleted)."""
-    sdk = gate.sdk(account)
-    image_id = do_import(sdk, ImageUrl=cos_url(gate.accounts[account].app_id, key=f"missing-{unique()}.qcow2"))
-    if not pipeline_present(gate):
-        pytest.skip("import pipeline not implemented yet (issue 3): images stay IMPORTING, so none can be deleted")
-    deadline = time.time() + SETTLE_SECONDS
-    while time.time() < deadline:
-        state = image_by_id(sdk, image_id).ImageState
-        if state != "IMPORTING":
-            assert state in ("NORMAL", "IMPORTFAILED"), state
-            return image_id
-        time.sleep(0.5)
-    pytest.fail(f"{image_id} (object missing from cos_root) still IMPORTING after {SETTLE_SECONDS}s")
 
 
 # --------------------------------------------------------------------------- DeleteImages
@@ -139,7 +108,7 @@ def test_quota_per_account(gate, account):
 
 def test_modify_rename_and_describe(gate):
     sdk = gate.sdk()
-    image_id = do_import(sdk)
+    image_id = modifiable_image(gate)
     new = unique("renamed")
     modify(sdk, image_id, ImageName=new, ImageDescription="new description")
     img = image_by_id(sdk, image_id)
@@ -154,22 +123,39 @@ def test_modify_duplicate_name(gate):
     sdk = gate.sdk()
     first = unique("first")
     do_import(sdk, ImageName=first)
-    other = do_import(sdk)
+    other = modifiable_image(gate)
     assert modify_err(sdk, other, ImageName=first).code == "InvalidImageName.Duplicate"
     # The old name of a renamed image is free for an import.
     mine = unique("mine")
-    image_id = do_import(sdk, ImageName=mine)
+    image_id = modifiable_image(gate, ImageName=mine)
     modify(sdk, image_id, ImageName=unique("moved"))
     do_import(sdk, ImageName=mine)
     # Renaming an image to its own name is no conflict.
     modify(sdk, other, ImageName=image_by_id(sdk, other).ImageName)
 
 
-def test_modify_lengths(gate):
+def test_modify_value_errors(gate, stall):
+    """Parameter values are checked before anything else, whatever the image's state."""
     sdk = gate.sdk()
-    image_id = do_import(sdk)
+    image_id = do_import(sdk, ImageUrl=stall.url("modify-values.raw"))
     assert modify_err(sdk, image_id, ImageName="n" * 61).code == "InvalidParameterValue.TooLarge"
     assert modify_err(sdk, image_id, ImageDescription="d" * 257).code == "InvalidParameterValue.TooLarge"
+    assert modify_err(sdk, image_id, ImageFamily="bad family!").code == "InvalidParameterValue.InvalidImageFamily"
+
+
+def test_modify_importing_image(gate, stall):
+    """An IMPORTING image cannot be modified (the server's reading of the documented
+    InvalidImageId.IncorrectState); the attempt changes nothing."""
+    sdk = gate.sdk()
+    name = unique("busy")
+    image_id = do_import(sdk, ImageUrl=stall.url("modify-busy.raw"), ImageName=name)
+    assert modify_err(sdk, image_id, ImageName=unique("x")).code == "InvalidImageId.IncorrectState"
+    assert image_by_id(sdk, image_id).ImageName == name
+
+
+def test_modify_lengths(gate):
+    sdk = gate.sdk()
+    image_id = modifiable_image(gate)
     name60 = unique("len")
     name60 += "z" * (60 - len(name60))
     modify(sdk, image_id, ImageName=name60, ImageDescription="d" * 256)
@@ -179,7 +165,7 @@ def test_modify_lengths(gate):
 
 def test_modify_family_and_deprecated(gate):
     sdk = gate.sdk()
-    image_id = do_import(sdk)
+    image_id = modifiable_image(gate)
     modify(sdk, image_id, ImageFamily="web-servers")
     assert image_by_id(sdk, image_id).ImageFamily == "web-servers"
     assert modify_err(sdk, image_id, ImageFamily="bad family!").code == "InvalidParameterValue.InvalidImageFamily"

@@ -32,9 +32,6 @@ def test_restart_keeps_images_names_and_quota(tmp_path, fresh_server):
     spec.ResourceType, spec.Tags = "image", [tag]
     image_id = do_import(sdk, ImageName=name, ImageUrl=url, ImageDescription="kept", TagSpecification=[spec],
                          Architecture="arm_64", ImageFamily="fam")
-    mod = models.ModifyImageAttributeRequest()
-    mod.ImageId, mod.ImageDeprecated = image_id, True
-    sdk.ModifyImageAttribute(mod)
     for _ in range(accounts["small"].quota - 1):
         do_import(sdk, ImageUrl=url)
     before = image_by_id(sdk, image_id)

@@ -7,7 +7,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import models
 
-from conftest import describe, do_import, filt, image_by_id, import_request, unique
+from conftest import describe, do_import, filt, image_by_id, import_request, modifiable_image, unique
 
 MODES = [
     pytest.param(("TC3-HMAC-SHA256", "POST", None), id="tc3-post"),
@@ -61,11 +61,17 @@ def test_import_describe_modify_delete_cycle(client, stall):
     found = describe(client, Filters=[filt("image-name", name), filt("tag:env", "test")])
     assert [i.ImageId for i in found.ImageSet] == [image_id]
 
+    # ModifyImageAttribute through this mode's encoding: a value error, and the
+    # state rule (the image is IMPORTING).
     mod = models.ModifyImageAttributeRequest()
-    mod.ImageId, mod.ImageName, mod.ImageDeprecated = image_id, name + "-x", True
-    client.ModifyImageAttribute(mod)
-    img = image_by_id(client, image_id)
-    assert img.ImageName == name + "-x" and img.ImageDeprecated is True
+    mod.ImageId, mod.ImageName = image_id, "n" * 61
+    with pytest.raises(TencentCloudSDKException) as e:
+        client.ModifyImageAttribute(mod)
+    assert e.value.code == "InvalidParameterValue.TooLarge"
+    mod.ImageName, mod.ImageDeprecated = name + "-x", True
+    with pytest.raises(TencentCloudSDKException) as e:
+        client.ModifyImageAttribute(mod)
+    assert e.value.code == "InvalidImageId.IncorrectState"
 
     # The source never answers, so the image is still IMPORTING: it cannot be deleted,
     # and a DryRun delete reports the same.
@@ -83,6 +89,18 @@ def test_import_dry_run_writes_nothing(client):
     resp = client.ImportImage(import_request(ImageName=name, DryRun=True))
     assert resp.ImageId is None and resp.RequestId
     assert describe(client, Filters=[filt("image-name", name)]).TotalCount == 0
+
+
+def test_modify_settled_image(client, gate):
+    image_id = modifiable_image(gate, "a")
+    name = unique("mod")
+    mod = models.ModifyImageAttributeRequest()
+    mod.ImageId, mod.ImageName, mod.ImageDeprecated, mod.ImageDescription = image_id, name, True, "a b&c=d+e/f"
+    mod.ImageFamily = "fam-x"
+    client.ModifyImageAttribute(mod)
+    img = image_by_id(client, image_id)
+    assert (img.ImageName, img.ImageDeprecated, img.ImageDescription, img.ImageFamily) == (
+        name, True, "a b&c=d+e/f", "fam-x")
 
 
 def test_quota(client, gate):
@@ -147,7 +165,7 @@ def _ext_or_skip(client, action, params):
     try:
         return client.call_json(action, params)
     except TencentCloudSDKException as e:
-        if e.code == "InvalidAction":
+        if e.code in ("InvalidAction", "UnsupportedOperation"):
             pytest.skip(f"{action} (extension of the import pipeline issue) is not implemented yet")
         raise
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cos_url, unique
+from conftest import cos_url, modifiable_image, unique
 
 TCCLI = str(Path(sys.executable).parent / "tccli")
 
@@ -72,13 +72,23 @@ def test_import_describe_modify_delete(tccli, gate, stall):
                                                            {"Name": "image-name", "Values": [name]}]))
     assert [i["ImageId"] for i in out["ImageSet"]] == [image_id]
 
-    tccli("ModifyImageAttribute", "--ImageId", image_id, "--ImageName", name + "-2", "--ImageDeprecated", "True")
-    out = tccli("DescribeImages", "--ImageIds", json.dumps([image_id]))
-    assert out["ImageSet"][0]["ImageName"] == name + "-2" and out["ImageSet"][0]["ImageDeprecated"] is True
-
+    code, _, _ = tccli("ModifyImageAttribute", "--ImageId", image_id, "--ImageName", name + "-2", ok=False)
+    assert code == "InvalidImageId.IncorrectState"
     code, _, rid = tccli("DeleteImages", "--ImageIds", json.dumps([image_id]), ok=False)
     assert code == "InvalidImageId.IncorrectState"
     assert re.fullmatch(r"[0-9a-f-]{36}", rid)
+
+
+def test_modify_and_delete_settled(tccli, gate):
+    image_id = modifiable_image(gate, "a")
+    name = unique("tccli-mod")
+    out = tccli("ModifyImageAttribute", "--ImageId", image_id, "--ImageName", name, "--ImageDeprecated", "True")
+    assert out["RequestId"]
+    out = tccli("DescribeImages", "--ImageIds", json.dumps([image_id]))
+    assert out["ImageSet"][0]["ImageName"] == name and out["ImageSet"][0]["ImageDeprecated"] is True
+    tccli("DeleteImages", "--ImageIds", json.dumps([image_id]), "--DryRun", "True")
+    tccli("DeleteImages", "--ImageIds", json.dumps([image_id]))
+    assert tccli("DescribeImages", "--ImageIds", json.dumps([image_id]))["TotalCount"] == 0
 
 
 def test_dry_run_and_quota(tccli, gate):
