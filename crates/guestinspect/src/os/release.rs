@@ -93,7 +93,9 @@ pub fn major_minor(v: &str) -> String {
     }
 }
 
+/// "9.3" → "9"; Kylin's "V10" → "10"; None when there is no leading number.
 pub fn major(v: &str) -> Option<String> {
+    let v = v.strip_prefix(['V', 'v']).unwrap_or(v);
     let m = v.split('.').next()?;
     (!m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())).then(|| m.to_string())
 }
@@ -241,6 +243,12 @@ pub fn tencent_os_name(r: &Release, os_type: &str, arch: Option<&str>) -> String
         }
         "CentOS Stream" => format!("CentOS Stream {version}"),
         "Rocky" => format!("Rocky Linux {version}"),
+        // "SUSE Linux Enterprise Server 15 SP5": the service pack is only
+        // in PRETTY_NAME.
+        "SUSE" => r
+            .pretty
+            .clone()
+            .unwrap_or_else(|| format!("SUSE Linux Enterprise Server {version}")),
         "Redhat" => format!("Red Hat Enterprise Linux {version}"),
         "TencentOS" => format!("TencentOS Server {version}"),
         _ => {
@@ -272,6 +280,25 @@ mod tests {
             "CentOS 7.9 64bit"
         );
         assert_eq!(r.id_like, vec!["rhel", "fedora"]);
+    }
+
+    #[test]
+    fn suse_and_kylin() {
+        let s = from_os_release(
+            "NAME=\"SLES\"\nVERSION=\"15-SP5\"\nVERSION_ID=\"15.5\"\nPRETTY_NAME=\"SUSE Linux Enterprise Server 15 SP5\"\nID=\"sles\"\nID_LIKE=\"suse\"\n",
+            "x",
+        );
+        assert_eq!(tencent_os_type(&s), "SUSE");
+        assert_eq!(
+            tencent_os_name(&s, "SUSE", Some("x86_64")),
+            "SUSE Linux Enterprise Server 15 SP5 64bit"
+        );
+        let k = from_os_release("NAME=\"Kylin Linux Advanced Server\"\nVERSION=\"V10 (Lance)\"\nID=\"kylin\"\nVERSION_ID=\"V10\"\n", "x");
+        assert_eq!(tencent_os_type(&k), "Kylin");
+        assert_eq!(
+            k.version_id.as_deref().and_then(major).as_deref(),
+            Some("10")
+        );
     }
 
     #[test]
