@@ -6,7 +6,7 @@
 //!
 //! Disks: (1) MBR, one ext4 root holding the real debootstrap Debian tree
 //! (scripts/fixtures/debootstrap.sh; a hand-made Debian tree if that cannot
-//! run); (2) CentOS 7's default layout: /boot ext4 partition and an XFS
+//! run), as raw and as qcow2 read through diskformat; (2) CentOS 7's default layout: /boot ext4 partition and an XFS
 //! root on an LVM linear volume. virt-inspector cannot be compared here:
 //! Debian's libguestfs-tools cannot be installed beside this machine's
 //! qemu-utils 10 (it wants qemu-system 7.2), so the answers are checked
@@ -16,8 +16,10 @@
 mod common;
 
 use common::*;
+use diskformat::ReadAt;
 use guestinspect::{inspect, GuestReport, InspectOptions};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 const GIB: u64 = 1 << 30;
@@ -25,10 +27,16 @@ const TARGET_MS: f64 = 200.0;
 const TARGET_BYTES: u64 = 16 * MIB;
 
 fn measure(name: &str, disk: &Path, runs: usize, expect_os: &str) {
+    measure_with(name, &|| open_disk(disk), runs, expect_os)
+}
+
+/// Time `runs` inspections of the disk `open` returns (opening the
+/// container is not timed: the import opens it once for conversion too).
+fn measure_with(name: &str, open: &dyn Fn() -> Arc<dyn ReadAt>, runs: usize, expect_os: &str) {
     let mut times = Vec::new();
     let mut last: Option<GuestReport> = None;
     for _ in 0..runs {
-        let d = open_disk(disk);
+        let d = open();
         let start = Instant::now();
         let r = inspect(d, &InspectOptions::default()).expect("inspection");
         times.push(start.elapsed().as_secs_f64() * 1000.0);
@@ -106,6 +114,43 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         measure("ext4 root, MBR, 4 GiB", &disk, runs, &expect);
+        // The same disk as qcow2, read through diskformat's qcow2 reader.
+        if have("qemu-img") {
+            let q = w.join("ext4-4g.qcow2");
+            run(
+                "qemu-img",
+                &[
+                    "convert",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "qcow2",
+                    disk.to_str().unwrap(),
+                    q.to_str().unwrap(),
+                ],
+            );
+            measure_with(
+                "ext4 root, MBR, 4 GiB, as qcow2",
+                &|| open_container(&q).expect("open qcow2"),
+                runs,
+                &expect,
+            );
+            // Bytes read from the qcow2 file itself (L2 tables included),
+            // for one inspection after the container is opened.
+            let file = Arc::new(guestinspect::CountingReader::new(Arc::new(
+                diskformat::FileSource::open(&q).expect("open qcow2"),
+            )));
+            let img =
+                diskformat::open(file.clone(), &diskformat::Limits::default()).expect("qcow2");
+            let before = file.bytes_read();
+            inspect(Arc::new(OwnedGuest(img)), &InspectOptions::default()).expect("inspection");
+            println!(
+                "  qcow2 file bytes read by the inspection: {} ({:.2} MiB)",
+                file.bytes_read() - before,
+                (file.bytes_read() - before) as f64 / MIB as f64
+            );
+            std::fs::remove_file(&q).ok();
+        }
         std::fs::remove_file(&disk).ok();
     }
 
