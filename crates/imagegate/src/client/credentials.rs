@@ -1,0 +1,552 @@
+//! Where the client finds its key, region and endpoint: flags first, then the
+//! environment variables every Tencent tool reads, then tccli's profile files.
+//!
+//! The rules follow tccli 3.1.189.1 (`tccli/action_caller.py`,
+//! `parse_global_arg`), so that a user who already set up tccli needs nothing
+//! more:
+//! - the profile is `--profile`, else `TCCLI_PROFILE`, else `default`;
+//! - `~/.tccli/<profile>.credential` is a JSON object with `secretId`,
+//!   `secretKey` and optionally `token`;
+//! - `~/.tccli/<profile>.configure` is a JSON object whose `_sys_param` holds
+//!   `region` and `language` (files written before tccli 3.0.30 keep them at
+//!   the top level), and whose `cvm.endpoint` names the endpoint;
+//! - `TENCENTCLOUD_SECRET_ID` + `TENCENTCLOUD_SECRET_KEY` (+
+//!   `TENCENTCLOUD_TOKEN`) and `TENCENTCLOUD_REGION` override the files, but
+//!   only when no profile was named explicitly: naming a profile means "use
+//!   that one".
+//!
+//! Everything is read through [`Sources`] so tests can give a temporary home
+//! and a fake environment without touching the process's own.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The real cloud endpoint, used when neither a flag nor the profile names one.
+pub const DEFAULT_ENDPOINT: &str = "https://cvm.tencentcloudapi.com";
+
+/// What the user asked for on the command line (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct Requested {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub secret_id: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+/// The environment and the home folder, injectable for tests.
+pub struct Sources<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// None when the home folder is unknown: profile files are then skipped.
+    pub home: Option<PathBuf>,
+}
+
+impl Sources<'static> {
+    /// The process environment and `$HOME`.
+    pub fn process() -> Self {
+        fn env(name: &str) -> Option<String> {
+            std::env::var(name).ok()
+        }
+        Sources {
+            env: &env,
+            home: std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+/// A resolved key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub secret_id: String,
+    pub secret_key: String,
+    /// STS token, sent as `X-TC-Token` (not signed, as in the SDKs).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The key must never reach a log or an error message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &"<redacted>")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Everything a request needs besides its action and parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub endpoint: String,
+    pub region: String,
+    /// `en-US` unless the profile says otherwise.
+    pub language: String,
+    pub credentials: Credentials,
+    /// The profile whose files were consulted (for messages).
+    pub profile: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CredentialError {
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path} is not a JSON object: {reason}")]
+    NotJson { path: String, reason: String },
+    #[error("{path}: `{key}` must be a string")]
+    WrongType { path: String, key: String },
+    #[error(
+        "no credentials: set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, \
+         or run `tccli configure --profile {profile}` (writes {path}), \
+         or pass --secret-id/--secret-key"
+    )]
+    Missing { profile: String, path: String },
+    #[error("--secret-id and --secret-key must be given together")]
+    HalfFlag,
+    #[error(
+        "no region: pass --region, set TENCENTCLOUD_REGION, \
+         or run `tccli configure set region ap-guangzhou --profile {profile}`"
+    )]
+    NoRegion { profile: String },
+    #[error("language `{0}` in the profile is not zh-CN or en-US")]
+    BadLanguage(String),
+}
+
+/// One tccli profile file: absent, or a JSON object.
+fn read_profile_file(
+    path: &Path,
+) -> Result<Option<serde_json::Map<String, Value>>, CredentialError> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(CredentialError::Unreadable {
+                path: shown,
+                reason: e.to_string(),
+            })
+        }
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        Ok(_) => Err(CredentialError::NotJson {
+            path: shown,
+            reason: "the top level is not an object".into(),
+        }),
+        Err(e) => Err(CredentialError::NotJson {
+            path: shown,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A string member, `None` when absent, null or empty (tccli writes "" for
+/// keys the user skipped in `tccli configure`).
+fn string_at(
+    obj: Option<&serde_json::Map<String, Value>>,
+    key: &str,
+    path: &Path,
+) -> Result<Option<String>, CredentialError> {
+    match obj.and_then(|o| o.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(CredentialError::WrongType {
+            path: path.display().to_string(),
+            key: key.to_string(),
+        }),
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// tccli stores bare host names (`cvm.tencentcloudapi.com`), which it calls
+/// over HTTPS; a value with a scheme is taken as it is.
+fn endpoint_url(raw: &str) -> String {
+    let raw = raw.trim().trim_end_matches('/');
+    if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("https://{raw}")
+    }
+}
+
+/// Resolve the settings for one run.
+pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, CredentialError> {
+    let env = |k: &str| non_empty((src.env)(k));
+    let explicit_profile = non_empty(req.profile.clone());
+    let profile = explicit_profile
+        .clone()
+        .or_else(|| env("TCCLI_PROFILE"))
+        .unwrap_or_else(|| "default".to_string());
+    let dir = src.home.as_ref().map(|h| h.join(".tccli"));
+    let cred_path = dir
+        .as_ref()
+        .map(|d| d.join(format!("{profile}.credential")));
+    let conf_path = dir.as_ref().map(|d| d.join(format!("{profile}.configure")));
+
+    let cred_file = match &cred_path {
+        Some(p) => read_profile_file(p)?,
+        None => None,
+    };
+    let conf_file = match &conf_path {
+        Some(p) => read_profile_file(p)?,
+        None => None,
+    };
+    let none = PathBuf::new();
+    let cred_p = cred_path.as_deref().unwrap_or(&none);
+    let conf_p = conf_path.as_deref().unwrap_or(&none);
+    let sys = conf_file
+        .as_ref()
+        .and_then(|c| c.get("_sys_param"))
+        .and_then(Value::as_object);
+    let conf_string = |key: &str| -> Result<Option<String>, CredentialError> {
+        Ok(string_at(sys, key, conf_p)?.or(string_at(conf_file.as_ref(), key, conf_p)?))
+    };
+
+    // Credentials: both flags, else the environment (unless a profile was
+    // named), else the profile's file.
+    let flag_id = non_empty(req.secret_id.clone());
+    let flag_key = non_empty(req.secret_key.clone());
+    let credentials = match (flag_id, flag_key) {
+        (Some(secret_id), Some(secret_key)) => Credentials {
+            secret_id,
+            secret_key,
+            token: env("TENCENTCLOUD_TOKEN"),
+        },
+        (Some(_), None) | (None, Some(_)) => return Err(CredentialError::HalfFlag),
+        (None, None) => {
+            let from_env = match (
+                explicit_profile.is_none(),
+                env("TENCENTCLOUD_SECRET_ID"),
+                env("TENCENTCLOUD_SECRET_KEY"),
+            ) {
+                (true, Some(secret_id), Some(secret_key)) => Some(Credentials {
+                    secret_id,
+                    secret_key,
+                    token: env("TENCENTCLOUD_TOKEN"),
+                }),
+                _ => None,
+            };
+            match from_env {
+                Some(c) => c,
+                None => {
+                    let id = string_at(cred_file.as_ref(), "secretId", cred_p)?;
+                    let key = string_at(cred_file.as_ref(), "secretKey", cred_p)?;
+                    match (id, key) {
+                        (Some(secret_id), Some(secret_key)) => Credentials {
+                            secret_id,
+                            secret_key,
+                            token: string_at(cred_file.as_ref(), "token", cred_p)?,
+                        },
+                        _ => {
+                            return Err(CredentialError::Missing {
+                                path: cred_path
+                                    .as_ref()
+                                    .map(|p| p.display().to_string())
+                                    .unwrap_or_else(|| format!("~/.tccli/{profile}.credential")),
+                                profile,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    let region_env = if explicit_profile.is_none() {
+        env("TENCENTCLOUD_REGION")
+    } else {
+        None
+    };
+    let region = match non_empty(req.region.clone())
+        .or(region_env)
+        .or(conf_string("region")?)
+    {
+        Some(r) => r,
+        None => return Err(CredentialError::NoRegion { profile }),
+    };
+
+    let language = match conf_string("language")? {
+        None => "en-US".to_string(),
+        Some(l) if l == "en-US" || l == "zh-CN" => l,
+        Some(other) => return Err(CredentialError::BadLanguage(other)),
+    };
+
+    let conf_endpoint = conf_file
+        .as_ref()
+        .and_then(|c| c.get("cvm"))
+        .and_then(Value::as_object);
+    let endpoint = match non_empty(req.endpoint.clone()) {
+        Some(e) => endpoint_url(&e),
+        None => match string_at(conf_endpoint, "endpoint", conf_p)? {
+            Some(e) => endpoint_url(&e),
+            None => DEFAULT_ENDPOINT.to_string(),
+        },
+    };
+
+    Ok(Settings {
+        endpoint,
+        region,
+        language,
+        credentials,
+        profile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Home {
+        dir: tempfile::TempDir,
+    }
+
+    impl Home {
+        fn new() -> Self {
+            Home {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn write(&self, name: &str, text: &str) {
+            let d = self.dir.path().join(".tccli");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(name), text).unwrap();
+        }
+        fn resolve(
+            &self,
+            req: &Requested,
+            env: &[(&str, &str)],
+        ) -> Result<Settings, CredentialError> {
+            let map: HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let get = move |k: &str| map.get(k).cloned();
+            resolve(
+                req,
+                &Sources {
+                    env: &get,
+                    home: Some(self.dir.path().to_path_buf()),
+                },
+            )
+        }
+    }
+
+    // As `tccli configure` 3.1.189.1 writes them (abridged to the keys read).
+    const CRED: &str = r#"{"secretId": "AKIDfile", "secretKey": "filekey"}"#;
+    const CONF: &str = r#"{"_sys_param": {"region": "ap-shanghai", "output": "json", "language": "zh-CN"},
+        "cvm": {"endpoint": "cvm.tencentcloudapi.com", "version": "2017-03-12"}}"#;
+
+    #[test]
+    fn default_profile_files() {
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        home.write("default.configure", CONF);
+        let s = home.resolve(&Requested::default(), &[]).unwrap();
+        assert_eq!(s.credentials.secret_id, "AKIDfile");
+        assert_eq!(s.credentials.secret_key, "filekey");
+        assert_eq!(s.credentials.token, None);
+        assert_eq!(s.region, "ap-shanghai");
+        assert_eq!(s.language, "zh-CN");
+        assert_eq!(s.endpoint, "https://cvm.tencentcloudapi.com");
+        assert_eq!(s.profile, "default");
+    }
+
+    #[test]
+    fn environment_beats_default_profile() {
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        home.write("default.configure", CONF);
+        let s = home
+            .resolve(
+                &Requested::default(),
+                &[
+                    ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
+                    ("TENCENTCLOUD_SECRET_KEY", "envkey"),
+                    ("TENCENTCLOUD_TOKEN", "tok"),
+                    ("TENCENTCLOUD_REGION", "ap-beijing"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(s.credentials.secret_id, "AKIDenv");
+        assert_eq!(s.credentials.token.as_deref(), Some("tok"));
+        assert_eq!(s.region, "ap-beijing");
+    }
+
+    #[test]
+    fn half_environment_is_ignored() {
+        // tccli needs both variables; one alone falls back to the file.
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        let s = home
+            .resolve(
+                &Requested {
+                    region: Some("ap-guangzhou".into()),
+                    ..Default::default()
+                },
+                &[("TENCENTCLOUD_SECRET_ID", "AKIDenv")],
+            )
+            .unwrap();
+        assert_eq!(s.credentials.secret_id, "AKIDfile");
+    }
+
+    #[test]
+    fn named_profile_beats_environment() {
+        let home = Home::new();
+        home.write(
+            "work.credential",
+            r#"{"secretId": "AKIDwork", "secretKey": "k", "token": "t"}"#,
+        );
+        home.write(
+            "work.configure",
+            r#"{"_sys_param": {"region": "ap-tokyo"}, "cvm": {"endpoint": "http://127.0.0.1:9000/"}}"#,
+        );
+        let env = [
+            ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
+            ("TENCENTCLOUD_SECRET_KEY", "envkey"),
+            ("TENCENTCLOUD_REGION", "ap-beijing"),
+        ];
+        let s = home
+            .resolve(
+                &Requested {
+                    profile: Some("work".into()),
+                    ..Default::default()
+                },
+                &env,
+            )
+            .unwrap();
+        assert_eq!(s.credentials.secret_id, "AKIDwork");
+        assert_eq!(s.credentials.token.as_deref(), Some("t"));
+        assert_eq!(s.region, "ap-tokyo");
+        assert_eq!(s.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(s.language, "en-US");
+
+        // TCCLI_PROFILE chooses the files but is not "explicit": the
+        // environment's key still wins, as in tccli.
+        home.write("work.credential", CRED);
+        let mut env2 = env.to_vec();
+        env2.push(("TCCLI_PROFILE", "work"));
+        let s = home.resolve(&Requested::default(), &env2).unwrap();
+        assert_eq!(s.profile, "work");
+        assert_eq!(s.credentials.secret_id, "AKIDenv");
+        assert_eq!(s.region, "ap-beijing");
+    }
+
+    #[test]
+    fn flags_beat_everything() {
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        home.write("default.configure", CONF);
+        let s = home
+            .resolve(
+                &Requested {
+                    endpoint: Some("127.0.0.1:9000".into()),
+                    region: Some("ap-guangzhou".into()),
+                    secret_id: Some("AKIDflag".into()),
+                    secret_key: Some("flagkey".into()),
+                    profile: None,
+                },
+                &[
+                    ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
+                    ("TENCENTCLOUD_SECRET_KEY", "envkey"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(s.credentials.secret_id, "AKIDflag");
+        assert_eq!(s.region, "ap-guangzhou");
+        // A bare host:port means HTTPS, as in tccli and the SDK.
+        assert_eq!(s.endpoint, "https://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn legacy_top_level_region() {
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        home.write(
+            "default.configure",
+            r#"{"region": "ap-seoul", "output": "json"}"#,
+        );
+        let s = home.resolve(&Requested::default(), &[]).unwrap();
+        assert_eq!(s.region, "ap-seoul");
+    }
+
+    #[test]
+    fn clear_errors() {
+        let home = Home::new();
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert!(matches!(err, CredentialError::Missing { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("TENCENTCLOUD_SECRET_ID"), "{msg}");
+        assert!(msg.contains("default.credential"), "{msg}");
+
+        home.write("default.credential", CRED);
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert!(matches!(err, CredentialError::NoRegion { .. }), "{err}");
+
+        home.write("default.credential", "{not json");
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert!(matches!(err, CredentialError::NotJson { .. }), "{err}");
+
+        home.write("default.credential", r#"["a"]"#);
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert!(matches!(err, CredentialError::NotJson { .. }), "{err}");
+
+        home.write(
+            "default.credential",
+            r#"{"secretId": 12, "secretKey": "k"}"#,
+        );
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            CredentialError::WrongType {
+                path: home
+                    .dir
+                    .path()
+                    .join(".tccli/default.credential")
+                    .display()
+                    .to_string(),
+                key: "secretId".into()
+            }
+        );
+
+        let err = home
+            .resolve(
+                &Requested {
+                    secret_id: Some("AKID".into()),
+                    ..Default::default()
+                },
+                &[],
+            )
+            .unwrap_err();
+        assert_eq!(err, CredentialError::HalfFlag);
+
+        home.write("default.credential", CRED);
+        home.write(
+            "default.configure",
+            r#"{"_sys_param": {"region": "r", "language": "fr-FR"}}"#,
+        );
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert_eq!(err, CredentialError::BadLanguage("fr-FR".into()));
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let c = Credentials {
+            secret_id: "AKIDx".into(),
+            secret_key: "very-secret".into(),
+            token: Some("tok-secret".into()),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("tok-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("AKIDx"));
+    }
+}

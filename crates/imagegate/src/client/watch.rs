@@ -1,0 +1,341 @@
+//! Following an import to its end (`images watch`, `images import --wait`).
+//!
+//! Polls the extension action DescribeImportImageTasks for progress and, when
+//! the task says the import is over (or the server has no such action, like
+//! the real cloud), DescribeImages for the image's own state, which is the
+//! authority: NORMAL ends with exit 0, IMPORTFAILED with exit 1 and the reason.
+//! On a terminal the progress is an indicatif bar (phase, bytes, rate, ETA);
+//! otherwise one plain line each time the state, phase or percent changes.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::api::{ApiClient, CallError};
+use super::render::{failure_text, field, human_bytes, number, progress_line};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A live bar on the terminal (stdout).
+    Bar,
+    /// Plain lines, for pipes and logs.
+    Plain,
+}
+
+/// Where output goes. Tests capture both streams.
+pub struct Io<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    pub display: Display,
+}
+
+/// Give up after this many failed polls in a row (about a minute of outage
+/// at the default interval): a watch should ride out a server restart, not
+/// hang forever.
+const MAX_CONSECUTIVE_ERRORS: u32 = 30;
+
+/// Error codes meaning "this server does not know the extension action".
+fn unsupported(e: &CallError) -> bool {
+    matches!(
+        e.code(),
+        Some("InvalidAction" | "UnsupportedOperation" | "ActionOffline")
+    )
+}
+
+/// Transfer rate from successive observations of the bytes fetched.
+#[derive(Default)]
+struct RateMeter {
+    last: Option<(Instant, u64)>,
+    /// Bytes per second, smoothed so one slow poll does not swing the ETA.
+    rate: Option<f64>,
+}
+
+impl RateMeter {
+    fn observe(&mut self, at: Instant, bytes: u64) {
+        if let Some((t0, b0)) = self.last {
+            let dt = at.duration_since(t0).as_secs_f64();
+            if dt > 0.0 && bytes >= b0 {
+                let now = (bytes - b0) as f64 / dt;
+                self.rate = Some(match self.rate {
+                    Some(r) => 0.7 * r + 0.3 * now,
+                    None => now,
+                });
+            }
+        }
+        self.last = Some((at, bytes));
+    }
+}
+
+/// ", 12.0 MiB/s, ETA 1m05s" when a rate is known.
+pub fn rate_suffix(rate: Option<f64>, fetched: Option<u64>, total: Option<u64>) -> String {
+    let Some(r) = rate.filter(|r| *r >= 1.0) else {
+        return String::new();
+    };
+    let mut out = format!(", {}/s", human_bytes(r as u64));
+    if let (Some(f), Some(t)) = (fetched, total) {
+        if t > f {
+            let secs = ((t - f) as f64 / r).round() as u64;
+            out.push_str(&format!(", ETA {}m{:02}s", secs / 60, secs % 60));
+        }
+    }
+    out
+}
+
+struct Progress {
+    display: Display,
+    bar: Option<ProgressBar>,
+    last_key: Option<(String, String, u64)>,
+    meter: RateMeter,
+}
+
+impl Progress {
+    fn new(display: Display) -> Self {
+        Progress {
+            display,
+            bar: None,
+            last_key: None,
+            meter: RateMeter::default(),
+        }
+    }
+
+    fn update(&mut self, io: &mut Io<'_>, task: &Value) -> std::io::Result<()> {
+        let fetched = number(task, "BytesFetched");
+        let total = number(task, "BytesTotal");
+        if let Some(f) = fetched {
+            self.meter.observe(Instant::now(), f);
+        }
+        match self.display {
+            Display::Plain => {
+                let key = (
+                    field(task, "TaskState").to_string(),
+                    field(task, "Phase").to_string(),
+                    number(task, "Percent").unwrap_or(0),
+                );
+                if self.last_key.as_ref() != Some(&key) {
+                    let line = progress_line(task) + &rate_suffix(self.meter.rate, fetched, total);
+                    writeln!(io.out, "{line}")?;
+                    io.out.flush()?;
+                    self.last_key = Some(key);
+                }
+            }
+            Display::Bar => {
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+                    // The template is a constant: failing to parse it is a bug
+                    // caught by the unit test below, so fall back quietly.
+                    if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                });
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                if let Some(f) = fetched {
+                    bar.set_position(f);
+                }
+                let mut msg = format!("{} {}", field(task, "TaskState"), field(task, "Phase"));
+                if let Some(c) = number(task, "BytesConverted").filter(|c| *c > 0) {
+                    msg.push_str(&format!(" ({} converted)", human_bytes(c)));
+                }
+                bar.set_message(msg);
+                bar.set_prefix(field(task, "ImageId").to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+const BAR_TEMPLATE: &str =
+    "{spinner} {prefix} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
+
+/// Follow `image_id` until its import ends; returns the exit code.
+pub async fn watch(
+    client: &ApiClient,
+    image_id: &str,
+    interval: Duration,
+    io: &mut Io<'_>,
+) -> std::io::Result<i32> {
+    let mut progress = Progress::new(io.display);
+    let code = follow(client, image_id, interval, io, &mut progress).await;
+    progress.finish();
+    code
+}
+
+async fn follow(
+    client: &ApiClient,
+    image_id: &str,
+    interval: Duration,
+    io: &mut Io<'_>,
+    progress: &mut Progress,
+) -> std::io::Result<i32> {
+    let mut tasks_supported = true;
+    let mut errors = 0u32;
+    let mut last_task: Option<Value> = None;
+    loop {
+        let step = poll(client, image_id, &mut tasks_supported).await;
+        let (task, image) = match step {
+            Ok(v) => {
+                errors = 0;
+                v
+            }
+            Err(e) if e.is_transient() && errors + 1 < MAX_CONSECUTIVE_ERRORS => {
+                errors += 1;
+                if errors == 1 || io.display == Display::Plain {
+                    progress.finish();
+                    writeln!(io.err, "{e} (retrying)")?;
+                }
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+            Err(e) => {
+                progress.finish();
+                writeln!(io.err, "{e}")?;
+                return Ok(1);
+            }
+        };
+        if let Some(t) = &task {
+            progress.update(io, t)?;
+            last_task = Some(t.clone());
+        }
+        let Some(image) = image else {
+            // The task still runs; look again later.
+            tokio::time::sleep(interval).await;
+            continue;
+        };
+        match field(&image, "ImageState") {
+            "NOT_FOUND" => {
+                progress.finish();
+                writeln!(
+                    io.err,
+                    "{image_id}: no such image (deleted, or another account's)"
+                )?;
+                return Ok(1);
+            }
+            "NORMAL" => {
+                progress.finish();
+                let mut line = format!("{image_id} is NORMAL");
+                if let Some(t) = &last_task {
+                    let mut facts = Vec::new();
+                    if field(t, "SourceFormat") != "-" {
+                        facts.push(format!("from {}", field(t, "SourceFormat")));
+                    }
+                    if let Some(v) = number(t, "VirtualSize") {
+                        facts.push(format!("virtual size {}", human_bytes(v)));
+                    }
+                    if field(t, "Sha256") != "-" {
+                        facts.push(format!("sha256 {}", field(t, "Sha256")));
+                    }
+                    if !facts.is_empty() {
+                        line.push_str(&format!(" ({})", facts.join(", ")));
+                    }
+                }
+                writeln!(io.out, "{line}")?;
+                return Ok(0);
+            }
+            "IMPORTFAILED" | "CREATEFAILED" => {
+                progress.finish();
+                let t = last_task.as_ref();
+                let code = t.map(|t| field(t, "FailureCode")).unwrap_or("-");
+                if code == "-" {
+                    writeln!(
+                        io.err,
+                        "{image_id} is {}: the server gives no reason (it has no DescribeImportImageTasks); \
+                         check the image in the provider's console.",
+                        field(&image, "ImageState")
+                    )?;
+                } else {
+                    let msg = t.map(|t| field(t, "FailureMessage")).unwrap_or("-");
+                    write!(io.err, "{image_id}: {}", failure_text(code, msg))?;
+                }
+                return Ok(1);
+            }
+            _ => tokio::time::sleep(interval).await,
+        }
+    }
+}
+
+/// One poll: the task (if the server has tasks) and, when the import looks
+/// over or there is no task to tell, the image (`ImageState` `NOT_FOUND`
+/// when it does not exist).
+async fn poll(
+    client: &ApiClient,
+    image_id: &str,
+    tasks_supported: &mut bool,
+) -> Result<(Option<Value>, Option<Value>), CallError> {
+    let ids = json!({ "ImageIds": [image_id] });
+    let mut task = None;
+    if *tasks_supported {
+        match client.call("DescribeImportImageTasks", &ids).await {
+            Ok(resp) => {
+                task = resp
+                    .get("ImportImageTaskSet")
+                    .and_then(Value::as_array)
+                    .and_then(|set| set.iter().find(|t| field(t, "ImageId") == image_id))
+                    .cloned();
+            }
+            Err(e) if unsupported(&e) => *tasks_supported = false,
+            Err(e) => return Err(e),
+        }
+    }
+    let still_running = task.as_ref().is_some_and(|t| {
+        field(t, "ImageState") == "IMPORTING"
+            && matches!(field(t, "TaskState"), "QUEUED" | "RUNNING")
+    });
+    if still_running {
+        return Ok((task, None));
+    }
+    let image = match client.call("DescribeImages", &ids).await {
+        Ok(resp) => resp
+            .get("ImageSet")
+            .and_then(Value::as_array)
+            .and_then(|set| set.iter().find(|i| field(i, "ImageId") == image_id))
+            .cloned()
+            .unwrap_or_else(|| json!({ "ImageState": "NOT_FOUND" })),
+        Err(e) if e.code() == Some("InvalidImageId.NotFound") => {
+            json!({ "ImageState": "NOT_FOUND" })
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((task, Some(image)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_template_parses() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+    }
+
+    #[test]
+    fn rates_and_eta() {
+        let mut m = RateMeter::default();
+        let t0 = Instant::now();
+        m.observe(t0, 0);
+        assert_eq!(m.rate, None);
+        m.observe(t0 + Duration::from_secs(2), 20 * 1024 * 1024);
+        assert_eq!(m.rate, Some(10.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            rate_suffix(m.rate, Some(20 * 1024 * 1024), Some(1220 * 1024 * 1024)),
+            ", 10.0 MiB/s, ETA 2m00s"
+        );
+        // A counter that goes back (a restarted attempt) does not make a
+        // negative rate.
+        m.observe(t0 + Duration::from_secs(3), 0);
+        assert_eq!(m.rate, Some(10.0 * 1024.0 * 1024.0));
+        assert_eq!(rate_suffix(None, Some(1), Some(2)), "");
+        assert_eq!(rate_suffix(Some(2048.0), None, None), ", 2.0 KiB/s");
+    }
+}
