@@ -206,7 +206,7 @@ fn opensuse_subvolumes_and_compression() {
         .arg(&img)
         .arg(&mnt))
     {
-        eprintln!("skipped: cannot loop-mount btrfs here: {e}");
+        eprintln!("SKIPPED opensuse_subvolumes_and_compression: cannot loop-mount btrfs here: {e}");
         return;
     }
     let build = || -> Result<(), String> {

@@ -60,16 +60,57 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-/// Populate a fresh NTFS image through an ntfs-3g mount. Err(reason) when
+/// Populate a fresh NTFS image through ntfs-3g (FUSE). ntfs-3g runs in the
+/// foreground as a child process, so that waiting for it after `fusermount
+/// -u` guarantees every write has reached the image file. Err(reason) when
 /// FUSE is not usable here.
 fn populate(img: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), String> {
     let mnt = img.with_extension("mnt");
     std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-    run(Command::new("ntfs-3g").arg(img).arg(&mnt))?;
+    let mnt = mnt.canonicalize().map_err(|e| e.to_string())?;
+    let log = img.with_extension("ntfs-3g.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut child = Command::new("ntfs-3g")
+        .args(["-o", "no_detach"])
+        .arg(img)
+        .arg(&mnt)
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let why = || std::fs::read_to_string(&log).unwrap_or_default();
+    let target = mnt.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("ntfs-3g exited ({status}): {}", why().trim()));
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("ntfs-3g did not mount within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let res = fill(&mnt);
     let um = run(Command::new("fusermount").arg("-u").arg(&mnt));
+    if um.is_err() {
+        let _ = child.kill();
+    }
+    let exit = child.wait().map_err(|e| e.to_string())?;
     res.map_err(|e| e.to_string())?;
-    um
+    um?;
+    if !exit.success() {
+        return Err(format!("ntfs-3g exited ({exit}): {}", why().trim()));
+    }
+    Ok(())
 }
 
 fn mkntfs(img: &Path, mib: u64) {
@@ -127,7 +168,7 @@ fn fixture() -> Option<&'static Fixture> {
                 _dir: dir,
             }),
             Err(e) => {
-                eprintln!("skipped: cannot populate NTFS through ntfs-3g/FUSE here: {e}");
+                eprintln!("SKIPPED: cannot populate NTFS through ntfs-3g/FUSE here: {e}");
                 None
             }
         }

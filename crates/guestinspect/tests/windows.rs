@@ -669,6 +669,59 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Populate a fresh NTFS image through ntfs-3g (FUSE). ntfs-3g runs in the
+/// foreground as a child process, so that waiting for it after `fusermount
+/// -u` guarantees every write has reached the image file. Err(reason) when
+/// FUSE is not usable here.
+fn populate(img: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), String> {
+    let mnt = img.with_extension("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    let mnt = mnt.canonicalize().map_err(|e| e.to_string())?;
+    let log = img.with_extension("ntfs-3g.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut child = Command::new("ntfs-3g")
+        .args(["-o", "no_detach"])
+        .arg(img)
+        .arg(&mnt)
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let why = || std::fs::read_to_string(&log).unwrap_or_default();
+    let target = mnt.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("ntfs-3g exited ({status}): {}", why().trim()));
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("ntfs-3g did not mount within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let res = fill(&mnt);
+    let um = run(Command::new("fusermount").arg("-u").arg(&mnt));
+    if um.is_err() {
+        let _ = child.kill();
+    }
+    let exit = child.wait().map_err(|e| e.to_string())?;
+    res.map_err(|e| e.to_string())?;
+    um?;
+    if !exit.success() {
+        return Err(format!("ntfs-3g exited ({exit}): {}", why().trim()));
+    }
+    Ok(())
+}
+
 #[test]
 fn windows_server_on_ntfs() {
     if !tools("windows_server_on_ntfs") {
@@ -684,12 +737,6 @@ fn windows_server_on_ntfs() {
         .args(["-F", "-f", "-q", "-s", "512", "-c", "4096"])
         .arg(&img))
     .unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    if let Err(e) = run(Command::new("ntfs-3g").arg(&img).arg(&mnt)) {
-        eprintln!("skipped: cannot mount NTFS through ntfs-3g/FUSE here: {e}");
-        return;
-    }
     let fill = |m: &Path| -> std::io::Result<()> {
         // Windows' own capitalisation; inspection asks in another.
         let sys = m.join("Windows/System32");
@@ -702,10 +749,12 @@ fn windows_server_on_ntfs() {
         std::fs::write(sys.join("drivers/netkvm.sys"), b"MZ")?;
         std::fs::create_dir_all(m.join("Program Files/Cloudbase Solutions/Cloudbase-Init/conf"))
     };
-    let res = fill(&mnt);
-    let um = run(Command::new("fusermount").arg("-u").arg(&mnt));
-    res.unwrap();
-    um.unwrap();
+    if let Err(e) = populate(&img, fill) {
+        eprintln!(
+            "SKIPPED windows_server_on_ntfs: cannot populate NTFS through ntfs-3g/FUSE here: {e}"
+        );
+        return;
+    }
 
     let src: Arc<dyn ReadAt> = Arc::new(diskformat::source::FileSource::open(&img).unwrap());
     let len = src.len();

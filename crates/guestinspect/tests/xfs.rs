@@ -382,7 +382,7 @@ fn btree_fork_sparse_file() {
         return;
     }
     if !have("mount") {
-        eprintln!("skipped: no mount(8)");
+        eprintln!("SKIPPED btree_fork_sparse_file: no mount(8)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -402,7 +402,7 @@ fn btree_fork_sparse_file() {
         .unwrap();
     if !out.status.success() {
         eprintln!(
-            "skipped: cannot loop-mount XFS here: {}",
+            "SKIPPED btree_fork_sparse_file: cannot loop-mount XFS here: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
         return;
