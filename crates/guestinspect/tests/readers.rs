@@ -98,6 +98,15 @@ fn ext4_htree_directories_and_inline_data() {
         )
         .unwrap();
     }
+    // Past i_block's 60 bytes, inline data continues in the inode's
+    // "system.data" attribute (a 100-byte file); a 2-entry directory fits
+    // i_block (mke2fs -d gives larger directories blocks).
+    std::fs::write(root.join("data/medium.txt"), patterned(100, 9)).unwrap();
+    let sd = root.join("data/small-dir");
+    std::fs::create_dir_all(&sd).unwrap();
+    for n in ["a1", "b2"] {
+        std::fs::write(sd.join(n), n).unwrap();
+    }
     let img = dir.path().join("ext4.img");
     sparse_file(&img, 32 * MIB);
     mkfs_ext4(
@@ -140,7 +149,25 @@ fn ext4_htree_directories_and_inline_data() {
         b"2999\n"
     );
     // Small files and directories live inline in the inode.
+    for p in ["/data/small.txt", "/data/medium.txt", "/data/small-dir"] {
+        let st = debugfs(&img, &format!("stat {p}"), false);
+        assert!(
+            st.contains("Size of inline data"),
+            "{p} is not inline: {st}"
+        );
+    }
     assert_eq!(read_all(&*fs, "/data/small.txt"), b"tiny\n");
+    assert_eq!(read_all(&*fs, "/data/medium.txt"), patterned(100, 9));
+    let sd = path::resolve(&*fs, "/data/small-dir", true).unwrap();
+    let mut names: Vec<Vec<u8>> = fs
+        .read_dir(sd, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, [b"a1", b"b2"]);
+    assert_eq!(read_all(&*fs, "/data/small-dir/b2"), b"b2");
     assert_eq!(
         read_all(&*fs, "/data/big.bin"),
         std::fs::read(root.join("data/big.bin")).unwrap()

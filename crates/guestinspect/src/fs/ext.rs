@@ -65,6 +65,9 @@ struct Inode {
     block: [u8; 60],
     blocks_lo: u32,
     file_acl: u64,
+    /// Inline data past the first 60 bytes: the in-inode extended
+    /// attribute "system.data" (empty unless the inode has inline data).
+    inline_tail: Vec<u8>,
 }
 
 impl Inode {
@@ -288,17 +291,24 @@ impl ExtFs {
             .ok_or_else(|| corrupt("inode table address overflows"))?;
         let b = self.block(blk, "inode table")?;
         let o = (byte % self.block_size) as usize;
-        let raw = &b[o..o + 128];
+        let raw = &b[o..o + self.inode_size as usize];
         let mut block = [0u8; 60];
         block.copy_from_slice(&raw[0x28..0x28 + 60]);
         let size = u64::from(le32(raw, 4)) | (u64::from(le32(raw, 0x6c)) << 32);
+        let flags = le32(raw, 0x20);
+        let inline_tail = if flags & FLAG_INLINE_DATA != 0 {
+            inline_xattr(raw)?
+        } else {
+            Vec::new()
+        };
         Ok(Inode {
             mode: le16(raw, 0),
             size,
-            flags: le32(raw, 0x20),
+            flags,
             block,
             blocks_lo: le32(raw, 0x1c),
             file_acl: u64::from(le32(raw, 0x68)) | (u64::from(le16(raw, 0x76)) << 32),
+            inline_tail,
         })
     }
 
@@ -404,13 +414,14 @@ impl ExtFs {
         }
         let want = ((ino.size - offset).min(buf.len() as u64)) as usize;
         if ino.flags & FLAG_INLINE_DATA != 0 {
-            // The first 60 bytes live in i_block; more would be in an
-            // extended attribute, which is not read.
+            // The first 60 bytes live in i_block, the rest in the in-inode
+            // "system.data" attribute.
+            let data: Vec<u8> = ino.block.iter().chain(&ino.inline_tail).copied().collect();
             let end = offset + want as u64;
-            if end > 60 {
-                return Err(FsError::Unsupported("inline data beyond 60 bytes".into()));
-            }
-            buf[..want].copy_from_slice(&ino.block[offset as usize..end as usize]);
+            let src = data
+                .get(offset as usize..end as usize)
+                .ok_or_else(|| corrupt("inline data shorter than the file size"))?;
+            buf[..want].copy_from_slice(src);
             return Ok(want);
         }
         let bs = self.block_size;
@@ -447,6 +458,48 @@ impl ExtFs {
         };
         ino.blocks_lo == acl_blocks
     }
+}
+
+/// The value of the in-inode extended attribute "system.data" (index 7,
+/// name "data"), which holds inline data beyond i_block's 60 bytes. Every
+/// offset is checked against the inode's own bytes.
+fn inline_xattr(raw: &[u8]) -> Result<Vec<u8>, FsError> {
+    const XATTR_MAGIC: u32 = 0xea02_0000;
+    if raw.len() <= 128 {
+        return Ok(Vec::new());
+    }
+    let extra = usize::from(le16(raw, 0x80));
+    let start = 128 + extra;
+    if start + 4 > raw.len() || le32(raw, start) != XATTR_MAGIC {
+        return Ok(Vec::new());
+    }
+    // Entries follow the magic; value offsets count from the first entry.
+    let first = start + 4;
+    let mut pos = first;
+    while pos + 16 <= raw.len() {
+        if le32(raw, pos) == 0 {
+            break;
+        }
+        let name_len = usize::from(raw[pos]);
+        let index = raw[pos + 1];
+        let value_offs = usize::from(le16(raw, pos + 2));
+        let value_inum = le32(raw, pos + 4);
+        let value_size = le32(raw, pos + 8) as usize;
+        let name = raw
+            .get(pos + 16..pos + 16 + name_len)
+            .ok_or_else(|| corrupt("extended attribute name overruns the inode"))?;
+        if index == 7 && name == b"data" {
+            if value_inum != 0 {
+                return Err(FsError::Unsupported("inline data in an EA inode".into()));
+            }
+            return raw
+                .get(first + value_offs..first + value_offs + value_size)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| corrupt("inline data attribute overruns the inode"));
+        }
+        pos += (16 + name_len).div_ceil(4) * 4;
+    }
+    Ok(Vec::new())
 }
 
 /// Parse the entries of one directory block (or inline area) into `out`.
@@ -532,13 +585,12 @@ impl Filesystem for ExtFs {
         let filetype = self.incompat & INCOMPAT_FILETYPE != 0;
         let mut out = Vec::new();
         if ino.flags & FLAG_INLINE_DATA != 0 {
-            // 4 bytes of parent inode, then entries in the rest of i_block.
-            if ino.size > 60 {
-                return Err(FsError::Unsupported(
-                    "inline directory beyond 60 bytes".into(),
-                ));
-            }
+            // 4 bytes of parent inode, then entries in the rest of i_block,
+            // then more entries in the "system.data" attribute.
             parse_dir_block(&ino.block[4..], filetype, &mut out, limit)?;
+            if ino.size > 60 {
+                parse_dir_block(&ino.inline_tail, filetype, &mut out, limit)?;
+            }
             return Ok(out);
         }
         if ino.size > MAX_DIR_BYTES {
@@ -580,5 +632,78 @@ impl Filesystem for ExtFs {
         let n = self.read_inode_data(&ino, 0, &mut buf)?;
         buf.truncate(n);
         Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 256-byte inode body with an in-inode xattr area holding `value`
+    /// as "system.data" at value offset `offs`.
+    fn inode_with_xattr(offs: u16, value: &[u8], size: u32) -> Vec<u8> {
+        let mut raw = vec![0u8; 256];
+        raw[0x80..0x82].copy_from_slice(&32u16.to_le_bytes()); // i_extra_isize
+        let start = 128 + 32;
+        raw[start..start + 4].copy_from_slice(&0xea02_0000u32.to_le_bytes());
+        let e = start + 4;
+        raw[e] = 4; // name_len
+        raw[e + 1] = 7; // system.
+        raw[e + 2..e + 4].copy_from_slice(&offs.to_le_bytes());
+        raw[e + 8..e + 12].copy_from_slice(&size.to_le_bytes());
+        raw[e + 16..e + 20].copy_from_slice(b"data");
+        let v = e + usize::from(offs);
+        if v + value.len() <= raw.len() {
+            raw[v..v + value.len()].copy_from_slice(value);
+        }
+        raw
+    }
+
+    #[test]
+    fn inline_data_attribute() {
+        let raw = inode_with_xattr(40, b"hello", 5);
+        assert_eq!(inline_xattr(&raw).unwrap(), b"hello");
+        // A value pointing past the inode is corruption, not a panic.
+        let raw = inode_with_xattr(40, b"", 4000);
+        assert!(matches!(inline_xattr(&raw), Err(FsError::Corrupt(_))));
+        let raw = inode_with_xattr(0xfff0, b"", 4);
+        assert!(matches!(inline_xattr(&raw), Err(FsError::Corrupt(_))));
+        // No magic: no attribute.
+        assert!(inline_xattr(&[0u8; 256]).unwrap().is_empty());
+        assert!(inline_xattr(&[0u8; 128]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn directory_entries_are_checked() {
+        let mut b = vec![0u8; 64];
+        b[0..4].copy_from_slice(&12u32.to_le_bytes());
+        b[4..6].copy_from_slice(&16u16.to_le_bytes());
+        b[6] = 4;
+        b[7] = 1;
+        b[8..12].copy_from_slice(b"name");
+        b[16..20].copy_from_slice(&13u32.to_le_bytes());
+        b[20..22].copy_from_slice(&48u16.to_le_bytes());
+        b[22] = 2;
+        b[24..26].copy_from_slice(b"ok");
+        let mut out = Vec::new();
+        parse_dir_block(&b, true, &mut out, 10).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(matches!(
+            parse_dir_block(&b, true, &mut Vec::new(), 1),
+            Err(FsError::Limit(_))
+        ));
+        // A record length running past the block.
+        b[20..22].copy_from_slice(&60u16.to_le_bytes());
+        assert!(matches!(
+            parse_dir_block(&b, true, &mut Vec::new(), 10),
+            Err(FsError::Corrupt(_))
+        ));
+        // A name longer than its record.
+        b[20..22].copy_from_slice(&48u16.to_le_bytes());
+        b[22] = 200;
+        assert!(matches!(
+            parse_dir_block(&b, true, &mut Vec::new(), 10),
+            Err(FsError::Corrupt(_))
+        ));
     }
 }
