@@ -59,7 +59,8 @@ impl Default for RateLimitConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+// Debug is written by hand below so that a secret key never reaches a log.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
     pub secret_id: String,
@@ -72,11 +73,24 @@ pub struct AccountConfig {
     pub image_quota: u32,
 }
 
+impl std::fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &"<redacted>")
+            .field("app_id", &self.app_id)
+            .field("uin", &self.uin)
+            .field("image_quota", &self.image_quota)
+            .finish()
+    }
+}
+
 pub fn default_image_quota() -> u32 {
     500
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+// Debug by hand: `cos_secret_key` must never be printed.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// A folder standing in for COS: object `<bucket>-<appid>/<key>`.
@@ -91,6 +105,20 @@ pub struct SourceConfig {
     pub allow_hosts: Vec<String>,
     /// Let any allowed host resolve to private/loopback/link-local addresses.
     pub allow_private_networks: bool,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("cos_root", &self.cos_root)
+            .field("cos_endpoint", &self.cos_endpoint)
+            .field("cos_access_key", &self.cos_access_key)
+            .field("cos_secret_key", &self.cos_secret_key.as_ref().map(|_| "<redacted>"))
+            .field("cos_region", &self.cos_region)
+            .field("allow_hosts", &self.allow_hosts)
+            .field("allow_private_networks", &self.allow_private_networks)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -139,7 +167,8 @@ pub struct CatalogConfig {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+// Debug by hand: `secret_key` must never be printed.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlobConfig {
     /// `s3://bucket/prefix`; default: `<data_dir>/images`.
@@ -148,6 +177,18 @@ pub struct BlobConfig {
     pub region: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for BlobConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -177,4 +218,350 @@ pub struct ImportOsEntry {
     pub platform: String,
     pub os_versions: Vec<String>,
     pub architectures: Vec<String>,
+}
+
+/// Why a configuration cannot be used. The message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: &'static str, reason: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The environment variables that override scalar keys, in the order they are
+/// applied. `IMAGEGATE_CONFIG` (the file itself) is read by the CLI.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("IMAGEGATE_LISTEN", "listen"),
+    ("IMAGEGATE_DATA_DIR", "data_dir"),
+    ("IMAGEGATE_REGIONS", "regions (comma-separated)"),
+    ("IMAGEGATE_IMPORT_REGIONS", "import_regions (comma-separated)"),
+    ("IMAGEGATE_RATE_LIMITS_ENABLED", "rate_limits.enabled (true|false)"),
+    ("IMAGEGATE_CATALOG_URL", "catalog.url"),
+    ("IMAGEGATE_BLOBS_URL", "blobs.url"),
+    ("IMAGEGATE_WORKERS_CONCURRENCY", "workers.concurrency"),
+    ("IMAGEGATE_LOG_FORMAT", "log.format (text|json)"),
+    ("IMAGEGATE_LOG_LEVEL", "log.level"),
+    ("IMAGEGATE_COS_ROOT", "source.cos_root"),
+    ("IMAGEGATE_COS_ENDPOINT", "source.cos_endpoint"),
+];
+
+/// Architectures ImportImage accepts (as given on the wire).
+pub const ARCHITECTURES: &[&str] = &["x86_64", "i386", "arm_64"];
+
+impl Config {
+    /// Reads a TOML file; `None` gives the defaults.
+    pub fn from_file(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies `IMAGEGATE_*` overrides. `get` is the environment (a closure so
+    /// that tests need not touch the process environment).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn list(v: &str) -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        }
+        if let Some(v) = get("IMAGEGATE_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("IMAGEGATE_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("IMAGEGATE_REGIONS") {
+            self.regions = list(&v);
+        }
+        if let Some(v) = get("IMAGEGATE_IMPORT_REGIONS") {
+            self.import_regions = Some(list(&v));
+        }
+        if let Some(v) = get("IMAGEGATE_RATE_LIMITS_ENABLED") {
+            self.rate_limits.enabled = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "IMAGEGATE_RATE_LIMITS_ENABLED",
+                        reason: format!("expected true or false, got {v:?}"),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("IMAGEGATE_CATALOG_URL") {
+            self.catalog.url = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = get("IMAGEGATE_BLOBS_URL") {
+            self.blobs.url = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = get("IMAGEGATE_WORKERS_CONCURRENCY") {
+            self.workers.concurrency = v.trim().parse().map_err(|_| ConfigError::Env {
+                var: "IMAGEGATE_WORKERS_CONCURRENCY",
+                reason: format!("expected a number, got {v:?}"),
+            })?;
+        }
+        if let Some(v) = get("IMAGEGATE_LOG_FORMAT") {
+            self.log.format = v;
+        }
+        if let Some(v) = get("IMAGEGATE_LOG_LEVEL") {
+            self.log.level = v;
+        }
+        if let Some(v) = get("IMAGEGATE_COS_ROOT") {
+            self.source.cos_root = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = get("IMAGEGATE_COS_ENDPOINT") {
+            self.source.cos_endpoint = Some(v).filter(|s| !s.is_empty());
+        }
+        Ok(())
+    }
+
+    /// Regions that may import: `import_regions`, or every served region.
+    pub fn effective_import_regions(&self) -> &[String] {
+        self.import_regions.as_deref().unwrap_or(&self.regions)
+    }
+
+    /// Checks everything that can be checked without touching the network or
+    /// the disk, so a bad file fails at start, not on the first request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen",
+                format!("{:?} is not an IP:port address", self.listen),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.regions.is_empty() {
+            return Err(invalid("regions", "at least one region must be served"));
+        }
+        for r in &self.regions {
+            if !is_region_name(r) {
+                return Err(invalid("regions", format!("{r:?} is not a region name")));
+            }
+        }
+        if let Some(import) = &self.import_regions {
+            for r in import {
+                if !self.regions.contains(r) {
+                    return Err(invalid(
+                        "import_regions",
+                        format!("{r:?} is not in `regions`"),
+                    ));
+                }
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            if a.secret_id.is_empty() || !a.secret_id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(key("secret_id"), "must be non-empty printable ASCII"));
+            }
+            if !ids.insert(a.secret_id.as_str()) {
+                return Err(invalid(key("secret_id"), "appears twice"));
+            }
+            if a.secret_key.is_empty() {
+                return Err(invalid(key("secret_key"), "must not be empty"));
+            }
+            if a.uin.is_empty() || a.uin.len() > 20 || !a.uin.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(key("uin"), "must be 1 to 20 decimal digits"));
+            }
+            if a.app_id == 0 {
+                return Err(invalid(key("app_id"), "must be a positive number"));
+            }
+        }
+        if let Some(url) = &self.source.cos_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "source.cos_endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.source.cos_endpoint.is_some()
+            && (self.source.cos_access_key.is_none() != self.source.cos_secret_key.is_none())
+        {
+            return Err(invalid(
+                "source.cos_access_key",
+                "cos_access_key and cos_secret_key go together",
+            ));
+        }
+        for h in &self.source.allow_hosts {
+            if h.is_empty() || h.contains('/') || h.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "source.allow_hosts",
+                    format!("{h:?} is not a host name"),
+                ));
+            }
+        }
+        if let Some(url) = &self.catalog.url {
+            let ok = url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:");
+            if !ok {
+                return Err(invalid(
+                    "catalog.url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ));
+            }
+        }
+        if let Some(url) = &self.blobs.url {
+            if !url.starts_with("s3://") {
+                return Err(invalid("blobs.url", "must be an s3://bucket/prefix URL"));
+            }
+        }
+        if self.workers.concurrency == 0 {
+            return Err(invalid("workers.concurrency", "must be at least 1"));
+        }
+        if self.workers.lease_seconds == 0 {
+            return Err(invalid("workers.lease_seconds", "must be at least 1"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        if let Some(list) = &self.import_os {
+            if list.is_empty() {
+                return Err(invalid("import_os", "must list at least one OS"));
+            }
+            let mut names = std::collections::HashSet::new();
+            for (i, e) in list.iter().enumerate() {
+                let key = |k: &str| format!("import_os[{i}].{k}");
+                if e.os_name.trim().is_empty() {
+                    return Err(invalid(key("os_name"), "must not be empty"));
+                }
+                if !names.insert(e.os_name.to_ascii_lowercase()) {
+                    return Err(invalid(key("os_name"), "appears twice"));
+                }
+                if !matches!(e.platform.as_str(), "Linux" | "Windows") {
+                    return Err(invalid(key("platform"), "must be \"Linux\" or \"Windows\""));
+                }
+                if e.os_versions.is_empty() {
+                    return Err(invalid(key("os_versions"), "must list at least one version"));
+                }
+                if e.architectures.is_empty()
+                    || e.architectures.iter().any(|a| !ARCHITECTURES.contains(&a.as_str()))
+                {
+                    return Err(invalid(
+                        key("architectures"),
+                        "must list some of x86_64, i386, arm_64",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ap-guangzhou`, `na-siliconvalley`, `ap-shanghai-fsi`: lower-case words
+/// joined by `-`.
+fn is_region_name(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 64
+        && r.split('-').count() >= 2
+        && r.split('-')
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_parses_and_validates() {
+        let text = r#"
+listen = "127.0.0.1:9000"
+data_dir = "imagegate-data"
+regions = ["ap-guangzhou"]
+import_regions = ["ap-guangzhou"]
+[rate_limits]
+enabled = true
+[[accounts]]
+secret_id = "AKIDexample"
+secret_key = "secret"
+app_id = 1251233127
+uin = "100000000001"
+image_quota = 500
+[source]
+cos_root = "/srv/buckets"
+cos_endpoint = "http://127.0.0.1:9100"
+allow_hosts = ["127.0.0.1"]
+allow_private_networks = false
+"#;
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.accounts[0].app_id, 1251233127);
+        assert_eq!(c.effective_import_regions(), ["ap-guangzhou".to_string()]);
+        // The secret never shows in Debug output.
+        assert!(!format!("{c:?}").contains("\"secret\""));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("lissten = \"x\"").is_err());
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "IMAGEGATE_LISTEN" => Some("127.0.0.1:0".to_string()),
+            "IMAGEGATE_REGIONS" => Some("ap-guangzhou, ap-beijing".to_string()),
+            "IMAGEGATE_RATE_LIMITS_ENABLED" => Some("false".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.regions, ["ap-guangzhou", "ap-beijing"]);
+        assert!(!c.rate_limits.enabled);
+        c.validate().unwrap();
+        let bad = |k: &str| (k == "IMAGEGATE_RATE_LIMITS_ENABLED").then(|| "maybe".to_string());
+        assert!(Config::default().apply_env(bad).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let mut c = Config {
+            import_regions: Some(vec!["ap-tokyo".into()]),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("import_regions"), "{e}");
+        c.import_regions = None;
+        c.regions = vec!["Guangzhou".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("regions"));
+        c.regions = vec!["ap-guangzhou".into()];
+        c.listen = "localhost".into();
+        assert!(c.validate().unwrap_err().to_string().contains("listen"));
+    }
 }

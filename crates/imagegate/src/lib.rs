@@ -1,5 +1,12 @@
 //! imagegate: a self-hosted image service speaking Tencent Cloud's CVM image
 //! API. This crate holds the service and its command-line interface.
 
+pub mod accounts;
+pub mod api;
+pub mod blobstore;
+pub mod catalog;
 pub mod config;
+pub mod oslist;
+pub mod pipeline;
+pub mod server;
 pub mod source;

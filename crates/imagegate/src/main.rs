@@ -1,1 +1,130 @@
-fn main() {}
+//! The `imagegate` command. `serve` runs the API; further roles (`worker`,
+//! `inspect`, `images …`) are subcommands of the same binary.
+//!
+//! Configuration precedence: built-in defaults < config file (`--config` or
+//! `IMAGEGATE_CONFIG`) < `IMAGEGATE_*` environment variables < flags.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use imagegate::accounts::Bootstrap;
+use imagegate::config::Config;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "imagegate", version, about = "Self-hosted image service speaking Tencent Cloud's CVM image API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "IMAGEGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::from_file(args.config.as_deref())?;
+    config.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(l) = &args.listen {
+        config.listen = l.clone();
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries the one-time credentials and the
+    // `listening` line that harnesses wait for.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(&config);
+    let server = imagegate::server::start(config)
+        .await
+        .context("starting the server")?;
+    let mut out = std::io::stdout().lock();
+    match server.bootstrap() {
+        Bootstrap::Created(path, account) => {
+            // Shown once, on this terminal only; never logged.
+            writeln!(
+                out,
+                "Created account (stored in {}):\n  SecretId:  {}\n  SecretKey: {}\n  AppId:     {}\n  Uin:       {}",
+                path.display(),
+                account.secret_id,
+                account.secret_key,
+                account.app_id,
+                account.uin
+            )?;
+        }
+        Bootstrap::Loaded(path) => {
+            tracing::info!(file = %path.display(), "using the account stored in the data directory");
+        }
+        Bootstrap::Configured => {}
+    }
+    writeln!(out, "imagegate listening on {}", server.addr())?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(addr = %server.addr(), "serving");
+
+    tokio::select! {
+        r = shutdown_signal() => r?,
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}

@@ -652,9 +652,5 @@ impl Catalog {
 
 /// The blob key of a disk when the row does not name one.
 pub fn default_blob_key(image_id: &str, disk_index: i64) -> String {
-    if disk_index == 0 {
-        format!("{image_id}.qcow2")
-    } else {
-        format!("{image_id}-data{disk_index}.qcow2")
-    }
+    super::blob_key_for(image_id, usize::try_from(disk_index).unwrap_or(0))
 }

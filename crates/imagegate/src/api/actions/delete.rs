@@ -1,0 +1,72 @@
+//! DeleteImages: all or nothing. Every id must be well formed, the caller's
+//! and not busy (an IMPORTING image cannot be deleted); DryRun stops there.
+//! Rows, jobs and quota go in one transaction; the stored blobs after it
+//! (a blob without a row is harmless garbage, a row without a blob is not).
+
+use super::{internal, region, validate};
+use crate::api::{errors, AppState, Caller};
+use crate::catalog::{blobs, DeleteOutcome, BUSY_STATES};
+use serde_json::{json, Value};
+use tcapi::{ApiError, DeleteImages};
+
+/// Ids per call (Tencent documents no cap; this bounds the transaction).
+pub const MAX_IDS: usize = 100;
+
+pub async fn delete_images(
+    state: &AppState,
+    caller: &Caller<'_>,
+    r: &DeleteImages,
+) -> Result<Value, ApiError> {
+    let region = region(caller)?;
+    if r.image_ids.is_empty() {
+        return Err(ApiError::missing_parameter("ImageIds"));
+    }
+    if r.image_ids.len() > MAX_IDS {
+        return Err(errors::limit_exceeded("ImageIds", MAX_IDS));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(r.image_ids.len());
+    for id in &r.image_ids {
+        validate::image_id(id)?;
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    let uin = &caller.account.uin;
+    let states = state
+        .catalog
+        .image_states(uin, region, &ids)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    for id in &ids {
+        match states.get(id) {
+            None => return Err(errors::image_id_not_found(id)),
+            Some(s) if BUSY_STATES.contains(&s.as_str()) => {
+                return Err(errors::image_id_incorrect_state(id))
+            }
+            Some(_) => {}
+        }
+    }
+    if r.dry_run {
+        return Ok(json!({}));
+    }
+    let outcome = state
+        .catalog
+        .delete_images(uin, region, &ids)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    match outcome {
+        DeleteOutcome::Deleted { blob_keys } => {
+            for key in blob_keys {
+                if let Err(e) = blobs::remove_local_blob(&state.config.data_dir, &key).await {
+                    // The image is gone for the user; a leftover file is for
+                    // the operator (and a later reaper) to see.
+                    tracing::warn!(request_id = caller.request_id, blob = %key, error = %e, "blob not removed");
+                }
+            }
+            tracing::info!(request_id = caller.request_id, uin = %uin, region, images = ?ids, "images deleted");
+            Ok(json!({}))
+        }
+        DeleteOutcome::NotFound(id) => Err(errors::image_id_not_found(&id)),
+        DeleteOutcome::IncorrectState(id) => Err(errors::image_id_incorrect_state(&id)),
+    }
+}

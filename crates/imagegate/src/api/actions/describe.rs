@@ -1,0 +1,285 @@
+//! DescribeImages: the caller's images in the region, by ImageIds or by
+//! Filters (never both), newest first, paged, with the total count.
+//!
+//! Filters (different names AND, the values of one name OR; at most 10
+//! filters of at most 5 values):
+//! - `image-id`: exact ids (malformed ones are `InvalidImageId.Malformed`);
+//! - `image-type`: every image here is `PRIVATE_IMAGE`; `PUBLIC_IMAGE` and
+//!   `SHARED_IMAGE` match nothing;
+//! - `image-name`, `platform`: case-insensitive substring ("fuzzy");
+//! - `tag-key`, `tag-value`, `tag:<key>`;
+//! - `dedicated-cluster-id`, `cdc-cache-status`: documented by Tencent for
+//!   CDC clusters, which this service has none of: they match nothing.
+//!
+//! All filtering runs in SQL on indexed columns; only one page is loaded.
+
+use super::{internal, region, validate};
+use crate::api::{errors, AppState, Caller};
+use crate::catalog::{Condition, ImageQuery, ImageView};
+use serde_json::{json, Value};
+use tcapi::{ApiError, DescribeImages};
+
+pub const MAX_FILTERS: usize = 10;
+pub const MAX_FILTER_VALUES: usize = 5;
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+/// ImageIds per call (as many as one page can show).
+pub const MAX_IDS: usize = 100;
+
+pub async fn describe_images(
+    state: &AppState,
+    caller: &Caller<'_>,
+    r: &DescribeImages,
+) -> Result<Value, ApiError> {
+    let region = region(caller)?;
+    let query = build_query(r)?;
+    let (total, views) = state
+        .catalog
+        .describe_images(&caller.account.uin, region, &query)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    let set: Vec<Value> = views.iter().map(image_json).collect();
+    Ok(json!({ "TotalCount": total, "ImageSet": set }))
+}
+
+/// Turns the request into catalog conditions, applying every limit.
+pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
+    if r.image_ids.is_some() && r.filters.is_some() {
+        return Err(errors::coexist_ids_filters());
+    }
+    let mut conditions = Vec::new();
+    if let Some(ids) = &r.image_ids {
+        if ids.len() > MAX_IDS {
+            return Err(errors::limit_exceeded("ImageIds", MAX_IDS));
+        }
+        for id in ids {
+            validate::image_id(id)?;
+        }
+        conditions.push(Condition::ImageIds(ids.clone()));
+    }
+    if let Some(filters) = &r.filters {
+        if filters.len() > MAX_FILTERS {
+            return Err(errors::invalid_filter(
+                format!("Too many filters: {} given, at most {MAX_FILTERS} are allowed.", filters.len()),
+                format!("过滤条件过多：共{}个，最多允许{MAX_FILTERS}个。", filters.len()),
+            ));
+        }
+        for f in filters {
+            let name = validate::clip(&f.name, 80);
+            if f.values.len() > MAX_FILTER_VALUES {
+                return Err(errors::filter_value_limit(&name, MAX_FILTER_VALUES));
+            }
+            if f.values.is_empty() {
+                return Err(errors::invalid_filter(
+                    format!("The filter `{name}` needs at least one value."),
+                    format!("过滤条件`{name}`至少需要一个值。"),
+                ));
+            }
+            let values = f.values.clone();
+            let c = match f.name.as_str() {
+                "image-id" => {
+                    for v in &values {
+                        validate::image_id(v)?;
+                    }
+                    Condition::ImageIds(values)
+                }
+                "image-type" => {
+                    if values.iter().any(|v| v == "PRIVATE_IMAGE") {
+                        continue;
+                    }
+                    Condition::Nothing
+                }
+                "image-name" => Condition::NameContains(values),
+                "platform" => Condition::PlatformContains(values),
+                "tag-key" => Condition::TagKey(values),
+                "tag-value" => Condition::TagValue(values),
+                "dedicated-cluster-id" | "cdc-cache-status" => Condition::Nothing,
+                other => match other.strip_prefix("tag:") {
+                    Some(key) if !key.is_empty() => Condition::Tag {
+                        key: key.to_owned(),
+                        values,
+                    },
+                    _ => {
+                        return Err(errors::invalid_filter(
+                            format!("The filter name `{name}` is not supported. Use image-id, image-type, image-name, platform, tag-key, tag-value or tag:<key>."),
+                            format!("不支持过滤条件`{name}`，可用image-id、image-type、image-name、platform、tag-key、tag-value或tag:<key>。"),
+                        ))
+                    }
+                },
+            };
+            conditions.push(c);
+        }
+    }
+    let offset = r.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(errors::invalid_parameter_value(
+            format!("Offset must not be negative (got {offset})."),
+            format!("Offset不能为负数（当前为{offset}）。"),
+        ));
+    }
+    let limit = r.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(errors::invalid_parameter_value(
+            format!("Limit must be between 0 and {MAX_LIMIT} (got {limit})."),
+            format!("Limit取值范围为0到{MAX_LIMIT}（当前为{limit}）。"),
+        ));
+    }
+    if let Some(t) = &r.instance_type {
+        // Every image here runs on every instance type; only the form of the
+        // name is checked (`S5.MEDIUM2`: family, a dot, size).
+        let ok = t.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.chars().chain(b.chars()).all(|c| c.is_ascii_alphanumeric())
+        });
+        if !ok {
+            return Err(ApiError::new(
+                "InvalidInstanceType.Malformed",
+                format!("The InstanceType `{}` is malformed (expected e.g. S5.MEDIUM2).", validate::clip(t, 40)),
+                format!("实例机型`{}`格式错误（例如S5.MEDIUM2）。", validate::clip(t, 40)),
+            ));
+        }
+    }
+    Ok(ImageQuery {
+        conditions,
+        offset,
+        limit,
+    })
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` in UTC, as the API documents CreatedTime.
+pub fn iso8601(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => "1970-01-01T00:00:00Z".into(),
+    }
+}
+
+/// The Image structure, every field filled from the catalog.
+pub fn image_json(v: &ImageView) -> Value {
+    let i = &v.image;
+    let architecture = match i.architecture.as_str() {
+        "arm_64" => "arm",
+        other => other,
+    };
+    let snapshots: Vec<Value> = v
+        .disks
+        .iter()
+        .map(|d| {
+            json!({
+                "SnapshotId": d.snapshot_id,
+                "DiskUsage": d.disk_usage,
+                "DiskSize": d.size_gib,
+            })
+        })
+        .collect();
+    let tags: Vec<Value> = v
+        .tags
+        .iter()
+        .map(|(k, val)| json!({ "Key": k, "Value": val }))
+        .collect();
+    json!({
+        "ImageId": i.image_id,
+        "OsName": i.os_name,
+        "ImageType": "PRIVATE_IMAGE",
+        "CreatedTime": iso8601(i.created_at),
+        "ImageName": i.image_name,
+        "ImageDescription": i.description,
+        "ImageSize": i.image_size_gib,
+        "Architecture": architecture,
+        "ImageState": i.state,
+        "Platform": i.platform,
+        "ImageCreator": i.account_uin,
+        "ImageSource": "EXTERNAL_IMPORT",
+        "SyncPercent": null,
+        "IsSupportCloudinit": i.is_support_cloudinit,
+        "SnapshotSet": snapshots,
+        "Tags": tags,
+        "LicenseType": i.license_type,
+        "ImageFamily": i.image_family,
+        "ImageDeprecated": i.deprecated,
+        "CdcCacheStatus": null,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcapi::Filter;
+
+    fn f(name: &str, values: &[&str]) -> Filter {
+        Filter {
+            name: name.into(),
+            values: values.iter().map(|v| (*v).into()).collect(),
+        }
+    }
+
+    fn code(r: &DescribeImages) -> String {
+        build_query(r).err().map(|e| e.code.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn limits_and_codes() {
+        let both = DescribeImages {
+            image_ids: Some(vec!["img-12345678".into()]),
+            filters: Some(vec![f("image-name", &["a"])]),
+            ..Default::default()
+        };
+        assert_eq!(code(&both), "InvalidParameter.InvalidParameterCoexistImageIdsFilters");
+        let eleven = DescribeImages {
+            filters: Some((0..11).map(|_| f("image-name", &["a"])).collect()),
+            ..Default::default()
+        };
+        assert_eq!(code(&eleven), "InvalidFilter");
+        let six = DescribeImages {
+            filters: Some(vec![f("image-name", &["a", "b", "c", "d", "e", "f"])]),
+            ..Default::default()
+        };
+        assert_eq!(code(&six), "InvalidFilterValue.LimitExceeded");
+        let unknown = DescribeImages {
+            filters: Some(vec![f("image-colour", &["a"])]),
+            ..Default::default()
+        };
+        assert_eq!(code(&unknown), "InvalidFilter");
+        let bad_id = DescribeImages {
+            image_ids: Some(vec!["img-XYZ".into()]),
+            ..Default::default()
+        };
+        assert_eq!(code(&bad_id), "InvalidImageId.Malformed");
+        let big = DescribeImages {
+            limit: Some(101),
+            ..Default::default()
+        };
+        assert_eq!(code(&big), "InvalidParameterValue");
+    }
+
+    #[test]
+    fn filters_become_conditions() {
+        let r = DescribeImages {
+            filters: Some(vec![
+                f("image-type", &["PRIVATE_IMAGE", "SHARED_IMAGE"]),
+                f("tag:env", &["prod", "dev"]),
+                f("image-type", &["PUBLIC_IMAGE"]),
+            ]),
+            ..Default::default()
+        };
+        let q = build_query(&r).unwrap();
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        assert_eq!(q.offset, 0);
+        assert_eq!(
+            q.conditions,
+            vec![
+                Condition::Tag {
+                    key: "env".into(),
+                    values: vec!["prod".into(), "dev".into()]
+                },
+                Condition::Nothing
+            ]
+        );
+    }
+
+    #[test]
+    fn created_time_format() {
+        assert_eq!(iso8601(1_551_113_065_123), "2019-02-25T16:44:25Z");
+    }
+}

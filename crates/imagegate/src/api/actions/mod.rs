@@ -1,0 +1,55 @@
+//! One module per action. Each takes the typed request from tcapi, applies
+//! Tencent's synchronous rules and answers the response fields (without
+//! RequestId, which the HTTP layer adds) or an [`ApiError`].
+
+pub mod delete;
+pub mod describe;
+pub mod import;
+pub mod modify;
+pub mod os;
+pub mod quota;
+pub mod tasks;
+pub mod validate;
+
+use super::{errors, AppState, Caller};
+use serde_json::Value;
+use tcapi::{ActionRequest, ApiError};
+
+/// Runs one decoded action.
+pub async fn dispatch(
+    state: &AppState,
+    caller: &Caller<'_>,
+    request: &ActionRequest,
+) -> Result<Value, ApiError> {
+    match request {
+        ActionRequest::ImportImage(r) => import::import_image(state, caller, r).await,
+        ActionRequest::DescribeImportImageOs => Ok(os::describe_import_image_os(state)),
+        ActionRequest::DescribeImages(r) => describe::describe_images(state, caller, r).await,
+        ActionRequest::DeleteImages(r) => delete::delete_images(state, caller, r).await,
+        ActionRequest::DescribeImageQuota => quota::describe_image_quota(caller),
+        ActionRequest::ModifyImageAttribute(r) => {
+            modify::modify_image_attribute(state, caller, r).await
+        }
+        ActionRequest::DescribeImportImageTasks(r) => {
+            tasks::describe_import_image_tasks(state, caller, r).await
+        }
+        ActionRequest::CancelImportImageTask(r) => {
+            tasks::cancel_import_image_task(state, caller, r).await
+        }
+    }
+}
+
+/// The caller's region; every action but DescribeImportImageOs has one
+/// (the HTTP layer refuses the request otherwise).
+pub(crate) fn region<'a>(caller: &Caller<'a>) -> Result<&'a str, ApiError> {
+    caller
+        .region
+        .ok_or_else(|| ApiError::missing_parameter("Region"))
+}
+
+/// Logs an unexpected failure with the RequestId and answers InternalError
+/// without details (they may name files or database internals).
+pub(crate) fn internal(caller: &Caller<'_>, err: impl std::fmt::Display) -> ApiError {
+    tracing::error!(request_id = caller.request_id, error = %err, "internal error");
+    errors::internal(caller.request_id)
+}

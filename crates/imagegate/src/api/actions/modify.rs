@@ -1,0 +1,46 @@
+//! ModifyImageAttribute: rename (unique per account and region, enforced by
+//! the database), describe, set the family or the deprecation flag. An image
+//! that is still importing cannot be modified (`InvalidImageId.IncorrectState`).
+
+use super::{internal, region, validate};
+use crate::api::{errors, AppState, Caller};
+use crate::catalog::{ImageChanges, ModifyOutcome};
+use serde_json::{json, Value};
+use tcapi::{ApiError, ModifyImageAttribute};
+
+pub async fn modify_image_attribute(
+    state: &AppState,
+    caller: &Caller<'_>,
+    r: &ModifyImageAttribute,
+) -> Result<Value, ApiError> {
+    let region = region(caller)?;
+    validate::image_id(&r.image_id)?;
+    if let Some(name) = &r.image_name {
+        validate::image_name(name)?;
+    }
+    if let Some(d) = &r.image_description {
+        validate::description(d)?;
+    }
+    if let Some(f) = &r.image_family {
+        validate::image_family(f)?;
+    }
+    let changes = ImageChanges {
+        image_name: r.image_name.clone(),
+        description: r.image_description.clone(),
+        image_family: r.image_family.clone(),
+        deprecated: r.image_deprecated,
+    };
+    let outcome = state
+        .catalog
+        .modify_image(&caller.account.uin, region, &r.image_id, &changes)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    match outcome {
+        ModifyOutcome::Modified => Ok(json!({})),
+        ModifyOutcome::NotFound => Err(errors::image_id_not_found(&r.image_id)),
+        ModifyOutcome::IncorrectState => Err(errors::image_id_incorrect_state(&r.image_id)),
+        ModifyOutcome::DuplicateName => Err(errors::name_duplicate(
+            r.image_name.as_deref().unwrap_or_default(),
+        )),
+    }
+}

@@ -1,0 +1,221 @@
+//! The service's Tencent error codes, each with an English and a Chinese
+//! message that tell the caller what to fix. Codes are the reference's; the
+//! wire protocol's own codes (signatures, decoding) live in tcapi.
+
+use tcapi::ApiError;
+
+fn e(code: &'static str, en: String, zh: String) -> ApiError {
+    ApiError::new(code, en, zh)
+}
+
+pub fn unsupported_region(region: &str) -> ApiError {
+    e(
+        "UnsupportedRegion",
+        format!("The region `{region}` is not supported by this endpoint."),
+        format!("当前接入点不支持地域`{region}`。"),
+    )
+}
+
+pub fn region_cannot_import(region: &str) -> ApiError {
+    e(
+        "RegionAbilityLimit.UnsupportedToImportImage",
+        format!("The region `{region}` does not support importing images."),
+        format!("地域`{region}`不支持导入镜像。"),
+    )
+}
+
+pub fn request_limit_exceeded(action: &str, rate: u32) -> ApiError {
+    e(
+        "RequestLimitExceeded",
+        format!("Your request rate for {action} exceeds the limit of {rate} requests per second. Please retry later."),
+        format!("{action}接口请求频率超过限制（每秒{rate}次），请稍后重试。"),
+    )
+}
+
+pub fn secret_id_not_found() -> ApiError {
+    e(
+        "AuthFailure.SecretIdNotFound",
+        "The SecretId is not found, please ensure that your SecretId is correct.".into(),
+        "SecretId不存在，请输入正确的密钥。".into(),
+    )
+}
+
+pub fn token_failure() -> ApiError {
+    e(
+        "AuthFailure.TokenFailure",
+        "Temporary credentials (Token) are not issued by this endpoint; sign with a permanent SecretId/SecretKey.".into(),
+        "本服务不签发临时密钥（Token），请使用永久密钥签名。".into(),
+    )
+}
+
+pub fn os_type_unsupported(os_type: &str) -> ApiError {
+    e(
+        "InvalidImageOsType.Unsupported",
+        format!("The OsType `{os_type}` is not supported. Call DescribeImportImageOs for the supported types."),
+        format!("不支持操作系统类型`{os_type}`，请通过DescribeImportImageOs查询支持的类型。"),
+    )
+}
+
+pub fn os_version_unsupported(os_type: &str, version: &str) -> ApiError {
+    e(
+        "InvalidImageOsVersion.Unsupported",
+        format!("The OsVersion `{version}` is not supported for {os_type}. Call DescribeImportImageOs for the supported versions."),
+        format!("{os_type}不支持操作系统版本`{version}`，请通过DescribeImportImageOs查询支持的版本。"),
+    )
+}
+
+pub fn invalid_architecture(arch: &str) -> ApiError {
+    e(
+        "InvalidParameterValue",
+        format!("The Architecture `{arch}` is invalid; use x86_64, i386 or arm_64."),
+        format!("Architecture参数值`{arch}`无效，取值为x86_64、i386或arm_64。"),
+    )
+}
+
+pub fn architecture_unsupported_for_os(arch: &str, os_type: &str) -> ApiError {
+    e(
+        "InvalidParameterValue",
+        format!("The Architecture `{arch}` is not supported for {os_type}. Call DescribeImportImageOs for the supported architectures."),
+        format!("{os_type}不支持架构`{arch}`，请通过DescribeImportImageOs查询支持的架构。"),
+    )
+}
+
+pub fn too_large(param: &str, max: usize, got: usize) -> ApiError {
+    e(
+        "InvalidParameterValue.TooLarge",
+        format!("The parameter `{param}` is too long: {got} characters, at most {max} are allowed."),
+        format!("参数`{param}`过长：{got}个字符，最多允许{max}个字符。"),
+    )
+}
+
+pub fn invalid_license_type(v: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidLicenseType",
+        format!("The LicenseType `{v}` is invalid; use TencentCloud or BYOL."),
+        format!("LicenseType参数值`{v}`无效，取值为TencentCloud或BYOL。"),
+    )
+}
+
+pub fn invalid_boot_mode(v: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidBootMode",
+        format!("The BootMode `{v}` is invalid; use `Legacy BIOS` or `UEFI`."),
+        format!("BootMode参数值`{v}`无效，取值为`Legacy BIOS`或`UEFI`。"),
+    )
+}
+
+pub fn invalid_image_family(v: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidImageFamily",
+        format!("The ImageFamily `{v}` is invalid: it must be 1 to 60 characters of letters, digits, `-`, `_` or `.`, starting with a letter."),
+        format!("ImageFamily参数值`{v}`无效：须为1至60个字母、数字、`-`、`_`或`.`，且以字母开头。"),
+    )
+}
+
+pub fn invalid_parameter_value(en: String, zh: String) -> ApiError {
+    e("InvalidParameterValue", en, zh)
+}
+
+pub fn invalid_parameter(en: String, zh: String) -> ApiError {
+    e("InvalidParameter", en, zh)
+}
+
+pub fn tag_key_empty() -> ApiError {
+    e(
+        "InvalidParameterValue.TagKeyNotFound",
+        "A tag Key must not be empty.".into(),
+        "标签键不能为空。".into(),
+    )
+}
+
+pub fn url_error(url_param: &str, reason: &str) -> ApiError {
+    e(
+        "InvalidParameter.InvalidParameterUrlError",
+        format!("The `{url_param}` is invalid: {reason}."),
+        format!("参数`{url_param}`的URL无效：{reason}。"),
+    )
+}
+
+pub fn name_duplicate(name: &str) -> ApiError {
+    e(
+        "InvalidImageName.Duplicate",
+        format!("An image named `{name}` already exists in this region."),
+        format!("本地域已存在名为`{name}`的镜像。"),
+    )
+}
+
+pub fn quota_exceeded(quota: u32) -> ApiError {
+    e(
+        "ImageQuotaLimitExceeded",
+        format!("The image quota of this region ({quota}) is used up. Delete images you no longer need."),
+        format!("本地域镜像配额（{quota}个）已用完，请删除不再需要的镜像。"),
+    )
+}
+
+pub fn image_id_malformed(id: &str) -> ApiError {
+    e(
+        "InvalidImageId.Malformed",
+        format!("The ImageId `{id}` is malformed: expected `img-` followed by 8 lower-case letters or digits."),
+        format!("镜像ID`{id}`格式错误：应为`img-`加8位小写字母或数字。"),
+    )
+}
+
+pub fn image_id_not_found(id: &str) -> ApiError {
+    e(
+        "InvalidImageId.NotFound",
+        format!("The image `{id}` does not exist."),
+        format!("镜像`{id}`不存在。"),
+    )
+}
+
+pub fn image_id_incorrect_state(id: &str) -> ApiError {
+    e(
+        "InvalidImageId.IncorrectState",
+        format!("The image `{id}` is in a state that does not allow this operation (for example, it is still importing)."),
+        format!("镜像`{id}`当前状态不允许此操作（例如仍在导入中）。"),
+    )
+}
+
+pub fn coexist_ids_filters() -> ApiError {
+    e(
+        "InvalidParameter.InvalidParameterCoexistImageIdsFilters",
+        "ImageIds and Filters cannot be specified together.".into(),
+        "ImageIds和Filters不能同时指定。".into(),
+    )
+}
+
+pub fn invalid_filter(en: String, zh: String) -> ApiError {
+    e("InvalidFilter", en, zh)
+}
+
+pub fn filter_value_limit(name: &str, max: usize) -> ApiError {
+    e(
+        "InvalidFilterValue.LimitExceeded",
+        format!("The filter `{name}` has too many values; at most {max} are allowed."),
+        format!("过滤条件`{name}`的值过多，最多允许{max}个。"),
+    )
+}
+
+pub fn limit_exceeded(param: &str, max: usize) -> ApiError {
+    e(
+        "InvalidParameterValue.LimitExceeded",
+        format!("The parameter `{param}` has too many values; at most {max} are allowed."),
+        format!("参数`{param}`的取值个数超过上限{max}。"),
+    )
+}
+
+pub fn not_implemented(action: &str) -> ApiError {
+    e(
+        "UnsupportedOperation",
+        format!("{action} is not available on this server yet."),
+        format!("本服务暂不支持{action}。"),
+    )
+}
+
+pub fn internal(request_id: &str) -> ApiError {
+    e(
+        "InternalError",
+        format!("An internal error occurred; the server log has the details under RequestId {request_id}."),
+        format!("内部错误，详情见服务端日志（RequestId {request_id}）。"),
+    )
+}

@@ -1,0 +1,64 @@
+//! The API: the HTTP front (`http`), per-account rate limits (`ratelimit`),
+//! the service's error codes (`errors`) and one module per action
+//! (`actions`). The wire protocol itself is the `tcapi` crate.
+
+pub mod actions;
+pub mod errors;
+pub mod http;
+pub mod ratelimit;
+
+use crate::accounts::{Account, Accounts};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::oslist::OsList;
+use ratelimit::RateLimiter;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Everything a request needs, built once at start and shared read-only.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub accounts: Accounts,
+    pub catalog: Catalog,
+    pub oslist: OsList,
+    pub limiter: RateLimiter,
+    regions: HashSet<String>,
+    import_regions: HashSet<String>,
+}
+
+impl AppState {
+    /// `config.accounts` must already hold every account (see
+    /// [`crate::accounts::ensure_default_account`]).
+    pub fn new(config: Arc<Config>, catalog: Catalog) -> AppState {
+        let accounts = Accounts::new(&config.accounts);
+        let limiter = RateLimiter::new(config.rate_limits.enabled, accounts.len());
+        AppState {
+            oslist: OsList::from_config(config.import_os.as_deref()),
+            regions: config.regions.iter().cloned().collect(),
+            import_regions: config.effective_import_regions().iter().cloned().collect(),
+            accounts,
+            limiter,
+            catalog,
+            config,
+        }
+    }
+
+    pub fn serves_region(&self, region: &str) -> bool {
+        self.regions.contains(region)
+    }
+
+    pub fn imports_in_region(&self, region: &str) -> bool {
+        self.import_regions.contains(region)
+    }
+}
+
+/// Who is calling, where, and under which RequestId (for log lines).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub account: &'a Account,
+    /// The request's region, already checked against `regions`; `None` only
+    /// for DescribeImportImageOs, which needs none.
+    pub region: Option<&'a str>,
+    pub request_id: &'a str,
+}

@@ -1,0 +1,718 @@
+//! Image rows: the ImportImage transaction, the DescribeImages query, deletion
+//! and attribute changes. Everything is scoped by (account uin, region): an
+//! image of another account or region is simply not found.
+
+use super::{col, is_unique_violation, now_ms, random_id, Catalog, CatalogError};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AssertSqlSafe};
+use std::collections::HashMap;
+
+/// States in which an image cannot be deleted or modified (Tencent's rule;
+/// CREATING and SYNCING never occur here but are refused all the same).
+pub const BUSY_STATES: &[&str] = &["IMPORTING", "CREATING", "SYNCING"];
+
+/// Everything ImportImage writes, already validated.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub account_uin: String,
+    pub region: String,
+    pub image_name: String,
+    pub description: String,
+    /// Canonical OS name from the OS list, e.g. `CentOS`.
+    pub os_type: String,
+    pub os_version: String,
+    pub architecture: String,
+    pub platform: String,
+    pub os_name: String,
+    pub license_type: String,
+    pub boot_mode: String,
+    pub image_family: String,
+    pub force: bool,
+    pub is_support_cloudinit: bool,
+    pub tags: Vec<(String, String)>,
+    /// Source URL of each disk; index 0 is the system disk.
+    pub disk_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created { image_id: String },
+    DuplicateName,
+    QuotaExceeded,
+}
+
+/// One `images` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRow {
+    pub image_id: String,
+    pub account_uin: String,
+    pub region: String,
+    pub image_name: String,
+    pub description: String,
+    pub os_type: String,
+    pub os_version: String,
+    pub architecture: String,
+    pub platform: String,
+    pub os_name: String,
+    pub state: String,
+    pub image_size_gib: i64,
+    pub license_type: String,
+    pub boot_mode: String,
+    pub image_family: String,
+    pub deprecated: bool,
+    pub force: bool,
+    pub is_support_cloudinit: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One `image_disks` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskRow {
+    pub disk_index: i64,
+    pub disk_usage: String,
+    pub source_url: String,
+    pub size_gib: i64,
+    pub snapshot_id: String,
+    pub blob_key: Option<String>,
+}
+
+/// An image with its tags and disks, as DescribeImages shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageView {
+    pub image: ImageRow,
+    pub tags: Vec<(String, String)>,
+    pub disks: Vec<DiskRow>,
+}
+
+/// One DescribeImages condition. Conditions AND; the values of one OR.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    ImageIds(Vec<String>),
+    /// Substring match on the name, case-insensitive (ASCII).
+    NameContains(Vec<String>),
+    /// Substring match on the platform, case-insensitive (ASCII).
+    PlatformContains(Vec<String>),
+    TagKey(Vec<String>),
+    TagValue(Vec<String>),
+    Tag { key: String, values: Vec<String> },
+    /// Matches nothing (e.g. `image-type` without PRIVATE_IMAGE).
+    Nothing,
+}
+
+/// A DescribeImages page request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageQuery {
+    pub conditions: Vec<Condition>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Changes of ModifyImageAttribute; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageChanges {
+    pub image_name: Option<String>,
+    pub description: Option<String>,
+    pub image_family: Option<String>,
+    pub deprecated: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModifyOutcome {
+    Modified,
+    NotFound,
+    IncorrectState,
+    DuplicateName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Rows are gone; these blob keys should be removed from the store.
+    Deleted { blob_keys: Vec<String> },
+    NotFound(String),
+    IncorrectState(String),
+}
+
+/// Builds a query with numbered `$n` placeholders and its arguments together,
+/// so that the two can never drift apart.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<Bind>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl Sql {
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn arg(&mut self, v: impl Into<String>) -> &mut Self {
+        self.bind(Bind::Text(v.into()))
+    }
+
+    fn int(&mut self, v: i64) -> &mut Self {
+        self.bind(Bind::Int(v))
+    }
+
+    fn bind(&mut self, b: Bind) -> &mut Self {
+        self.args.push(b);
+        self.text.push('$');
+        self.text.push_str(&self.args.len().to_string());
+        self
+    }
+
+    /// `($a, $b, …)`
+    fn list(&mut self, vs: &[String]) -> &mut Self {
+        self.text.push('(');
+        for (i, v) in vs.iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.arg(v.clone());
+        }
+        self.text.push(')');
+        self
+    }
+
+    fn query(&self) -> Query<'_, Any, AnyArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(self.text.as_str()));
+        for a in &self.args {
+            q = match a {
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+/// `%value%` with LIKE's own wildcards escaped (escape char `\`), lower-cased.
+fn like_pattern(v: &str) -> String {
+    let mut p = String::with_capacity(v.len() + 2);
+    p.push('%');
+    for c in v.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+const IMAGE_COLUMNS: &str = "i.image_id, i.account_uin, i.region, i.image_name, i.description, \
+     i.os_type, i.os_version, i.architecture, i.platform, i.os_name, i.state, i.image_size_gib, \
+     i.license_type, i.boot_mode, i.image_family, i.deprecated, i.force, i.is_support_cloudinit, \
+     i.created_at, i.updated_at";
+
+fn image_from_row(r: &AnyRow) -> Result<ImageRow, sqlx::Error> {
+    Ok(ImageRow {
+        image_id: col(r, "image_id")?,
+        account_uin: col(r, "account_uin")?,
+        region: col(r, "region")?,
+        image_name: col(r, "image_name")?,
+        description: col(r, "description")?,
+        os_type: col(r, "os_type")?,
+        os_version: col(r, "os_version")?,
+        architecture: col(r, "architecture")?,
+        platform: col(r, "platform")?,
+        os_name: col(r, "os_name")?,
+        state: col(r, "state")?,
+        image_size_gib: col(r, "image_size_gib")?,
+        license_type: col(r, "license_type")?,
+        boot_mode: col(r, "boot_mode")?,
+        image_family: col(r, "image_family")?,
+        deprecated: col::<i64>(r, "deprecated")? != 0,
+        force: col::<i64>(r, "force")? != 0,
+        is_support_cloudinit: col::<i64>(r, "is_support_cloudinit")? != 0,
+        created_at: col(r, "created_at")?,
+        updated_at: col(r, "updated_at")?,
+    })
+}
+
+/// Blob key of a disk in the store: `<ImageId>.qcow2` for the system disk,
+/// `<ImageId>-<n>.qcow2` for data disk n. Fixed at import so that whatever
+/// a worker writes can always be found and removed.
+pub fn blob_key_for(image_id: &str, disk_index: usize) -> String {
+    if disk_index == 0 {
+        format!("{image_id}.qcow2")
+    } else {
+        format!("{image_id}-{disk_index}.qcow2")
+    }
+}
+
+impl Catalog {
+    /// Writes an IMPORTING image, its tags, its disks and its QUEUED job in
+    /// one transaction. The quota is taken by a conditional UPDATE whose
+    /// row count decides; a duplicate name is caught by the UNIQUE index.
+    pub async fn insert_import(
+        &self,
+        img: &NewImage,
+        quota: u32,
+    ) -> Result<InsertOutcome, CatalogError> {
+        // A fresh random id collides with an existing one very rarely; draw
+        // again then (the whole transaction is retried).
+        for _ in 0..8 {
+            let image_id = random_id("img");
+            match self.try_insert_import(img, quota, &image_id).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if is_unique_violation(&e) => {
+                    if self
+                        .name_taken(&img.account_uin, &img.region, &img.image_name, None)
+                        .await?
+                    {
+                        return Ok(InsertOutcome::DuplicateName);
+                    }
+                    // Otherwise an image or snapshot id collided: retry.
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CatalogError::IdSpaceExhausted("image"))
+    }
+
+    async fn try_insert_import(
+        &self,
+        img: &NewImage,
+        quota: u32,
+        image_id: &str,
+    ) -> Result<InsertOutcome, sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // The first statement writes, so SQLite takes its write lock now
+        // (waiting under busy_timeout) instead of failing a later upgrade.
+        sqlx::query(
+            "INSERT INTO images (image_id, account_uin, region, image_name, description, os_type, \
+             os_version, architecture, platform, os_name, state, image_size_gib, license_type, \
+             boot_mode, image_family, deprecated, force, is_support_cloudinit, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'IMPORTING', 0, $11, $12, $13, 0, $14, $15, $16, $16)",
+        )
+        .bind(image_id)
+        .bind(&img.account_uin)
+        .bind(&img.region)
+        .bind(&img.image_name)
+        .bind(&img.description)
+        .bind(&img.os_type)
+        .bind(&img.os_version)
+        .bind(&img.architecture)
+        .bind(&img.platform)
+        .bind(&img.os_name)
+        .bind(&img.license_type)
+        .bind(&img.boot_mode)
+        .bind(&img.image_family)
+        .bind(img.force as i64)
+        .bind(img.is_support_cloudinit as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+
+        sqlx::query(
+            "INSERT INTO quota_usage (account_uin, region, used) VALUES ($1, $2, 0) \
+             ON CONFLICT (account_uin, region) DO NOTHING",
+        )
+        .bind(&img.account_uin)
+        .bind(&img.region)
+        .execute(&mut *tx)
+        .await?;
+        let taken = sqlx::query(
+            "UPDATE quota_usage SET used = used + 1 \
+             WHERE account_uin = $1 AND region = $2 AND used < $3",
+        )
+        .bind(&img.account_uin)
+        .bind(&img.region)
+        .bind(i64::from(quota))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken != 1 {
+            tx.rollback().await?;
+            return Ok(InsertOutcome::QuotaExceeded);
+        }
+
+        for (key, value) in &img.tags {
+            sqlx::query("INSERT INTO image_tags (image_id, tag_key, tag_value) VALUES ($1, $2, $3)")
+                .bind(image_id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (index, url) in img.disk_urls.iter().enumerate() {
+            let usage = if index == 0 { "SYSTEM_DISK" } else { "DATA_DISK" };
+            sqlx::query(
+                "INSERT INTO image_disks (image_id, disk_index, disk_usage, source_url, size_gib, \
+                 snapshot_id, blob_key) VALUES ($1, $2, $3, $4, 0, $5, $6)",
+            )
+            .bind(image_id)
+            .bind(index as i64)
+            .bind(usage)
+            .bind(url)
+            .bind(random_id("snap"))
+            .bind(blob_key_for(image_id, index))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO import_jobs (image_id, state, phase, attempts, run_after, cancel_requested, \
+             bytes_fetched, created_at, updated_at) VALUES ($1, 'QUEUED', 'queued', 0, $2, 0, 0, $2, $2)",
+        )
+        .bind(image_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Created {
+            image_id: image_id.to_owned(),
+        })
+    }
+
+    /// Whether the account already has an image of that name in the region
+    /// (`except`: an image id to ignore, for renames).
+    pub async fn name_taken(
+        &self,
+        uin: &str,
+        region: &str,
+        name: &str,
+        except: Option<&str>,
+    ) -> Result<bool, CatalogError> {
+        let row = sqlx::query(
+            "SELECT image_id FROM images WHERE account_uin = $1 AND region = $2 AND image_name = $3",
+        )
+        .bind(uin)
+        .bind(region)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => false,
+            Some(r) => Some(col::<String>(&r, "image_id")?.as_str()) != except,
+        })
+    }
+
+    /// Images counted against the account's quota in the region.
+    pub async fn quota_used(&self, uin: &str, region: &str) -> Result<i64, CatalogError> {
+        let row = sqlx::query("SELECT used FROM quota_usage WHERE account_uin = $1 AND region = $2")
+            .bind(uin)
+            .bind(region)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => col(&r, "used")?,
+            None => 0,
+        })
+    }
+
+    /// One page of the account's images in a region, newest first, with the
+    /// total number of matches.
+    pub async fn describe_images(
+        &self,
+        uin: &str,
+        region: &str,
+        q: &ImageQuery,
+    ) -> Result<(i64, Vec<ImageView>), CatalogError> {
+        let mut filter = Sql::default();
+        filter.push(" FROM images i WHERE i.account_uin = ");
+        filter.arg(uin).push(" AND i.region = ").arg(region);
+        for c in &q.conditions {
+            match c {
+                Condition::ImageIds(ids) => {
+                    filter.push(" AND i.image_id IN ").list(ids);
+                }
+                Condition::NameContains(vs) | Condition::PlatformContains(vs) => {
+                    let column = if matches!(c, Condition::NameContains(_)) {
+                        "i.image_name"
+                    } else {
+                        "i.platform"
+                    };
+                    filter.push(" AND (");
+                    for (n, v) in vs.iter().enumerate() {
+                        if n > 0 {
+                            filter.push(" OR ");
+                        }
+                        filter
+                            .push("LOWER(")
+                            .push(column)
+                            .push(") LIKE ")
+                            .arg(like_pattern(v))
+                            .push(" ESCAPE '\\'");
+                    }
+                    filter.push(")");
+                }
+                Condition::TagKey(keys) => {
+                    filter
+                        .push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.image_id AND t.tag_key IN ")
+                        .list(keys)
+                        .push(")");
+                }
+                Condition::TagValue(values) => {
+                    filter
+                        .push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.image_id AND t.tag_value IN ")
+                        .list(values)
+                        .push(")");
+                }
+                Condition::Tag { key, values } => {
+                    filter
+                        .push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.image_id AND t.tag_key = ")
+                        .arg(key.clone())
+                        .push(" AND t.tag_value IN ")
+                        .list(values)
+                        .push(")");
+                }
+                Condition::Nothing => {
+                    filter.push(" AND 1 = 0");
+                }
+            }
+        }
+        // One round trip for the page and the total: the window count sees
+        // every match before LIMIT applies. An empty page (offset past the
+        // end) needs a separate count.
+        let mut page = Sql {
+            text: format!("SELECT {IMAGE_COLUMNS}, COUNT(*) OVER () AS total_count"),
+            args: Vec::new(),
+        };
+        page.text.push_str(&filter.text);
+        page.args.extend(filter.args.iter().cloned());
+        page.push(" ORDER BY i.created_at DESC, i.image_id DESC LIMIT ")
+            .int(q.limit.max(0))
+            .push(" OFFSET ")
+            .int(q.offset.max(0));
+        let rows = page.query().fetch_all(&self.pool).await?;
+        let total = match rows.first() {
+            Some(r) => col::<i64>(r, "total_count")?,
+            None if q.offset > 0 => {
+                let mut count = Sql {
+                    text: "SELECT COUNT(*) AS total_count".into(),
+                    args: filter.args.clone(),
+                };
+                count.text.push_str(&filter.text);
+                let r = count.query().fetch_one(&self.pool).await?;
+                col::<i64>(&r, "total_count")?
+            }
+            None => 0,
+        };
+        let images = rows
+            .iter()
+            .map(image_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let views = self.attach_details(images).await?;
+        Ok((total, views))
+    }
+
+    /// Loads tags and disks of a page of images in two queries.
+    async fn attach_details(&self, images: Vec<ImageRow>) -> Result<Vec<ImageView>, CatalogError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = images.iter().map(|i| i.image_id.clone()).collect();
+        let mut tags: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut sql = Sql::default();
+        sql.push("SELECT image_id, tag_key, tag_value FROM image_tags WHERE image_id IN ")
+            .list(&ids)
+            .push(" ORDER BY image_id, tag_key");
+        for r in sql.query().fetch_all(&self.pool).await? {
+            tags.entry(col(&r, "image_id")?)
+                .or_default()
+                .push((col(&r, "tag_key")?, col(&r, "tag_value")?));
+        }
+        let mut disks: HashMap<String, Vec<DiskRow>> = HashMap::new();
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT image_id, disk_index, disk_usage, source_url, size_gib, snapshot_id, blob_key \
+             FROM image_disks WHERE image_id IN ",
+        )
+        .list(&ids)
+        .push(" ORDER BY image_id, disk_index");
+        for r in sql.query().fetch_all(&self.pool).await? {
+            disks.entry(col(&r, "image_id")?).or_default().push(DiskRow {
+                disk_index: col(&r, "disk_index")?,
+                disk_usage: col(&r, "disk_usage")?,
+                source_url: col(&r, "source_url")?,
+                size_gib: col(&r, "size_gib")?,
+                snapshot_id: col(&r, "snapshot_id")?,
+                blob_key: col(&r, "blob_key")?,
+            });
+        }
+        Ok(images
+            .into_iter()
+            .map(|image| ImageView {
+                tags: tags.remove(&image.image_id).unwrap_or_default(),
+                disks: disks.remove(&image.image_id).unwrap_or_default(),
+                image,
+            })
+            .collect())
+    }
+
+    /// State of each of the account's images among `ids` (absent: not found).
+    pub async fn image_states(
+        &self,
+        uin: &str,
+        region: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, CatalogError> {
+        let mut out = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT image_id, state FROM images WHERE account_uin = ")
+            .arg(uin)
+            .push(" AND region = ")
+            .arg(region)
+            .push(" AND image_id IN ")
+            .list(ids);
+        for r in sql.query().fetch_all(&self.pool).await? {
+            out.insert(col(&r, "image_id")?, col(&r, "state")?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the images (all or none) with their tags, disks and jobs, and
+    /// gives their quota back, in one transaction. An id that is not the
+    /// account's, or an image that is busy, fails the whole call.
+    pub async fn delete_images(
+        &self,
+        uin: &str,
+        region: &str,
+        ids: &[String],
+    ) -> Result<DeleteOutcome, CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        let mut blob_keys = Vec::new();
+        let mut deleted = 0i64;
+        for id in ids {
+            let gone = sqlx::query(
+                "DELETE FROM images WHERE image_id = $1 AND account_uin = $2 AND region = $3 \
+                 AND state NOT IN ('IMPORTING', 'CREATING', 'SYNCING')",
+            )
+            .bind(id)
+            .bind(uin)
+            .bind(region)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if gone == 0 {
+                // Either it is not there (for this account) or it is busy;
+                // the caller checked before, so this is a race: say which.
+                let state = sqlx::query(
+                    "SELECT state FROM images WHERE image_id = $1 AND account_uin = $2 AND region = $3",
+                )
+                .bind(id)
+                .bind(uin)
+                .bind(region)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.rollback().await?;
+                return Ok(match state {
+                    Some(_) => DeleteOutcome::IncorrectState(id.clone()),
+                    None => DeleteOutcome::NotFound(id.clone()),
+                });
+            }
+            deleted += 1;
+            let rows = sqlx::query("DELETE FROM image_disks WHERE image_id = $1 RETURNING blob_key")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in rows {
+                if let Some(k) = col::<Option<String>>(&r, "blob_key")? {
+                    blob_keys.push(k);
+                }
+            }
+            sqlx::query("DELETE FROM image_tags WHERE image_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM import_jobs WHERE image_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE quota_usage SET used = CASE WHEN used > $3 THEN used - $3 ELSE 0 END \
+             WHERE account_uin = $1 AND region = $2",
+        )
+        .bind(uin)
+        .bind(region)
+        .bind(deleted)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DeleteOutcome::Deleted { blob_keys })
+    }
+
+    /// Applies ModifyImageAttribute changes to one of the account's images.
+    pub async fn modify_image(
+        &self,
+        uin: &str,
+        region: &str,
+        image_id: &str,
+        changes: &ImageChanges,
+    ) -> Result<ModifyOutcome, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE images SET updated_at = ").int(now_ms());
+        if let Some(v) = &changes.image_name {
+            sql.push(", image_name = ").arg(v.clone());
+        }
+        if let Some(v) = &changes.description {
+            sql.push(", description = ").arg(v.clone());
+        }
+        if let Some(v) = &changes.image_family {
+            sql.push(", image_family = ").arg(v.clone());
+        }
+        if let Some(v) = changes.deprecated {
+            sql.push(if v { ", deprecated = 1" } else { ", deprecated = 0" });
+        }
+        sql.push(" WHERE image_id = ")
+            .arg(image_id)
+            .push(" AND account_uin = ")
+            .arg(uin)
+            .push(" AND region = ")
+            .arg(region)
+            .push(" AND state NOT IN ('IMPORTING', 'CREATING', 'SYNCING')");
+        match sql.query().execute(&self.pool).await {
+            Ok(r) if r.rows_affected() == 1 => Ok(ModifyOutcome::Modified),
+            Ok(_) => {
+                let states = self.image_states(uin, region, &[image_id.to_owned()]).await?;
+                Ok(if states.is_empty() {
+                    ModifyOutcome::NotFound
+                } else {
+                    ModifyOutcome::IncorrectState
+                })
+            }
+            Err(e) if is_unique_violation(&e) => Ok(ModifyOutcome::DuplicateName),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("Cent"), "%cent%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn sql_builder_numbers_placeholders() {
+        let mut s = Sql::default();
+        s.push("a = ").arg("x").push(" AND b IN ").list(&["1".into(), "2".into()]);
+        assert_eq!(s.text, "a = $1 AND b IN ($2, $3)");
+        let text = |v: &str| Bind::Text(v.into());
+        assert_eq!(s.args, [text("x"), text("1"), text("2")]);
+    }
+
+    #[test]
+    fn blob_keys() {
+        assert_eq!(blob_key_for("img-12345678", 0), "img-12345678.qcow2");
+        assert_eq!(blob_key_for("img-12345678", 2), "img-12345678-2.qcow2");
+    }
+}
