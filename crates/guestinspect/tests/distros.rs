@@ -764,3 +764,63 @@ fn same_answers_through_containers() {
         assert_eq!(got, expected, "{name}");
     }
 }
+
+/// /usr on its own partition under a merged-/usr root: /bin/sh and
+/// /etc/os-release are symlinks from the root filesystem into /usr's.
+#[test]
+fn separate_usr_is_followed_across_filesystems() {
+    if !require(
+        "separate_usr_is_followed_across_filesystems",
+        &["sfdisk", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let usr_uuid = "5c1d4a9e-8f0b-4d7a-9a51-2b7c0e6f3d18";
+    let o = TreeOpts {
+        fstab: format!("UUID=0a0a0a0a-0000-4000-8000-000000000001 / ext4 defaults 0 1\nUUID={usr_uuid} /usr ext4 defaults 0 2\n"),
+        ..TreeOpts::default()
+    };
+    let (root, _) = linux_tree(w, Distro::Rocky9, &o);
+    let usr = w.join("usr");
+    std::fs::rename(root.join("usr"), &usr).unwrap();
+    std::fs::create_dir(root.join("usr")).unwrap();
+    let disk = w.join("disk.raw");
+    sparse_file(&disk, 64 * MIB);
+    sfdisk(
+        &disk,
+        "label: dos\nstart=2048, size=40960, type=83\nstart=43008, size=81920, type=83\n",
+    );
+    mkfs_ext4(
+        &disk,
+        2048 * 512,
+        40960 * 512,
+        &root,
+        &Ext4 {
+            uuid: Some("0a0a0a0a-0000-4000-8000-000000000001".into()),
+            ..Ext4::default()
+        },
+    );
+    mkfs_ext4(
+        &disk,
+        43008 * 512,
+        81920 * 512,
+        &usr,
+        &Ext4 {
+            uuid: Some(usr_uuid.into()),
+            ..Ext4::default()
+        },
+    );
+
+    let r = inspect(open_disk(&disk), &opts()).unwrap();
+    assert_eq!(r.root, Some(Location::Partition { index: 1 }));
+    assert_eq!(r.filesystems[1].mountpoint.as_deref(), Some("/usr"));
+    let os = r.os.as_ref().unwrap();
+    assert_eq!(os.os_name, "Rocky Linux 9.3 64bit");
+    assert_eq!(os.architecture.as_deref(), Some("x86_64"));
+    assert_eq!(os.architecture_from.as_deref(), Some("/bin/sh"));
+    assert_eq!(os.kernels.len(), 1);
+    assert!(os.kernels[0].modules, "{:?}", os.kernels);
+    assert!(r.virtio.block && r.cloud_init);
+}

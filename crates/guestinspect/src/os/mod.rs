@@ -8,7 +8,7 @@ pub mod elf;
 pub mod release;
 
 use crate::fs::path;
-use crate::fs::{FileType, Filesystem, FsError};
+use crate::fs::{FileType, Filesystem, FsError, InodeId};
 use serde::Serialize;
 
 /// Files read for facts are small; anything larger is not what we expect.
@@ -18,8 +18,9 @@ const MAX_BUILTIN_FILE: usize = 2 << 20;
 /// Entries read from one directory when listing (/boot, /lib/modules).
 const MAX_LIST: usize = 10_000;
 
-/// The guest's filesystems as mounted at their mount points (longest
-/// prefix wins), so that `/boot/...` reads the separate /boot partition.
+/// The guest's filesystems as mounted at their mount points, so that
+/// `/boot/...` reads the separate /boot partition and symlinks may cross
+/// from one filesystem into another.
 pub struct Guest<'a> {
     mounts: Vec<(String, &'a dyn Filesystem)>,
 }
@@ -33,71 +34,145 @@ impl<'a> Guest<'a> {
 
     /// Mount `fs` at `mountpoint` (an absolute path without a trailing '/').
     pub fn mount(&mut self, mountpoint: &str, fs: &'a dyn Filesystem) {
-        if mountpoint.starts_with('/') && mountpoint != "/" {
-            self.mounts
-                .push((mountpoint.trim_end_matches('/').to_string(), fs));
+        let normal: String = split_rev(mountpoint)
+            .into_iter()
+            .rev()
+            .map(|c| format!("/{c}"))
+            .collect();
+        if mountpoint.starts_with('/')
+            && !normal.is_empty()
+            && !normal.split('/').any(|c| c == "." || c == "..")
+        {
+            self.mounts.push((normal, fs));
         }
     }
 
-    /// The filesystem holding `p` and the path inside it.
-    fn locate(&self, p: &str) -> (&'a dyn Filesystem, String) {
-        let mut best: (&'a dyn Filesystem, &str) = (self.mounts[0].1, "/");
-        for (mp, fs) in &self.mounts[1..] {
-            let inside = p == mp
-                || (p.starts_with(mp.as_str()) && p.as_bytes().get(mp.len()) == Some(&b'/'));
-            if inside && mp.len() > best.1.len() {
-                best = (*fs, mp.as_str());
+    /// The filesystem mounted exactly at `dir` (an absolute, normalised
+    /// path), if any.
+    fn mounted_at(&self, dir: &str) -> Option<&'a dyn Filesystem> {
+        self.mounts
+            .iter()
+            .find(|(mp, _)| mp == dir)
+            .map(|(_, fs)| *fs)
+    }
+
+    /// Resolve an absolute guest path across mount points: a symlink on
+    /// the root may lead into /usr or /boot on another filesystem, and
+    /// `..` leads back out. Bounded like `fs::path::resolve`.
+    pub fn resolve(&self, p: &str, follow: bool) -> Result<(&'a dyn Filesystem, InodeId), FsError> {
+        let root = self.mounts[0].1;
+        // The walk so far: (name, filesystem, inode) from the root down.
+        let mut stack: Vec<(String, &'a dyn Filesystem, InodeId)> =
+            vec![(String::new(), root, root.root())];
+        let mut todo: Vec<String> = split_rev(p);
+        let (mut hops, mut walked) = (0usize, 0usize);
+        while let Some(comp) = todo.pop() {
+            walked += 1;
+            if walked > path::MAX_COMPONENTS {
+                return Err(FsError::Limit(format!(
+                    "resolving {p}: too many components"
+                )));
             }
+            match comp.as_str() {
+                "." => continue,
+                ".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let dir_path: String = stack
+                .iter()
+                .skip(1)
+                .map(|(n, _, _)| format!("/{n}"))
+                .collect();
+            let child_path = format!("{dir_path}/{comp}");
+            if let Some(fs) = self.mounted_at(&child_path) {
+                stack.push((comp, fs, fs.root()));
+                continue;
+            }
+            let (_, fs, dir) = stack[stack.len() - 1];
+            if fs.stat(dir)?.file_type != FileType::Dir {
+                return Err(FsError::NotADirectory(p.to_string()));
+            }
+            let child = path::lookup(fs, dir, comp.as_bytes())?
+                .ok_or_else(|| FsError::NotFound(p.to_string()))?;
+            if fs.stat(child)?.file_type == FileType::Symlink && (follow || !todo.is_empty()) {
+                hops += 1;
+                if hops > path::MAX_SYMLINK_HOPS {
+                    return Err(FsError::Limit(format!("resolving {p}: too many symlinks")));
+                }
+                let target = String::from_utf8_lossy(&fs.read_link(child)?).into_owned();
+                if target.starts_with('/') {
+                    stack.truncate(1);
+                }
+                let more = split_rev(&target);
+                if todo.len() + more.len() > path::MAX_COMPONENTS {
+                    return Err(FsError::Limit(format!("resolving {p}: path too long")));
+                }
+                todo.extend(more);
+                continue;
+            }
+            stack.push((comp, fs, child));
         }
-        let rel = if best.1 == "/" {
-            p.to_string()
-        } else {
-            p[best.1.len()..].to_string()
-        };
-        (best.0, if rel.is_empty() { "/".to_string() } else { rel })
+        let (_, fs, ino) = stack[stack.len() - 1];
+        Ok((fs, ino))
     }
 
-    pub fn exists(&self, p: &str) -> Result<bool, FsError> {
-        let (fs, rel) = self.locate(p);
-        path::exists(fs, &rel)
-    }
-
-    pub fn is_dir(&self, p: &str) -> Result<bool, FsError> {
-        let (fs, rel) = self.locate(p);
-        match path::resolve(fs, &rel, true) {
-            Ok(i) => Ok(fs.stat(i)?.file_type == FileType::Dir),
-            Err(FsError::NotFound(_)) | Err(FsError::NotADirectory(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Contents of a small file; None if it does not exist.
-    pub fn read_file(&self, p: &str, max: usize) -> Result<Option<Vec<u8>>, FsError> {
-        let (fs, rel) = self.locate(p);
-        match path::read_small_file(fs, &rel, max) {
-            Ok(b) => Ok(Some(b)),
+    /// Resolve, with "absent" as None.
+    fn find(&self, p: &str) -> Result<Option<(&'a dyn Filesystem, InodeId)>, FsError> {
+        match self.resolve(p, true) {
+            Ok(x) => Ok(Some(x)),
             Err(FsError::NotFound(_)) | Err(FsError::NotADirectory(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    pub fn exists(&self, p: &str) -> Result<bool, FsError> {
+        Ok(self.find(p)?.is_some())
+    }
+
+    pub fn is_dir(&self, p: &str) -> Result<bool, FsError> {
+        match self.find(p)? {
+            Some((fs, i)) => Ok(fs.stat(i)?.file_type == FileType::Dir),
+            None => Ok(false),
+        }
+    }
+
+    /// Contents of a small regular file; None if it does not exist.
+    pub fn read_file(&self, p: &str, max: usize) -> Result<Option<Vec<u8>>, FsError> {
+        let Some((fs, ino)) = self.find(p)? else {
+            return Ok(None);
+        };
+        let st = fs.stat(ino)?;
+        if st.file_type != FileType::File {
+            return Ok(None);
+        }
+        if st.size > max as u64 {
+            return Err(FsError::Limit(format!(
+                "{p} is {} bytes, more than {max}",
+                st.size
+            )));
+        }
+        Ok(Some(path::read_prefix(fs, ino, st.size as usize)?))
     }
 
     /// The first `n` bytes of a file; None if it does not exist.
     pub fn read_head(&self, p: &str, n: usize) -> Result<Option<Vec<u8>>, FsError> {
-        let (fs, rel) = self.locate(p);
-        match path::resolve(fs, &rel, true) {
-            Ok(i) => Ok(Some(path::read_prefix(fs, i, n)?)),
-            Err(FsError::NotFound(_)) | Err(FsError::NotADirectory(_)) => Ok(None),
-            Err(e) => Err(e),
+        match self.find(p)? {
+            Some((fs, i)) if fs.stat(i)?.file_type == FileType::File => {
+                Ok(Some(path::read_prefix(fs, i, n)?))
+            }
+            _ => Ok(None),
         }
     }
 
     /// Names in a directory; empty if it does not exist.
     pub fn list(&self, p: &str) -> Result<Vec<String>, FsError> {
-        let (fs, rel) = self.locate(p);
-        let ino = match path::resolve(fs, &rel, true) {
-            Ok(i) => i,
-            Err(FsError::NotFound(_)) | Err(FsError::NotADirectory(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let Some((fs, ino)) = self.find(p)? else {
+            return Ok(Vec::new());
         };
         if fs.stat(ino)?.file_type != FileType::Dir {
             return Ok(Vec::new());
@@ -110,8 +185,17 @@ impl<'a> Guest<'a> {
     }
 }
 
+/// Components of `p`, reversed, empty ones dropped.
+fn split_rev(p: &str) -> Vec<String> {
+    p.split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether `fs` looks like a Linux root: /etc/os-release, or /etc with
-/// /bin or /usr/bin.
+/// /bin, /usr/bin, /etc/fstab or /etc/passwd.
 /// A check that fails (a symlink loop on /etc/os-release, a corrupt
 /// directory) counts as "not there", so one damaged path does not hide an
 /// otherwise recognisable root; the OS reader reports the damage.
@@ -121,7 +205,13 @@ pub fn is_linux_root(fs: &dyn Filesystem) -> bool {
     if yes(g.exists("/etc/os-release")) || yes(g.exists("/usr/lib/os-release")) {
         return true;
     }
-    yes(g.is_dir("/etc")) && (yes(g.is_dir("/bin")) || yes(g.is_dir("/usr/bin")))
+    // With /usr on its own filesystem, /bin and /etc/os-release lead into
+    // it and dangle here: /etc/fstab or /etc/passwd still mark a root.
+    yes(g.is_dir("/etc"))
+        && (yes(g.is_dir("/bin"))
+            || yes(g.is_dir("/usr/bin"))
+            || yes(g.exists("/etc/fstab"))
+            || yes(g.exists("/etc/passwd")))
 }
 
 /// Whether `fs` looks like a Windows system volume.
