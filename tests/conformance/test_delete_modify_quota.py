@@ -73,6 +73,9 @@ def test_delete_dry_run_and_success(gate):
     delete(sdk, [image_id])
     assert describe(sdk, ImageIds=[image_id]).TotalCount == 0
     assert delete_err(sdk, [image_id]).code == "InvalidImageId.NotFound"
+    # No stored data is left behind (local blob store: <data_dir>/images/<ImageId>.qcow2).
+    leftovers = [p for p in (gate.workdir / "data").rglob(f"*{image_id}*")]
+    assert leftovers == [], leftovers
 
 
 def test_delete_frees_quota_and_name(gate):
