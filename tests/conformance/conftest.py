@@ -79,7 +79,8 @@ def bindir_binary() -> str:
 
 def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos_root: Path,
                  regions=("ap-guangzhou", "ap-shanghai", "ap-beijing"),
-                 import_regions=("ap-guangzhou", "ap-beijing"), extra: str = "") -> None:
+                 import_regions=("ap-guangzhou", "ap-beijing"), extra: str = "",
+                 source_extra: str = "") -> None:
     def toml_list(xs):
         return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 
@@ -98,6 +99,7 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
         "[source]",
         f'cos_root = "{cos_root}"',
         'allow_hosts = ["127.0.0.1"]',
+        source_extra,
     ]
     for acc in accounts:
         lines += [

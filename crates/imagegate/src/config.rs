@@ -90,7 +90,7 @@ pub fn default_image_quota() -> u32 {
 }
 
 // Debug by hand: `cos_secret_key` must never be printed.
-#[derive(Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// A folder standing in for COS: object `<bucket>-<appid>/<key>`.
@@ -105,6 +105,24 @@ pub struct SourceConfig {
     pub allow_hosts: Vec<String>,
     /// Let any allowed host resolve to private/loopback/link-local addresses.
     pub allow_private_networks: bool,
+    /// A download that receives no byte for this long is broken (it is
+    /// resumed, then failed with SourceStalled).
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            cos_root: None,
+            cos_endpoint: None,
+            cos_access_key: None,
+            cos_secret_key: None,
+            cos_region: None,
+            allow_hosts: Vec::new(),
+            allow_private_networks: false,
+            stall_timeout_secs: 60,
+        }
+    }
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -117,6 +135,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("cos_region", &self.cos_region)
             .field("allow_hosts", &self.allow_hosts)
             .field("allow_private_networks", &self.allow_private_networks)
+            .field("stall_timeout_secs", &self.stall_timeout_secs)
             .finish()
     }
 }

@@ -20,8 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API server.
+    /// Run the API server (and, unless --no-workers, import workers).
     Serve(ServeArgs),
+    /// Run import workers only, on the configured catalog and blob store.
+    Worker(ServeArgs),
 }
 
 #[derive(Args)]
@@ -35,6 +37,9 @@ struct ServeArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve the API only; imports are run by `imagegate worker` processes.
+    #[arg(long)]
+    no_workers: bool,
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -65,10 +70,14 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, api: bool) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config);
-    let server = imagegate::server::start(config)
+    let roles = imagegate::server::Roles {
+        api,
+        workers: !args.no_workers,
+    };
+    let server = imagegate::server::start_roles(config, roles)
         .await
         .context("starting the server")?;
     let mut out = std::io::stdout().lock();
@@ -90,10 +99,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Bootstrap::Configured => {}
     }
-    writeln!(out, "imagegate listening on {}", server.addr())?;
+    if api {
+        writeln!(out, "imagegate listening on {}", server.addr())?;
+        tracing::info!(addr = %server.addr(), "serving");
+    } else {
+        writeln!(out, "imagegate worker running")?;
+        tracing::info!("running import workers");
+    }
     out.flush()?;
     drop(out);
-    tracing::info!(addr = %server.addr(), "serving");
 
     tokio::select! {
         r = shutdown_signal() => r?,
@@ -125,6 +139,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(args, true)),
+        Command::Worker(args) => runtime.block_on(serve(args, false)),
     }
 }

@@ -3,8 +3,11 @@
 //! validate the config, make the data directory, load or create the
 //! account, open the catalog (migrations run here), bind, serve.
 
-use crate::accounts::{ensure_default_account, AccountError, Bootstrap};
+use crate::accounts::{ensure_default_account, AccountError, Accounts, Bootstrap};
 use crate::api::{http, AppState};
+use crate::blobstore::{self, BlobError};
+use crate::pipeline::{node_name, Workers};
+use tokio_util::sync::CancellationToken;
 use crate::catalog::{blobs, Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
 use axum::serve::ListenerExt;
@@ -32,6 +35,26 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("blob store: {0}")]
+    Blobs(#[from] BlobError),
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serve the API.
+    pub api: bool,
+    /// Run import workers.
+    pub workers: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles {
+            api: true,
+            workers: true,
+        }
+    }
 }
 
 /// A running server.
@@ -42,6 +65,7 @@ pub struct Server {
     bootstrap: Bootstrap,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    workers: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl Server {
@@ -60,10 +84,16 @@ impl Server {
         &self.bootstrap
     }
 
-    /// Stops accepting, lets requests in flight finish, closes the catalog.
+    /// Stops accepting, lets requests in flight finish, hands running
+    /// imports back to the queue (another start resumes them), closes the
+    /// catalog.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some((stop, task)) = self.workers.take() {
+            stop.cancel();
+            let _ = task.await;
         }
         let served = (&mut self.task).await?;
         self.state.catalog.close().await;
@@ -77,8 +107,15 @@ impl Server {
     }
 }
 
-/// Prepares everything and starts serving; returns once the socket listens.
-pub async fn start(mut config: Config) -> Result<Server, ServerError> {
+/// Prepares everything and starts serving with workers; returns once the
+/// socket listens.
+pub async fn start(config: Config) -> Result<Server, ServerError> {
+    start_roles(config, Roles::default()).await
+}
+
+/// Like [`start`], choosing the roles: `api: false` binds nothing (the
+/// `worker` command), `workers: false` only serves (`serve --no-workers`).
+pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, ServerError> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
@@ -91,8 +128,37 @@ pub async fn start(mut config: Config) -> Result<Server, ServerError> {
     })?;
     let bootstrap = ensure_default_account(&config.data_dir, &mut config.accounts)?;
     let catalog = Catalog::open(&config).await?;
+    let blobs = blobstore::open(&config.blobs, &config.data_dir)?;
     let config = Arc::new(config);
-    let state = Arc::new(AppState::new(config.clone(), catalog));
+    let state = Arc::new(AppState::new(config.clone(), catalog.clone(), blobs.clone()));
+    let workers = roles.workers.then(|| {
+        let stop = CancellationToken::new();
+        let workers = Workers {
+            config: config.clone(),
+            catalog,
+            accounts: Arc::new(Accounts::new(&config.accounts)),
+            blobs,
+            node: node_name(),
+            wake: state.wake.clone(),
+            shutdown: stop.clone(),
+        };
+        (stop, tokio::spawn(workers.run()))
+    });
+    if !roles.api {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = rx.await;
+            Ok(())
+        });
+        return Ok(Server {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            state,
+            bootstrap,
+            shutdown: Some(tx),
+            task,
+            workers,
+        });
+    }
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -123,5 +189,6 @@ pub async fn start(mut config: Config) -> Result<Server, ServerError> {
         bootstrap,
         shutdown: Some(tx),
         task,
+        workers,
     })
 }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod ratelimit;
 
 use crate::accounts::{Account, Accounts};
+use crate::blobstore::BlobStore;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::oslist::OsList;
@@ -16,21 +17,33 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Everything a request needs, built once at start and shared read-only.
-#[derive(Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub accounts: Accounts,
     pub catalog: Catalog,
+    /// Where stored images live (deleted with their image).
+    pub blobs: Arc<dyn BlobStore>,
+    /// Wakes this process's idle import workers when an import is queued.
+    pub wake: Arc<tokio::sync::Notify>,
     pub oslist: OsList,
     pub limiter: RateLimiter,
     regions: HashSet<String>,
     import_regions: HashSet<String>,
 }
 
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("catalog", &self.catalog)
+            .field("blobs", &self.blobs.describe())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppState {
     /// `config.accounts` must already hold every account (see
     /// [`crate::accounts::ensure_default_account`]).
-    pub fn new(config: Arc<Config>, catalog: Catalog) -> AppState {
+    pub fn new(config: Arc<Config>, catalog: Catalog, blobs: Arc<dyn BlobStore>) -> AppState {
         let accounts = Accounts::new(&config.accounts);
         let limiter = RateLimiter::new(config.rate_limits.enabled, accounts.len());
         AppState {
@@ -40,6 +53,8 @@ impl AppState {
             accounts,
             limiter,
             catalog,
+            blobs,
+            wake: Arc::new(tokio::sync::Notify::new()),
             config,
         }
     }

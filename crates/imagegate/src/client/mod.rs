@@ -19,7 +19,7 @@ pub mod watch;
 mod stub_tests;
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -56,6 +56,8 @@ pub struct ClientOptions {
     pub secret_key: Option<String>,
 }
 
+// Parsed once per process: the size of the Import variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum ImagesCommand {
     /// Import a disk image from an object-store URL (ImportImage).

@@ -17,7 +17,7 @@ use crate::blobstore::{BlobStore, BlobUpload};
 use crate::config::Config;
 use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
-use crate::source::fetch::{start_fetch, FetchProgress};
+use crate::source::fetch::{start_fetch_with, FetchOptions, FetchProgress};
 use crate::source::url::parse_image_url;
 
 /// What one imported disk turned out to be.
@@ -114,13 +114,18 @@ pub async fn import_disk(
     let source = parse_image_url(task.url, task.app_id, &config.source)
         .map_err(|e| ImportFailure::new("InvalidUrl", format!("{e}")))?;
     let fetch_progress: Arc<FetchProgress> = progress.fetch.clone();
-    let handle = start_fetch(
+    let options = FetchOptions {
+        stall_timeout: std::time::Duration::from_secs(config.source.stall_timeout_secs.max(1)),
+        ..FetchOptions::default()
+    };
+    let handle = start_fetch_with(
         &source,
         &config.source,
         &config.limits,
         task.scratch,
         fetch_progress,
         cancel.clone(),
+        &options,
     )
     .await
     .map_err(ImportFailure::from_fetch)?;

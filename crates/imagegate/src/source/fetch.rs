@@ -77,10 +77,7 @@ pub enum FetchError {
     #[error("{0}")]
     Unreachable(String),
     /// No bytes arrived for the stall timeout, until retries ran out.
-    #[error(
-        "the source sent no data for {secs} s (at byte {at} of {total}); \
-         check that the server is up and not throttling"
-    )]
+    #[error("{}", stalled_message(*.secs, *.at, *.total))]
     Stalled { secs: u64, at: u64, total: u64 },
     /// More or fewer bytes than promised, or an inconsistent range answer.
     #[error("{0}")]
@@ -101,6 +98,18 @@ pub enum FetchError {
     /// Our side: the scratch folder, a thread, the configuration.
     #[error("{0}")]
     Internal(String),
+}
+
+fn stalled_message(secs: u64, at: u64, total: u64) -> String {
+    let place = if total == 0 {
+        "before answering".to_string()
+    } else {
+        format!("at byte {at} of {total}")
+    };
+    format!(
+        "the source sent no data for {secs} s ({place}); check that the server is up \
+         and not throttling"
+    )
 }
 
 impl FetchError {
@@ -553,9 +562,9 @@ impl Remote {
                                 total: 0,
                             })
                         }
-                        Ok(r) => r.map_err(|e| reqwest_error(&e, url))?,
+                        Ok(r) => r.map_err(|e| reqwest_error(&e, url, *stall))?,
                     };
-                http_opened(resp, from, url)
+                http_opened(resp, from, url, *stall)
             }
             Remote::S3 { store, path, shown } => {
                 let options = object_store::GetOptions {
@@ -589,6 +598,7 @@ fn http_opened(
     resp: reqwest::Response,
     from: u64,
     url: &reqwest::Url,
+    stall: Duration,
 ) -> Result<Opened, FetchError> {
     let status = resp.status();
     let shown = redact_query(url);
@@ -646,7 +656,7 @@ fn http_opened(
     let url2 = url.clone();
     let body = resp
         .bytes_stream()
-        .map_err(move |e| reqwest_error(&e, &url2))
+        .map_err(move |e| reqwest_error(&e, &url2, stall))
         .boxed();
     Ok(Opened {
         start,
@@ -670,8 +680,16 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
 }
 
 /// Finds our own reasons (policy, DNS) inside reqwest's error chain.
-fn reqwest_error(e: &reqwest::Error, url: &reqwest::Url) -> FetchError {
+fn reqwest_error(e: &reqwest::Error, url: &reqwest::Url, stall: Duration) -> FetchError {
     let shown = redact_query(url);
+    if e.is_timeout() {
+        // Position and total are filled in by the caller, who knows them.
+        return FetchError::Stalled {
+            secs: stall.as_secs(),
+            at: 0,
+            total: 0,
+        };
+    }
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut chain = Vec::new();
     while let Some(s) = src {
@@ -739,7 +757,11 @@ fn read_sidecar(scratch: &Path) -> Option<Sidecar> {
 }
 
 fn write_sidecar(scratch: &Path, s: &Sidecar) -> std::io::Result<()> {
-    let tmp = scratch.join(format!("{SIDECAR_NAME}.tmp"));
+    // A private temporary name per write: the writer thread and the task
+    // may both write; each rename installs one whole file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = scratch.join(format!("{SIDECAR_NAME}.{}.{n}.tmp", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec(s).map_err(std::io::Error::other)?)?;
     std::fs::rename(tmp, scratch.join(SIDECAR_NAME))
 }
@@ -881,7 +903,7 @@ async fn start_remote(
         let dl = Download {
             remote,
             total,
-            validator: sidecar.validator,
+            validator: sidecar.validator.clone(),
             progress,
             opts,
             resumes: initial_resumes,
@@ -901,6 +923,13 @@ async fn start_remote(
                 if matches!(e, FetchError::Changed(_) | FetchError::LengthMismatch(_)) {
                     // What is spooled belongs to another version: never resume it.
                     let _ = std::fs::remove_file(scratch_owned.join(SIDECAR_NAME));
+                } else if !sidecar.validator.is_empty() {
+                    // Record exactly how far we got, for the next attempt.
+                    // (The writer thread may still write an older frontier
+                    // after this; that only costs re-downloading a little.)
+                    let mut sc = sidecar;
+                    sc.frontier = task_spool.frontier();
+                    let _ = write_sidecar(&scratch_owned, &sc);
                 }
                 Err(e)
             }
@@ -965,12 +994,12 @@ impl Download {
                 Ok(None) => FetchError::Unreachable(format!(
                     "the connection ended after {pos} of {total} bytes"
                 )),
-                Ok(Some(Err(e))) => e,
-                Err(_) => FetchError::Stalled {
+                Ok(Some(Err(FetchError::Stalled { .. }))) | Err(_) => FetchError::Stalled {
                     secs: self.opts.stall_timeout.as_secs(),
                     at: pos,
                     total,
                 },
+                Ok(Some(Err(e))) => e,
             };
             drop(body);
             (body, skip) = self.resume(pos, err, &mut failures).await?;
@@ -1020,10 +1049,10 @@ impl Download {
             self.progress.resumes.fetch_add(1, Ordering::Relaxed);
             let o = match self.remote.open(pos, Some(&self.validator)).await {
                 Ok(o) => o,
-                Err(FetchError::Stalled { secs, at, .. }) => {
+                Err(FetchError::Stalled { .. }) => {
                     err = FetchError::Stalled {
-                        secs,
-                        at,
+                        secs: self.opts.stall_timeout.as_secs(),
+                        at: pos,
                         total: self.total,
                     };
                     continue;
@@ -1033,6 +1062,12 @@ impl Download {
                     continue;
                 }
             };
+            if o.total != self.total && o.validator == self.validator {
+                return Err(FetchError::LengthMismatch(format!(
+                    "the source first promised {} bytes, now says it has {}",
+                    self.total, o.total
+                )));
+            }
             if o.total != self.total {
                 return Err(FetchError::Changed(format!(
                     "the source is now {} bytes long, it was {} when the download began",

@@ -218,7 +218,8 @@ impl NetPolicy {
         let redirect_policy = {
             let policy = self.clone();
             reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= MAX_REDIRECTS {
+                // `previous` holds the original URL and every hop so far.
+                if attempt.previous().len() > MAX_REDIRECTS {
                     let e = PolicyRefusal(format!(
                         "more than {MAX_REDIRECTS} redirects; give the final URL instead"
                     ));
@@ -250,7 +251,9 @@ impl NetPolicy {
             }))
             .default_headers(headers)
             .connect_timeout(connect_timeout)
-            .read_timeout(read_idle)
+            // A backstop only: `fetch` times every body read itself
+            // (stall timeout) and reports it precisely.
+            .read_timeout(read_idle.saturating_mul(2))
             .user_agent(concat!("imagegate/", env!("CARGO_PKG_VERSION")))
             .build()
     }

@@ -5,7 +5,7 @@
 
 use super::{internal, region, validate};
 use crate::api::{errors, AppState, Caller};
-use crate::catalog::{blobs, DeleteOutcome, BUSY_STATES};
+use crate::catalog::{DeleteOutcome, BUSY_STATES};
 use serde_json::{json, Value};
 use tcapi::{ApiError, DeleteImages};
 
@@ -57,7 +57,7 @@ pub async fn delete_images(
     match outcome {
         DeleteOutcome::Deleted { blob_keys } => {
             for key in blob_keys {
-                if let Err(e) = blobs::remove_local_blob(&state.config.data_dir, &key).await {
+                if let Err(e) = state.blobs.delete(&key).await {
                     // The image is gone for the user; a leftover file is for
                     // the operator (and a later reaper) to see.
                     tracing::warn!(request_id = caller.request_id, blob = %key, error = %e, "blob not removed");

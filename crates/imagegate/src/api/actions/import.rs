@@ -152,6 +152,7 @@ pub async fn import_image(
         .map_err(|e| internal(caller, e))?
     {
         InsertOutcome::Created { image_id } => {
+            state.wake.notify_one();
             tracing::info!(
                 request_id = caller.request_id,
                 image_id = %image_id,

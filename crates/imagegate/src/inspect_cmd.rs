@@ -1,0 +1,807 @@
+//! `imagegate inspect FILE [--json]`: `qemu-img info` and `virt-inspector`
+//! in one, safe on untrusted files.
+//!
+//! It opens exactly the one file named on the command line (refusing
+//! anything that is not a regular file, so a FIFO cannot hang it), runs the
+//! same detection and safety rules as ImportImage (`diskformat::open`), and
+//! only if the container is accepted reads the guest through
+//! `guestinspect`. Nothing external is run and no second file is ever
+//! opened: a backing file or extent named inside the image is a refusal,
+//! not a path to follow. The output is an aligned table for people, or one
+//! JSON object whose fields are documented in `crates/imagegate/INSPECT.md`.
+//!
+//! Exit codes: 0 = the container is accepted and an operating system was
+//! recognised; 1 = the image is refused or cannot be read; 2 = the
+//! container is accepted but no operating system was recognised on it.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diskformat::detect::{detect_bytes, PROBES, PROBE_LEN};
+use diskformat::{DiskImage, ExtentKind, FileSource, Format, FormatError, Limits, ReadAt};
+use guestinspect::part::TableKind;
+use guestinspect::{GuestReport, InspectOptions, Location};
+use serde::Serialize;
+
+/// Version of the JSON object; bumped only if a field changes meaning or
+/// goes away (new fields may appear without a bump).
+pub const SCHEMA: u32 = 1;
+
+pub const EXIT_ACCEPTED: i32 = 0;
+pub const EXIT_REFUSED: i32 = 1;
+pub const EXIT_NO_GUEST: i32 = 2;
+
+/// The allocated-size walk stops after this many `extent_at` calls, this
+/// many container bytes read for it, or this long, and then reports a lower
+/// bound: a hostile container with millions of alternating extents must not
+/// turn `inspect` into a full read of the file.
+const MAX_EXTENT_CALLS: u64 = 1 << 16;
+const MAX_WALK_BYTES: u64 = 64 << 20;
+const MAX_WALK_TIME: Duration = Duration::from_secs(5);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// The image file (raw, qcow2, VMDK, VHD, VHDX, ISO). Only this file is
+    /// opened; files the image names are never followed.
+    pub file: PathBuf,
+    /// Print one JSON object (schema: crates/imagegate/INSPECT.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything `inspect` found: the `--json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    pub schema: u32,
+    pub file: String,
+    pub container: Container,
+    pub verdict: Verdict,
+    pub guest: Option<GuestReport>,
+    pub import_checks: Vec<ImportCheck>,
+}
+
+/// Container facts: what `qemu-img info` would say, from our own parser.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Container {
+    /// The detected format; null when detection itself failed.
+    pub format: Option<Format>,
+    /// Every format whose signature the file carries (more than one is the
+    /// `AmbiguousImageFormat` refusal; empty for raw).
+    pub formats_matched: Vec<Format>,
+    pub subformat: Option<String>,
+    pub virtual_size: Option<u64>,
+    pub file_size: Option<u64>,
+    /// Bytes of the guest disk the container maps as data.
+    pub allocated_size: Option<u64>,
+    /// False when the walk stopped at its bound: `allocated_size` is then a
+    /// lower bound.
+    pub allocated_size_complete: bool,
+    pub cluster_size: Option<u64>,
+    pub compression: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// The safety verdict: would ImportImage accept this container?
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub accepted: bool,
+    /// `FormatError::code()` of the refusal (null when accepted).
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// Where it was refused: "file", "detect", "open", "map" or "guest".
+    pub stage: Option<&'static str>,
+}
+
+/// One reason a non-forced ImportImage of this file would fail, declaring
+/// the OS, version and architecture that were detected and the default
+/// `BootMode` (Legacy BIOS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportCheck {
+    pub code: String,
+    pub message: String,
+}
+
+impl InspectReport {
+    /// The exit code `run` returns for this report.
+    pub fn exit_code(&self) -> i32 {
+        if !self.verdict.accepted {
+            EXIT_REFUSED
+        } else if self.guest.as_ref().is_some_and(|g| g.os.is_some()) {
+            EXIT_ACCEPTED
+        } else {
+            EXIT_NO_GUEST
+        }
+    }
+}
+
+/// Run `imagegate inspect`: print the report to `out`, return the exit code.
+/// Errors are only failures to write `out`; everything about the file is in
+/// the report.
+pub fn run(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let report = inspect_file(&args.file);
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render_table(&report).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(report.exit_code())
+}
+
+/// Inspect one file. Never panics on its content; every refusal is in
+/// `verdict`.
+pub fn inspect_file(path: &Path) -> InspectReport {
+    let mut report = InspectReport {
+        schema: SCHEMA,
+        file: path.display().to_string(),
+        container: Container::default(),
+        verdict: Verdict {
+            accepted: true,
+            code: None,
+            message: None,
+            stage: None,
+        },
+        guest: None,
+        import_checks: Vec::new(),
+    };
+    let src = match open_regular(path) {
+        Ok(s) => s,
+        Err(e) => {
+            refuse(&mut report, "file", &FormatError::Io(e));
+            return report;
+        }
+    };
+    report.container.file_size = Some(src.len());
+    let counter = Arc::new(Counting {
+        inner: src,
+        bytes: AtomicU64::new(0),
+    });
+    let src: Arc<dyn ReadAt> = counter.clone();
+
+    // Detection is run here (and again inside `open`) so that every
+    // matching signature can be named, not only the first two in a message.
+    match probe_all(&*src) {
+        Ok((matched, detected)) => {
+            report.container.formats_matched = matched;
+            match detected {
+                Ok(f) => report.container.format = Some(f),
+                Err(e) => {
+                    refuse(&mut report, "detect", &e);
+                    return report;
+                }
+            }
+        }
+        Err(e) => {
+            refuse(&mut report, "detect", &e);
+            return report;
+        }
+    }
+
+    let image: Arc<dyn DiskImage> = match diskformat::open(src, &Limits::default()) {
+        Ok(i) => Arc::from(i),
+        Err(e) => {
+            refuse(&mut report, "open", &e);
+            return report;
+        }
+    };
+    let info = image.info();
+    report.container.format = Some(info.format);
+    report.container.subformat = info.subformat.clone();
+    report.container.virtual_size = Some(info.virtual_size);
+    report.container.cluster_size = info.cluster_size;
+    report.container.compression = info.compression.clone();
+    report.container.notes = info.notes.clone();
+
+    match allocated(&*image, &counter) {
+        Ok((bytes, complete)) => {
+            report.container.allocated_size = Some(bytes);
+            report.container.allocated_size_complete = complete;
+        }
+        Err(e) => {
+            // The conversion of an import walks the same maps, so a map
+            // that cannot be walked is an import failure too.
+            refuse(&mut report, "map", &e);
+            return report;
+        }
+    }
+
+    let disk: Arc<dyn ReadAt> = Arc::new(Guest(image));
+    match guestinspect::inspect(disk, &InspectOptions::default()) {
+        Ok(g) => {
+            report.import_checks = import_checks(report.container.format, &g);
+            report.guest = Some(g);
+        }
+        Err(e) => {
+            report.verdict = Verdict {
+                accepted: false,
+                code: Some("GuestInspectionFailed".to_string()),
+                message: Some(format!(
+                    "the guest disk could not be read for inspection: {e}"
+                )),
+                stage: Some("guest"),
+            };
+        }
+    }
+    report
+}
+
+fn refuse(report: &mut InspectReport, stage: &'static str, e: &FormatError) {
+    report.verdict = Verdict {
+        accepted: false,
+        code: Some(e.code().to_string()),
+        message: Some(e.to_string()),
+        stage: Some(stage),
+    };
+}
+
+/// Open the file read-only without blocking (a FIFO would otherwise wait
+/// for a writer) and accept only a regular file: a device or FIFO has no
+/// trustworthy length, a directory no content.
+fn open_regular(path: &Path) -> std::io::Result<FileSource> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    FileSource::from_file(file)
+}
+
+/// Every probe on the head and tail (the same 64 KiB ends `detect` reads),
+/// and `detect`'s own decision on them.
+type Probed = (Vec<Format>, Result<Format, FormatError>);
+
+fn probe_all(src: &dyn ReadAt) -> Result<Probed, FormatError> {
+    let len = src.len();
+    let n = len.min(PROBE_LEN);
+    let mut head = vec![0u8; n as usize];
+    src.read_at(0, &mut head)
+        .map_err(|e| FormatError::from_read(e, "the image head"))?;
+    let mut tail = vec![0u8; n as usize];
+    src.read_at(len - n, &mut tail)
+        .map_err(|e| FormatError::from_read(e, "the image tail"))?;
+    let matched = PROBES
+        .iter()
+        .filter(|(_, probe)| probe(&head, &tail, len))
+        .map(|(f, _)| *f)
+        .collect();
+    Ok((matched, detect_bytes(&head, &tail, len).map(|d| d.format)))
+}
+
+/// Sum of the data extents, walked with a bounded number of calls, bytes
+/// and time. Returns (bytes, complete).
+fn allocated(image: &dyn DiskImage, counter: &Counting) -> Result<(u64, bool), FormatError> {
+    let size = image.virtual_size();
+    let start_bytes = counter.bytes.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let (mut pos, mut data, mut calls) = (0u64, 0u64, 0u64);
+    while pos < size {
+        if calls >= MAX_EXTENT_CALLS
+            || counter.bytes.load(Ordering::Relaxed) - start_bytes > MAX_WALK_BYTES
+            || started.elapsed() > MAX_WALK_TIME
+        {
+            return Ok((data, false));
+        }
+        calls += 1;
+        let e = image.extent_at(pos, size - pos)?;
+        // A zero-length or backwards extent would loop for ever: the
+        // container's map is broken.
+        if e.len == 0 || e.offset != pos || e.len > size - pos {
+            return Err(FormatError::Corrupt(format!(
+                "the container maps an empty or misplaced extent at guest offset {pos}"
+            )));
+        }
+        if e.kind == ExtentKind::Data {
+            data += e.len;
+        }
+        pos += e.len;
+    }
+    Ok((data, true))
+}
+
+/// Counts the container bytes read, to bound the allocated-size walk.
+struct Counting {
+    inner: FileSource,
+    bytes: AtomicU64,
+}
+
+impl ReadAt for Counting {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.inner.read_at(offset, buf)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
+/// The guest disk as an owned `ReadAt` (guestinspect keeps its reader in
+/// `Arc`s, which the borrowing `diskformat::GuestReader` cannot be).
+struct Guest(Arc<dyn DiskImage>);
+
+impl ReadAt for Guest {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0
+            .read_guest(offset, buf)
+            .map_err(FormatError::into_io)
+    }
+    fn len(&self) -> u64 {
+        self.0.virtual_size()
+    }
+}
+
+/// What a non-forced ImportImage would refuse, declaring what was detected
+/// (so OsMismatch and ArchitectureMismatch cannot arise) and the default
+/// BootMode, Legacy BIOS. The codes and their order are those of the import
+/// pipeline's guest checks; unlike the import, which stops at the first,
+/// every failing check is listed.
+pub fn import_checks(format: Option<Format>, g: &GuestReport) -> Vec<ImportCheck> {
+    let mut out = Vec::new();
+    let mut push = |code: &str, message: String| {
+        out.push(ImportCheck {
+            code: code.to_string(),
+            message,
+        })
+    };
+    if format == Some(Format::Iso) {
+        push(
+            "InvalidParameterValue.ISOMustImportByForce",
+            "The image is an ISO 9660/UDF file: ImportImage takes it only with Force=true."
+                .to_string(),
+        );
+    }
+    let table = g.partition_table.kind;
+    if table == TableKind::None && g.filesystems.is_empty() {
+        push(
+            "PartitionNotPresent",
+            "The disk has no partition table and no filesystem at its start.".to_string(),
+        );
+        return out;
+    }
+    if g.root.is_none() {
+        let seen: Vec<&str> = g.filesystems.iter().map(|f| f.kind.as_str()).collect();
+        push(
+            "RootPartitionNotFound",
+            format!(
+                "No root filesystem was found (filesystems seen: {}).",
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            ),
+        );
+        return out;
+    }
+    let Some(os) = &g.os else {
+        push(
+            "RootPartitionNotFound",
+            "A root filesystem was found but no operating system was recognised on it."
+                .to_string(),
+        );
+        return out;
+    };
+    if table == TableKind::Gpt {
+        push(
+            "GptRequiresUefi",
+            "The disk has a GPT partition table, which Tencent boots only in UEFI mode: \
+             import it with BootMode=UEFI (the default, Legacy BIOS, fails)."
+                .to_string(),
+        );
+    }
+    if !g.virtio.block || !g.virtio.net {
+        let missing = match (g.virtio.block, g.virtio.net) {
+            (false, false) => "virtio block and network drivers",
+            (false, true) => "the virtio block driver",
+            _ => "the virtio network driver",
+        };
+        push("VirtioNotInstall", format!("The image has no {missing}."));
+    }
+    if !g.cloud_init {
+        push(
+            "CloudInitNotInstalled",
+            format!(
+                "The image has no {} (Force=true skips this check only).",
+                if os.platform == "Windows" {
+                    "cloudbase-init"
+                } else {
+                    "cloud-init"
+                }
+            ),
+        );
+    }
+    out
+}
+
+// ------------------------------------------------------------------ table
+
+/// "64 MiB (67108864 bytes)"; exact byte counts stay visible.
+fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {} ({n} bytes)", UNITS[u])
+    } else {
+        format!("{v:.1} {} ({n} bytes)", UNITS[u])
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn location(l: &Location) -> String {
+    match l {
+        Location::Disk => "whole disk".to_string(),
+        Location::Partition { index } => format!("partition {index}"),
+        Location::Lv { vg, lv } => format!("LV {vg}/{lv}"),
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Column-aligned rows, two spaces apart, indented by two.
+fn grid(s: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (c, v) in r.iter().enumerate() {
+            line.push_str(v);
+            if c + 1 < r.len() {
+                let pad = widths[c] - v.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+}
+
+/// A "Key   value" line; the key column is 18 wide.
+fn kv(s: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(s, "{key:<18}{value}");
+}
+
+/// The table for people. Strings that come from the image (labels, names,
+/// messages) are printed with control characters escaped, so a hostile
+/// label cannot rewrite the terminal.
+pub fn render_table(r: &InspectReport) -> String {
+    let mut s = String::new();
+    let c = &r.container;
+    kv(&mut s, "File", clean(&r.file));
+    kv(
+        &mut s,
+        "Format",
+        match (&c.format, &c.subformat) {
+            (Some(f), Some(sub)) => format!("{} ({})", f.name(), clean(sub)),
+            (Some(f), None) => f.name().to_string(),
+            (None, _) => "-".to_string(),
+        },
+    );
+    if c.formats_matched.len() > 1 {
+        let names: Vec<&str> = c.formats_matched.iter().map(|f| f.name()).collect();
+        kv(&mut s, "Signatures", names.join(", "));
+    }
+    if let Some(v) = c.virtual_size {
+        kv(&mut s, "Virtual size", size(v));
+    }
+    if let Some(v) = c.file_size {
+        kv(&mut s, "File size", size(v));
+    }
+    if let Some(v) = c.allocated_size {
+        let bound = if c.allocated_size_complete {
+            ""
+        } else {
+            " at least (walk stopped at its bound)"
+        };
+        kv(&mut s, "Allocated size", format!("{}{bound}", size(v)));
+    }
+    if let Some(v) = c.cluster_size {
+        kv(&mut s, "Cluster size", size(v));
+    }
+    if c.format.is_some() && c.virtual_size.is_some() {
+        kv(&mut s, "Compression", opt(&c.compression));
+    }
+    for (i, n) in c.notes.iter().enumerate() {
+        kv(&mut s, if i == 0 { "Notes" } else { "" }, clean(n));
+    }
+    let v = &r.verdict;
+    if v.accepted {
+        kv(&mut s, "Verdict", "accepted");
+    } else {
+        kv(
+            &mut s,
+            "Verdict",
+            format!("refused: {}", v.code.as_deref().unwrap_or("?")),
+        );
+        if let Some(m) = &v.message {
+            kv(&mut s, "", clean(m));
+        }
+    }
+
+    if let Some(g) = &r.guest {
+        let _ = writeln!(s, "\nGuest");
+        render_guest(&mut s, g);
+    }
+
+    if v.accepted {
+        let _ = writeln!(
+            s,
+            "\nImport checks (non-forced ImportImage declaring the detected OS, BootMode=Legacy BIOS)"
+        );
+        if r.import_checks.is_empty() {
+            let _ = writeln!(s, "  all pass");
+        } else {
+            let rows: Vec<Vec<String>> = r
+                .import_checks
+                .iter()
+                .map(|c| vec![c.code.clone(), clean(&c.message)])
+                .collect();
+            grid(&mut s, &rows);
+        }
+    }
+    s
+}
+
+fn render_guest(s: &mut String, g: &GuestReport) {
+    let t = &g.partition_table;
+    let kind = match t.kind {
+        TableKind::Mbr => "MBR",
+        TableKind::Gpt => "GPT",
+        TableKind::None => "none",
+    };
+    let mut table = kind.to_string();
+    if t.kind != TableKind::None {
+        let _ = write!(table, ", {}-byte sectors", t.sector_size);
+        if let Some(id) = &t.disk_id {
+            let _ = write!(table, ", disk id {}", clean(id));
+        }
+        if let Some(h) = t.gpt_header {
+            let _ = write!(table, ", {h:?} header");
+        }
+    }
+    kv(s, "Partition table", table);
+    if !t.partitions.is_empty() {
+        let mut rows = vec![vec![
+            "#".to_string(),
+            "start".to_string(),
+            "size".to_string(),
+            "type".to_string(),
+            "boot".to_string(),
+            "name".to_string(),
+        ]];
+        for p in &t.partitions {
+            let ty = match p.type_name {
+                Some(n) => format!("{n} ({})", clean(&p.type_id)),
+                None => clean(&p.type_id),
+            };
+            let mut kind = ty;
+            if p.logical {
+                kind.push_str(" logical");
+            }
+            rows.push(vec![
+                p.index.to_string(),
+                p.start.to_string(),
+                size(p.size),
+                kind,
+                if p.bootable { "*" } else { "" }.to_string(),
+                p.name.as_deref().map(clean).unwrap_or_default(),
+            ]);
+        }
+        grid(s, &rows);
+    }
+    if !g.lvm.is_empty() {
+        kv(s, "LVM", format!("{} logical volume(s)", g.lvm.len()));
+        let mut rows = vec![vec![
+            "volume".to_string(),
+            "size".to_string(),
+            "type".to_string(),
+            "readable".to_string(),
+        ]];
+        for lv in &g.lvm {
+            rows.push(vec![
+                format!("{}/{}", clean(&lv.vg), clean(&lv.lv)),
+                size(lv.size),
+                clean(&lv.segment_type),
+                match &lv.reason {
+                    Some(why) if !lv.readable => format!("no: {}", clean(why)),
+                    _ => yes(lv.readable).to_string(),
+                },
+            ]);
+        }
+        grid(s, &rows);
+    }
+    if g.filesystems.is_empty() {
+        kv(s, "Filesystems", "none found");
+    } else {
+        kv(s, "Filesystems", g.filesystems.len());
+        let mut rows = vec![vec![
+            "where".to_string(),
+            "type".to_string(),
+            "label".to_string(),
+            "uuid".to_string(),
+            "size".to_string(),
+            "mountpoint".to_string(),
+        ]];
+        for f in &g.filesystems {
+            rows.push(vec![
+                location(&f.location),
+                clean(&f.kind),
+                f.label.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                f.uuid.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                size(f.size),
+                f.mountpoint
+                    .as_deref()
+                    .map(clean)
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        grid(s, &rows);
+    }
+    kv(
+        s,
+        "Root",
+        g.root
+            .as_ref()
+            .map(location)
+            .unwrap_or_else(|| "not found".into()),
+    );
+    if let Some(os) = &g.os {
+        kv(s, "OS", clean(&os.os_name));
+        kv(
+            s,
+            "OS type",
+            format!(
+                "{} (platform {}, version {}, major {})",
+                clean(&os.os_type),
+                clean(&os.platform),
+                os.version.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                os.major.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+            ),
+        );
+        if let Some(p) = os.pretty.as_ref().or(os.name.as_ref()) {
+            kv(s, "OS name", clean(p));
+        }
+        if let Some(f) = &os.release_file {
+            kv(s, "Release file", clean(f));
+        }
+        kv(
+            s,
+            "Architecture",
+            match (&os.architecture, &os.architecture_from) {
+                (Some(a), Some(from)) => format!("{} (from {})", clean(a), clean(from)),
+                (Some(a), None) => clean(a),
+                (None, _) => "unknown".to_string(),
+            },
+        );
+        if os.kernels.is_empty() {
+            kv(s, "Kernels", "none found");
+        } else {
+            kv(s, "Kernels", os.kernels.len());
+            let mut rows = vec![vec![
+                "version".to_string(),
+                "image".to_string(),
+                "modules".to_string(),
+                "virtio_blk".to_string(),
+                "virtio_net".to_string(),
+            ]];
+            for k in &os.kernels {
+                let per = g.virtio.kernels.iter().find(|v| v.kernel == k.version);
+                let drv = |d: Option<guestinspect::os::DriverPresence>| match d {
+                    Some(guestinspect::os::DriverPresence::Module) => "module".to_string(),
+                    Some(guestinspect::os::DriverPresence::Builtin) => "built-in".to_string(),
+                    None => "no".to_string(),
+                };
+                rows.push(vec![
+                    clean(&k.version),
+                    k.image.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                    yes(k.modules).to_string(),
+                    drv(per.and_then(|p| p.block)),
+                    drv(per.and_then(|p| p.net)),
+                ]);
+            }
+            grid(s, &rows);
+        }
+    } else {
+        kv(s, "OS", "not recognised");
+    }
+    kv(s, "Cloud-init", yes(g.cloud_init));
+    kv(
+        s,
+        "Virtio",
+        format!("block {}, net {}", yes(g.virtio.block), yes(g.virtio.net)),
+    );
+    for (i, w) in g.warnings.iter().enumerate() {
+        kv(s, if i == 0 { "Warnings" } else { "" }, clean(w));
+    }
+    kv(
+        s,
+        "Read",
+        format!(
+            "{} in {} calls, {:.1} ms",
+            size(g.stats.bytes_read),
+            g.stats.read_calls,
+            g.stats.elapsed_ms
+        ),
+    );
+}
+
+/// Escape control characters (terminal escapes, newlines) in text that came
+/// from the image.
+fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well_and_keep_the_byte_count() {
+        assert_eq!(size(512), "512 bytes");
+        assert_eq!(size(64 << 20), "64 MiB (67108864 bytes)");
+        assert_eq!(size(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(size(1 << 50), "1 PiB (1125899906842624 bytes)");
+    }
+
+    #[test]
+    fn control_characters_from_the_image_are_escaped() {
+        assert_eq!(clean("ok\x1b[2Jx\n"), "ok\\u{1b}[2Jx\\n");
+        assert_eq!(clean("plain é"), "plain é");
+    }
+
+    #[test]
+    fn grid_aligns_columns() {
+        let mut s = String::new();
+        grid(
+            &mut s,
+            &[
+                vec!["a".into(), "bb".into(), "c".into()],
+                vec!["aaa".into(), "b".into(), "".into()],
+            ],
+        );
+        assert_eq!(s, "  a    bb  c\n  aaa  b\n");
+    }
+}
