@@ -200,7 +200,8 @@ impl ExtFs {
         };
         Ok(Some(ExtFs {
             disk,
-            cache: BlockCache::new(1024),
+            // At most 16 MiB of cached metadata, whatever the block size.
+            cache: BlockCache::new(((16 << 20) / block_size) as usize),
             kind,
             block_size,
             blocks_count,

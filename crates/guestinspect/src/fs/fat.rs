@@ -220,6 +220,12 @@ impl FatFs {
         Ok(Some(v))
     }
 
+    /// A FAT directory holds at most 65536 entries of 32 bytes (2 MiB):
+    /// a longer chain is not followed, however long the FAT makes it.
+    fn max_dir_clusters(&self) -> u64 {
+        ((2u64 << 20) / self.cluster_size).max(1)
+    }
+
     fn cluster_offset(&self, c: u32) -> u64 {
         self.data_offset + u64::from(c - 2) * self.cluster_size
     }
@@ -259,7 +265,7 @@ impl FatFs {
     fn dir_ranges(&self, inode: InodeId) -> Result<Vec<(u64, u64)>, FsError> {
         if inode == ROOT {
             if self.bits == Bits::Fat32 {
-                let c = self.chain(self.root_cluster, u64::MAX)?;
+                let c = self.chain(self.root_cluster, self.max_dir_clusters())?;
                 return Ok(c.into_iter().map(|o| (o, self.cluster_size)).collect());
             }
             return Ok(vec![(self.root_offset, self.root_bytes)]);
@@ -272,7 +278,7 @@ impl FatFs {
             // ".." of a first-level directory points at the root as 0.
             return self.dir_ranges(ROOT);
         }
-        let c = self.chain(e.cluster, u64::MAX)?;
+        let c = self.chain(e.cluster, self.max_dir_clusters())?;
         Ok(c.into_iter().map(|o| (o, self.cluster_size)).collect())
     }
 }
