@@ -1,0 +1,661 @@
+//! Fetching over HTTP against an in-process loopback server (axum on
+//! 127.0.0.1:0) that can misbehave on purpose: drop the connection
+//! mid-body, lie about its length, stall, redirect into refused ranges,
+//! ignore Range, change the object, or answer 403/404.
+//!
+//! The origin is reached as `http://localhost:PORT` with `allow_hosts =
+//! ["localhost"]`, so the origin is allowed while `127.0.0.1` (a redirect
+//! target) is not.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as AxPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use diskformat::ReadAt;
+use imagegate::config::{LimitsConfig, SourceConfig};
+use imagegate::source::{
+    parse_image_url, start_fetch_with, FetchError, FetchOptions, FetchProgress, ImageSource,
+};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+const LEN: usize = 8 << 20;
+/// Every test is over well within this.
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+fn test_data(seed: u32) -> Vec<u8> {
+    // Random-looking data with zero stretches (so holes are exercised).
+    let mut v = vec![0u8; LEN];
+    let mut x = seed;
+    for (i, b) in v.iter_mut().enumerate() {
+        if (i >> 18) % 4 != 1 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+    }
+    v
+}
+
+struct Server {
+    data: Mutex<Arc<Vec<u8>>>,
+    etag: Mutex<String>,
+    /// Requests seen per path (for "drop only the first time" modes).
+    hits: Mutex<HashMap<String, u32>>,
+    /// Range headers received, in order.
+    ranges: Mutex<Vec<String>>,
+    /// `/file` stalls after 3 MiB while set (to leave a partial spool).
+    stall_file: AtomicBool,
+    port: AtomicU32,
+}
+
+type St = Arc<Server>;
+
+fn requested_start(h: &HeaderMap) -> Option<u64> {
+    let v = h.get(header::RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
+}
+
+/// A body that yields `data[from..upto]` in 64 KiB pieces, then either ends,
+/// fails (the connection drops), or hangs.
+enum Tail {
+    End,
+    Drop,
+    Hang,
+}
+
+fn body(data: Arc<Vec<u8>>, from: usize, upto: usize, tail: Tail) -> Body {
+    let pieces: Vec<Result<Bytes, std::io::Error>> = (from..upto)
+        .step_by(64 << 10)
+        .map(|s| Ok(Bytes::copy_from_slice(&data[s..(s + (64 << 10)).min(upto)])))
+        .collect();
+    let head = futures::stream::iter(pieces);
+    let tail: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match tail {
+        Tail::End => Box::pin(futures::stream::empty()),
+        Tail::Drop => Box::pin(futures::stream::once(async {
+            Err(std::io::Error::other("dropped on purpose"))
+        })),
+        Tail::Hang => Box::pin(futures::stream::pending()),
+    };
+    Body::from_stream(futures::StreamExt::chain(head, tail))
+}
+
+/// Serves `data` honestly from the requested start (Range `bytes=N-`),
+/// honouring If-Range against `etag`; `upto` and `tail` shape the end.
+fn serve(
+    data: Arc<Vec<u8>>,
+    etag: &str,
+    headers: &HeaderMap,
+    honour_range: bool,
+    declared_len: usize,
+    upto: Option<usize>,
+    tail: Tail,
+) -> Response {
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .map(|v| v.as_bytes() == etag.as_bytes())
+        .unwrap_or(true);
+    let start = match requested_start(headers) {
+        Some(s) if honour_range && if_range_ok => Some(s as usize),
+        _ => None,
+    };
+    let mut r = Response::builder().header(header::ETAG, etag);
+    match start {
+        Some(s) if s >= declared_len => {
+            return r
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{declared_len}"))
+                .body(Body::empty())
+                .unwrap();
+        }
+        Some(s) => {
+            r = r
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {s}-{}/{declared_len}", declared_len - 1),
+                )
+                .header(header::CONTENT_LENGTH, declared_len - s);
+            let end = upto.unwrap_or(data.len()).max(s).min(data.len());
+            r.body(body(data, s, end, tail)).unwrap()
+        }
+        None => {
+            r = r
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, declared_len);
+            let end = upto.unwrap_or(data.len()).min(data.len());
+            r.body(body(data, 0, end, tail)).unwrap()
+        }
+    }
+}
+
+async fn handler(
+    State(st): State<St>,
+    AxPath(path): AxPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let hit = {
+        let mut h = st.hits.lock().unwrap();
+        let n = h.entry(path.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if let Some(r) = headers.get(header::RANGE) {
+        st.ranges
+            .lock()
+            .unwrap()
+            .push(format!("{path} {}", r.to_str().unwrap_or("?")));
+    }
+    let data = st.data.lock().unwrap().clone();
+    let etag = st.etag.lock().unwrap().clone();
+    let port = st.port.load(Ordering::Relaxed);
+    let third = LEN / 3;
+    match path.as_str() {
+        "file" if st.stall_file.load(Ordering::Relaxed) => {
+            serve(data, &etag, &headers, true, LEN, Some(3 << 20), Tail::Hang)
+        }
+        "file" => serve(data, &etag, &headers, true, LEN, None, Tail::End),
+        // Drops every response 3 MiB after where it started.
+        "drop" => {
+            let start = requested_start(&headers).unwrap_or(0) as usize;
+            serve(
+                data,
+                &etag,
+                &headers,
+                true,
+                LEN,
+                Some(start + (3 << 20)),
+                Tail::Drop,
+            )
+        }
+        // Its first answer promises 1000 bytes more than the object has;
+        // ranged requests are answered truthfully.
+        "lie-long" if requested_start(&headers).is_none() => {
+            serve(data, &etag, &headers, true, LEN + 1000, None, Tail::Drop)
+        }
+        "lie-long" => serve(data, &etag, &headers, true, LEN, None, Tail::End),
+        "stall" => serve(data, &etag, &headers, true, LEN, Some(1 << 20), Tail::Hang),
+        // Ignores Range; the first response drops a third of the way in.
+        "ignore-range" if hit == 1 => {
+            serve(data, &etag, &headers, false, LEN, Some(third), Tail::Drop)
+        }
+        "ignore-range" => serve(data, &etag, &headers, false, LEN, None, Tail::End),
+        // The object is replaced after the first response broke.
+        "changes" if hit == 1 => serve(data, &etag, &headers, true, LEN, Some(third), Tail::Drop),
+        "changes" => {
+            let mut other = (*data).clone();
+            other[0] ^= 0xff;
+            serve(
+                Arc::new(other),
+                "\"v2\"",
+                &headers,
+                true,
+                LEN,
+                None,
+                Tail::End,
+            )
+        }
+        // No validators at all, drops once.
+        "no-validator" => {
+            let mut r = serve(data, &etag, &headers, true, LEN, Some(third), Tail::Drop);
+            r.headers_mut().remove(header::ETAG);
+            r
+        }
+        "no-length" => Response::builder()
+            .header(header::ETAG, etag)
+            .body(body(data, 0, 1000, Tail::End))
+            .unwrap(),
+        "redirect-loopback" => redirect(&format!("http://127.0.0.1:{port}/file")),
+        "redirect-metadata" => redirect("http://169.254.169.254/latest/meta-data/"),
+        "redirect-mapped" => redirect(&format!("http://[::ffff:127.0.0.1]:{port}/file")),
+        "redirect-ok" => redirect(&format!("http://localhost:{port}/file")),
+        "redirect-loop" => redirect(&format!("http://localhost:{port}/redirect-loop")),
+        "forbidden" => status(StatusCode::FORBIDDEN),
+        "server-error" => status(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+fn redirect(to: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, to)
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn status(s: StatusCode) -> Response {
+    Response::builder().status(s).body(Body::empty()).unwrap()
+}
+
+struct TestServer {
+    st: St,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_server() -> TestServer {
+    let st = Arc::new(Server {
+        data: Mutex::new(Arc::new(test_data(7))),
+        etag: Mutex::new("\"v1\"".into()),
+        hits: Mutex::new(HashMap::new()),
+        ranges: Mutex::new(Vec::new()),
+        stall_file: AtomicBool::new(false),
+        port: AtomicU32::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    st.port.store(u32::from(addr.port()), Ordering::Relaxed);
+    let app = axum::Router::new()
+        .route("/{*path}", axum::routing::get(handler))
+        .with_state(st.clone());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestServer { st, addr, task }
+}
+
+fn cfg() -> SourceConfig {
+    SourceConfig {
+        allow_hosts: vec!["localhost".into()],
+        ..SourceConfig::default()
+    }
+}
+
+fn opts() -> FetchOptions {
+    FetchOptions {
+        stall_timeout: Duration::from_secs(1),
+        max_consecutive_failures: 3,
+        max_resumes: 10,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        connect_timeout: Duration::from_secs(2),
+    }
+}
+
+fn source(srv: &TestServer, path: &str) -> ImageSource {
+    let url = format!("http://localhost:{}/{path}", srv.addr.port());
+    parse_image_url(&url, 1251233127, &cfg()).unwrap()
+}
+
+/// Runs one fetch to the end; also reads the whole spool while it arrives,
+/// as the import pipeline would, and checks it against what `done` says.
+async fn fetch(
+    srv: &TestServer,
+    path: &str,
+    scratch: &std::path::Path,
+    limits: &LimitsConfig,
+) -> Result<(imagegate::source::FetchOutcome, Vec<u8>, Arc<FetchProgress>), FetchError> {
+    let progress = Arc::new(FetchProgress::default());
+    let run = async {
+        let h = start_fetch_with(
+            &source(srv, path),
+            &cfg(),
+            limits,
+            scratch,
+            progress.clone(),
+            CancellationToken::new(),
+            &opts(),
+        )
+        .await?;
+        let spool = h.spool.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut all = vec![0u8; spool.len() as usize];
+            for (i, c) in all.chunks_mut(1 << 20).enumerate() {
+                spool.read_at((i << 20) as u64, c)?;
+            }
+            Ok::<_, std::io::Error>(all)
+        });
+        let outcome = h.done.await.expect("fetch task")?;
+        let read = reader
+            .await
+            .expect("reader")
+            .expect("spool read after success");
+        Ok((outcome, read, progress.clone()))
+    };
+    tokio::time::timeout(TEST_LIMIT, run)
+        .await
+        .expect("test took too long")
+}
+
+fn sha(d: &[u8]) -> [u8; 32] {
+    Sha256::digest(d).into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_download_hashes_and_spools() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, read, progress) = fetch(&srv, "file", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap();
+    let data = test_data(7);
+    assert_eq!(out.bytes, LEN as u64);
+    assert_eq!(out.sha256, sha(&data));
+    assert_eq!(out.resumes, 0);
+    assert_eq!(read, data);
+    assert_eq!(progress.snapshot(), (LEN as u64, LEN as u64, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_resumed() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, read, _) = fetch(&srv, "drop", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap();
+    let data = test_data(7);
+    assert_eq!(out.sha256, sha(&data));
+    assert_eq!(read, data);
+    // Every answer breaks 3 MiB after its start (minus what was in flight):
+    // at least two breaks, each resumed exactly where the data stopped.
+    let ranges = srv.st.ranges.lock().unwrap().clone();
+    assert!(out.resumes >= 2, "{ranges:?}");
+    assert_eq!(ranges.len(), out.resumes as usize, "{ranges:?}");
+    let starts: Vec<u64> = ranges
+        .iter()
+        .map(|r| {
+            r.strip_prefix("drop bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected range {r}"))
+        })
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+    assert!(starts[0] > 0 && starts[0] <= 3 << 20, "{starts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_ignoring_range_is_skipped_ahead() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, read, _) = fetch(&srv, "ignore-range", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap();
+    let data = test_data(7);
+    assert_eq!(out.sha256, sha(&data));
+    assert_eq!(read, data);
+    assert_eq!(out.resumes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_changing_mid_download_fails_cleanly() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = fetch(&srv, "changes", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceChanged", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_lie_is_detected() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = fetch(&srv, "lie-long", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceLengthMismatch", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_length_is_refused() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = fetch(&srv, "no-length", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceLengthUnknown", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_source_times_out_and_readers_wake() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let progress = Arc::new(FetchProgress::default());
+    let started = std::time::Instant::now();
+    let h = start_fetch_with(
+        &source(&srv, "stall"),
+        &cfg(),
+        &LimitsConfig::default(),
+        dir.path(),
+        progress.clone(),
+        CancellationToken::new(),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    // A reader waiting for bytes that never come must be released.
+    let spool = h.spool.clone();
+    let reader =
+        tokio::task::spawn_blocking(move || spool.read_at(LEN as u64 - 10, &mut [0u8; 10]));
+    let e = tokio::time::timeout(TEST_LIMIT, h.done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceStalled", "{e}");
+    assert!(reader.await.unwrap().is_err());
+    // Bytes that did arrive stay readable.
+    h.spool.read_at(0, &mut [0u8; 4096]).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(progress.snapshot().0, 1 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_into_refused_ranges_are_refused() {
+    let srv = start_server().await;
+    for path in ["redirect-loopback", "redirect-metadata", "redirect-mapped"] {
+        let dir = tempfile::tempdir().unwrap();
+        let e = fetch(&srv, path, dir.path(), &LimitsConfig::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "SourceAddressRefused", "{path}: {e}");
+        assert!(e.to_string().contains("redirect"), "{path}: {e}");
+    }
+    // The refused target was never asked for anything.
+    assert!(!srv.st.hits.lock().unwrap().contains_key("file"));
+    let dir = tempfile::tempdir().unwrap();
+    let e = fetch(&srv, "redirect-loop", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceAddressRefused", "{e}");
+    assert!(e.to_string().contains("redirects"), "{e}");
+    assert_eq!(srv.st.hits.lock().unwrap()["redirect-loop"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_redirect_is_followed() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _, _) = fetch(&srv, "redirect-ok", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(out.sha256, sha(&test_data(7)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_errors_name_the_status() {
+    let srv = start_server().await;
+    for (path, code, text) in [
+        ("missing", "InvalidUrl", "404"),
+        ("forbidden", "InvalidUrl", "403"),
+        ("server-error", "SourceUnreachable", "500"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let e = fetch(&srv, path, dir.path(), &LimitsConfig::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{path}: {e}");
+        assert!(e.to_string().contains(text), "{path}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_is_refused_before_download() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = LimitsConfig {
+        max_source_size: 1 << 20,
+        ..LimitsConfig::default()
+    };
+    let e = fetch(&srv, "file", dir.path(), &limits).await.unwrap_err();
+    assert_eq!(e.code(), "SourceTooLarge", "{e}");
+    assert!(!dir.path().join("source.spool").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_validator_means_no_resume() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = fetch(&srv, "no-validator", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceUnreachable", "{e}");
+    assert!(e.to_string().contains("cannot be resumed"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_literal_url_is_refused_before_sending() {
+    // Parsing refuses it; a hand-made source must be refused by the fetch
+    // too (reqwest never asks the resolver about IP literals).
+    let srv = start_server().await;
+    let url = reqwest::Url::parse(&format!("http://127.0.0.1:{}/file", srv.addr.port())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_fetch_with(
+        &ImageSource::Http { url },
+        &cfg(),
+        &LimitsConfig::default(),
+        dir.path(),
+        Arc::new(FetchProgress::default()),
+        CancellationToken::new(),
+        &opts(),
+    )
+    .await;
+    let e = r.err().expect("refused");
+    assert_eq!(e.code(), "SourceAddressRefused", "{e}");
+    assert!(srv.st.hits.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisted_name_resolving_to_loopback_is_refused_at_connect() {
+    // "localhost" resolves to loopback; without allow_hosts (a hand-made
+    // source) or private networks, the resolver must hand out nothing.
+    let srv = start_server().await;
+    let url = reqwest::Url::parse(&format!("http://localhost:{}/file", srv.addr.port())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_fetch_with(
+        &ImageSource::Http { url },
+        &SourceConfig::default(),
+        &LimitsConfig::default(),
+        dir.path(),
+        Arc::new(FetchProgress::default()),
+        CancellationToken::new(),
+        &opts(),
+    )
+    .await;
+    let e = r.err().expect("refused");
+    assert_eq!(e.code(), "SourceAddressRefused", "{e}");
+    assert!(srv.st.hits.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_download_and_readers() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let h = start_fetch_with(
+        &source(&srv, "stall"),
+        &cfg(),
+        &LimitsConfig::default(),
+        dir.path(),
+        Arc::new(FetchProgress::default()),
+        cancel.clone(),
+        &FetchOptions {
+            stall_timeout: Duration::from_secs(20),
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    let spool = h.spool.clone();
+    let reader = tokio::task::spawn_blocking(move || spool.read_at(LEN as u64 - 1, &mut [0u8; 1]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cancel.cancel();
+    let e = tokio::time::timeout(Duration::from_secs(5), h.done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), "ImportCancelled");
+    let re = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(re.to_string().contains("cancelled"), "{re}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_continues_an_earlier_spool() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    // First "process": the server stalls after 3 MiB and the fetch gives up.
+    srv.st.stall_file.store(true, Ordering::Relaxed);
+    let e = fetch(&srv, "file", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceStalled", "{e}");
+    srv.st.ranges.lock().unwrap().clear();
+    // Second "process", same scratch folder: continues at 3 MiB.
+    srv.st.stall_file.store(false, Ordering::Relaxed);
+    let (out, read, progress) = fetch(&srv, "file", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap();
+    let data = test_data(7);
+    assert_eq!(out.sha256, sha(&data));
+    assert_eq!(read, data);
+    assert_eq!(out.reused_bytes, 3 << 20);
+    assert!(out.resumes >= 1);
+    assert!(progress.snapshot().2 >= 1);
+    assert_eq!(
+        srv.st.ranges.lock().unwrap().first().cloned(),
+        Some(format!("file bytes={}-", 3 << 20))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_the_object_changed_starts_over() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    srv.st.stall_file.store(true, Ordering::Relaxed);
+    let e = fetch(&srv, "file", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SourceStalled", "{e}");
+    // A new version of the object appears.
+    let new = test_data(99);
+    *srv.st.data.lock().unwrap() = Arc::new(new.clone());
+    *srv.st.etag.lock().unwrap() = "\"v2\"".into();
+    srv.st.stall_file.store(false, Ordering::Relaxed);
+    let (out, read, _) = fetch(&srv, "file", dir.path(), &LimitsConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(out.sha256, sha(&new));
+    assert_eq!(read, new);
+    assert_eq!(out.reused_bytes, 0);
+}
