@@ -332,9 +332,7 @@ struct Guest(Arc<dyn DiskImage>);
 
 impl ReadAt for Guest {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.0
-            .read_guest(offset, buf)
-            .map_err(FormatError::into_io)
+        self.0.read_guest(offset, buf).map_err(FormatError::into_io)
     }
     fn len(&self) -> u64 {
         self.0.virtual_size()
@@ -387,8 +385,7 @@ pub fn import_checks(format: Option<Format>, g: &GuestReport) -> Vec<ImportCheck
     let Some(os) = &g.os else {
         push(
             "RootPartitionNotFound",
-            "A root filesystem was found but no operating system was recognised on it."
-                .to_string(),
+            "A root filesystem was found but no operating system was recognised on it.".to_string(),
         );
         return out;
     };
@@ -442,12 +439,6 @@ fn size(n: u64) -> String {
     } else {
         format!("{v:.1} {} ({n} bytes)", UNITS[u])
     }
-}
-
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "-".to_string())
 }
 
 fn location(l: &Location) -> String {
@@ -534,7 +525,11 @@ pub fn render_table(r: &InspectReport) -> String {
         kv(&mut s, "Cluster size", size(v));
     }
     if c.format.is_some() && c.virtual_size.is_some() {
-        kv(&mut s, "Compression", opt(&c.compression));
+        kv(
+            &mut s,
+            "Compression",
+            clean(c.compression.as_deref().unwrap_or("none")),
+        );
     }
     for (i, n) in c.notes.iter().enumerate() {
         kv(&mut s, if i == 0 { "Notes" } else { "" }, clean(n));
@@ -689,7 +684,10 @@ fn render_guest(s: &mut String, g: &GuestReport) {
                 "{} (platform {}, version {}, major {})",
                 clean(&os.os_type),
                 clean(&os.platform),
-                os.version.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                os.version
+                    .as_deref()
+                    .map(clean)
+                    .unwrap_or_else(|| "-".into()),
                 os.major.as_deref().map(clean).unwrap_or_else(|| "-".into()),
             ),
         );

@@ -6,6 +6,7 @@ pub mod api;
 pub mod blobstore;
 pub mod catalog;
 pub mod config;
+pub mod inspect_cmd;
 pub mod oslist;
 pub mod pipeline;
 pub mod server;
