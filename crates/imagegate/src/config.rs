@@ -131,7 +131,10 @@ impl std::fmt::Debug for SourceConfig {
             .field("cos_root", &self.cos_root)
             .field("cos_endpoint", &self.cos_endpoint)
             .field("cos_access_key", &self.cos_access_key)
-            .field("cos_secret_key", &self.cos_secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "cos_secret_key",
+                &self.cos_secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("cos_region", &self.cos_region)
             .field("allow_hosts", &self.allow_hosts)
             .field("allow_private_networks", &self.allow_private_networks)
@@ -205,7 +208,10 @@ impl std::fmt::Debug for BlobConfig {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key", &self.access_key)
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -271,8 +277,14 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("IMAGEGATE_LISTEN", "listen"),
     ("IMAGEGATE_DATA_DIR", "data_dir"),
     ("IMAGEGATE_REGIONS", "regions (comma-separated)"),
-    ("IMAGEGATE_IMPORT_REGIONS", "import_regions (comma-separated)"),
-    ("IMAGEGATE_RATE_LIMITS_ENABLED", "rate_limits.enabled (true|false)"),
+    (
+        "IMAGEGATE_IMPORT_REGIONS",
+        "import_regions (comma-separated)",
+    ),
+    (
+        "IMAGEGATE_RATE_LIMITS_ENABLED",
+        "rate_limits.enabled (true|false)",
+    ),
     ("IMAGEGATE_CATALOG_URL", "catalog.url"),
     ("IMAGEGATE_BLOBS_URL", "blobs.url"),
     ("IMAGEGATE_WORKERS_CONCURRENCY", "workers.concurrency"),
@@ -405,7 +417,10 @@ impl Config {
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
             if a.secret_id.is_empty() || !a.secret_id.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(key("secret_id"), "must be non-empty printable ASCII"));
+                return Err(invalid(
+                    key("secret_id"),
+                    "must be non-empty printable ASCII",
+                ));
             }
             if !ids.insert(a.secret_id.as_str()) {
                 return Err(invalid(key("secret_id"), "appears twice"));
@@ -486,10 +501,15 @@ impl Config {
                     return Err(invalid(key("platform"), "must be \"Linux\" or \"Windows\""));
                 }
                 if e.os_versions.is_empty() {
-                    return Err(invalid(key("os_versions"), "must list at least one version"));
+                    return Err(invalid(
+                        key("os_versions"),
+                        "must list at least one version",
+                    ));
                 }
                 if e.architectures.is_empty()
-                    || e.architectures.iter().any(|a| !ARCHITECTURES.contains(&a.as_str()))
+                    || e.architectures
+                        .iter()
+                        .any(|a| !ARCHITECTURES.contains(&a.as_str()))
                 {
                     return Err(invalid(
                         key("architectures"),
@@ -508,8 +528,11 @@ fn is_region_name(r: &str) -> bool {
     !r.is_empty()
         && r.len() <= 64
         && r.split('-').count() >= 2
-        && r.split('-')
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && r.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 #[cfg(test)]

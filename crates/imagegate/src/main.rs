@@ -12,7 +12,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "imagegate", version, about = "Self-hosted image service speaking Tencent Cloud's CVM image API")]
+#[command(
+    name = "imagegate",
+    version,
+    about = "Self-hosted image service speaking Tencent Cloud's CVM image API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,8 +125,7 @@ async fn serve(args: ServeArgs, api: bool) -> anyhow::Result<()> {
 async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r?,
             _ = term.recv() => {}

@@ -20,7 +20,12 @@ use crate::config::ImportOsEntry;
 use serde_json::{json, Value};
 
 /// (OsName, platform, versions, architectures).
-type Row = (&'static str, &'static str, &'static [&'static str], &'static [&'static str]);
+type Row = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+);
 
 const X86: &[&str] = &["x86_64", "i386"];
 const X86_ARM: &[&str] = &["x86_64", "i386", "arm_64"];
@@ -33,8 +38,18 @@ const DEFAULT: &[Row] = &[
     ("Windows Server 2019", "Windows", &["9"], &["x86_64"]),
     ("Windows Server 2022", "Windows", &["9"], &["x86_64"]),
     ("CentOS", "Linux", &["5", "6", "7", "8"], X86_ARM),
-    ("Ubuntu", "Linux", &["10", "12", "14", "16", "18", "20", "22", "24"], X86_ARM),
-    ("Debian", "Linux", &["6", "7", "8", "9", "10", "11", "12"], X86_ARM),
+    (
+        "Ubuntu",
+        "Linux",
+        &["10", "12", "14", "16", "18", "20", "22", "24"],
+        X86_ARM,
+    ),
+    (
+        "Debian",
+        "Linux",
+        &["6", "7", "8", "9", "10", "11", "12"],
+        X86_ARM,
+    ),
     ("OpenSUSE", "Linux", &["11", "12", "15"], X86_ARM),
     ("SUSE", "Linux", &["10", "11", "12", "13", "15"], X86_ARM),
     ("CoreOS", "Linux", &["7"], X86),
@@ -182,13 +197,28 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         for name in [
-            "CentOS", "Ubuntu", "Debian", "OpenSUSE", "SUSE", "CoreOS", "FreeBSD", "Other Linux",
-            "Redhat", "Kylin", "UnionTech", "TencentOS", "Fedora", "CentOS Stream", "AlmaLinux",
+            "CentOS",
+            "Ubuntu",
+            "Debian",
+            "OpenSUSE",
+            "SUSE",
+            "CoreOS",
+            "FreeBSD",
+            "Other Linux",
+            "Redhat",
+            "Kylin",
+            "UnionTech",
+            "TencentOS",
+            "Fedora",
+            "CentOS Stream",
+            "AlmaLinux",
             "Rocky",
         ] {
             assert!(linux.contains(&name), "{name} missing");
         }
-        let windows = a["ImportImageOsListSupported"]["Windows"].as_array().unwrap();
+        let windows = a["ImportImageOsListSupported"]["Windows"]
+            .as_array()
+            .unwrap();
         assert_eq!(windows.len(), 5);
         let set = a["ImportImageOsVersionSet"].as_array().unwrap();
         let centos = set.iter().find(|e| e["OsName"] == "CentOS").unwrap();
@@ -201,9 +231,18 @@ mod tests {
     #[test]
     fn check_distinguishes_type_version_and_architecture() {
         let list = OsList::from_config(None);
-        assert_eq!(list.check("centos", "7", "x86_64").unwrap().os_name, "CentOS");
-        assert_eq!(list.check("Gentoo", "1", "x86_64"), Err(OsRejection::UnknownType));
-        assert_eq!(list.check("CentOS", "4", "x86_64"), Err(OsRejection::UnknownVersion));
+        assert_eq!(
+            list.check("centos", "7", "x86_64").unwrap().os_name,
+            "CentOS"
+        );
+        assert_eq!(
+            list.check("Gentoo", "1", "x86_64"),
+            Err(OsRejection::UnknownType)
+        );
+        assert_eq!(
+            list.check("CentOS", "4", "x86_64"),
+            Err(OsRejection::UnknownVersion)
+        );
         assert_eq!(
             list.check("Rocky", "9", "i386"),
             Err(OsRejection::UnsupportedArchitecture)
@@ -221,14 +260,23 @@ mod tests {
         }];
         let list = OsList::from_config(Some(&custom));
         assert!(list.check("Gentoo", "2024", "x86_64").is_ok());
-        assert_eq!(list.check("CentOS", "7", "x86_64"), Err(OsRejection::UnknownType));
-        assert_eq!(list.answer()["ImportImageOsListSupported"]["Windows"], json!([]));
+        assert_eq!(
+            list.check("CentOS", "7", "x86_64"),
+            Err(OsRejection::UnknownType)
+        );
+        assert_eq!(
+            list.answer()["ImportImageOsListSupported"]["Windows"],
+            json!([])
+        );
     }
 
     #[test]
     fn display_names() {
         assert_eq!(display_os_name("CentOS", "7", "x86_64"), "CentOS 7 64bit");
-        assert_eq!(display_os_name("Ubuntu", "22", "arm_64"), "Ubuntu 22 64bit ARM");
+        assert_eq!(
+            display_os_name("Ubuntu", "22", "arm_64"),
+            "Ubuntu 22 64bit ARM"
+        );
         assert_eq!(display_os_name("Debian", "9", "i386"), "Debian 9 32bit");
         assert_eq!(
             display_os_name("Windows Server 2016", "9", "x86_64"),

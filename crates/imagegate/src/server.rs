@@ -6,15 +6,15 @@
 use crate::accounts::{ensure_default_account, AccountError, Accounts, Bootstrap};
 use crate::api::{http, AppState};
 use crate::blobstore::{self, BlobError};
-use crate::pipeline::{node_name, Workers};
-use tokio_util::sync::CancellationToken;
 use crate::catalog::{blobs, Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
+use crate::pipeline::{node_name, Workers};
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -30,7 +30,10 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
     #[error("server task ended abnormally: {0}")]
@@ -130,7 +133,11 @@ pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, Ser
     let catalog = Catalog::open(&config).await?;
     let blobs = blobstore::open(&config.blobs, &config.data_dir)?;
     let config = Arc::new(config);
-    let state = Arc::new(AppState::new(config.clone(), catalog.clone(), blobs.clone()));
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        catalog.clone(),
+        blobs.clone(),
+    ));
     let workers = roles.workers.then(|| {
         let stop = CancellationToken::new();
         let workers = Workers {

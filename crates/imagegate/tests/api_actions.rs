@@ -29,11 +29,27 @@ fn base_config(dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
-        regions: vec!["ap-guangzhou".into(), "ap-beijing".into(), "ap-singapore".into()],
+        regions: vec![
+            "ap-guangzhou".into(),
+            "ap-beijing".into(),
+            "ap-singapore".into(),
+        ],
         import_regions: Some(vec!["ap-guangzhou".into(), "ap-singapore".into()]),
         accounts: vec![
-            account("AKIDaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "keyA", APP_A, UIN_A, 500),
-            account("AKIDbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "keyB", APP_B, UIN_B, 3),
+            account(
+                "AKIDaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "keyA",
+                APP_A,
+                UIN_A,
+                500,
+            ),
+            account(
+                "AKIDbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                "keyB",
+                APP_B,
+                UIN_B,
+                3,
+            ),
         ],
         rate_limits: imagegate::config::RateLimitConfig { enabled: false },
         ..Config::default()
@@ -86,11 +102,19 @@ impl Client {
     }
 
     fn a(server: &Server) -> Client {
-        Client::new(server.addr(), "AKIDaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "keyA")
+        Client::new(
+            server.addr(),
+            "AKIDaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "keyA",
+        )
     }
 
     fn b(server: &Server) -> Client {
-        Client::new(server.addr(), "AKIDbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "keyB")
+        Client::new(
+            server.addr(),
+            "AKIDbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+            "keyB",
+        )
     }
 
     fn in_region(mut self, r: Option<&str>) -> Client {
@@ -144,7 +168,10 @@ async fn reply(resp: reqwest::Response) -> Reply {
     let text = resp.text().await.unwrap();
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
     let response = v["Response"].clone();
-    let rid = response["RequestId"].as_str().expect("RequestId").to_string();
+    let rid = response["RequestId"]
+        .as_str()
+        .expect("RequestId")
+        .to_string();
     assert!(is_uuid_v4(&rid), "RequestId {rid}");
     Reply {
         status,
@@ -156,7 +183,8 @@ async fn reply(resp: reqwest::Response) -> Reply {
 fn is_uuid_v4(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
-        && s.bytes().all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && parts[2].starts_with('4')
 }
 
@@ -174,8 +202,16 @@ fn import_params(name: &str) -> Value {
     })
 }
 
+/// The API alone: no import workers, so images stay as the API leaves them
+/// (IMPORTING, job QUEUED) and nothing tries to fetch the test URLs.
 async fn start(config: Config) -> Server {
-    server::start(config).await.expect("server starts")
+    let roles = server::Roles {
+        api: true,
+        workers: false,
+    };
+    server::start_roles(config, roles)
+        .await
+        .expect("server starts")
 }
 
 /// Moves an image out of IMPORTING, as the pipeline will when it finishes.
@@ -194,7 +230,9 @@ async fn import_ok(c: &Client, params: Value) -> String {
     assert!(
         id.len() == 12
             && id.starts_with("img-")
-            && id[4..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            && id[4..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
         "{id}"
     );
     id
@@ -220,7 +258,10 @@ async fn envelope_auth_region_and_language() {
     unknown.secret_id = "AKIDunknownunknownunknownunknown0000".into();
     let r1 = unknown.call("DescribeImageQuota", json!({})).await;
     let r2 = unknown.call("DescribeImageQuota", json!({})).await;
-    assert_eq!((r1.status, r1.content_type.as_str()), (200, "application/json"));
+    assert_eq!(
+        (r1.status, r1.content_type.as_str()),
+        (200, "application/json")
+    );
     assert_eq!(r1.code(), "AuthFailure.SecretIdNotFound");
     assert_ne!(r1.response["RequestId"], r2.response["RequestId"]);
 
@@ -264,13 +305,8 @@ async fn envelope_auth_region_and_language() {
     assert_eq!(r.code(), "UnsupportedRegion");
     assert!(r.message().contains("地域"), "{}", r.message());
 
-    // Unknown action, and the routed extension actions.
     let r = a.call("RunInstances", json!({})).await;
     assert_eq!(r.code(), "InvalidAction");
-    let r = a
-        .call("DescribeImportImageTasks", json!({"ImageIds": ["img-12345678"]}))
-        .await;
-    assert!(!r.code().is_empty());
 
     // An oversized body still gets the envelope, not a 413.
     let big = vec![b' '; (10 << 20) + 10];
@@ -282,7 +318,10 @@ async fn envelope_auth_region_and_language() {
         .await
         .unwrap();
     let r = reply(resp).await;
-    assert_eq!((r.status, r.content_type.as_str()), (200, "application/json"));
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, "application/json")
+    );
     assert_eq!(r.code(), "RequestSizeLimitExceeded");
 
     // Other methods: UnsupportedProtocol, still in the envelope.
@@ -310,13 +349,34 @@ async fn import_image_rules() {
     };
     let cases: Vec<(Value, &str)> = vec![
         (json!({"Architecture": "sparc"}), "InvalidParameterValue"),
-        (json!({"OsType": "Gentoo"}), "InvalidImageOsType.Unsupported"),
-        (json!({"OsVersion": "4"}), "InvalidImageOsVersion.Unsupported"),
-        (json!({"ImageName": "名".repeat(61)}), "InvalidParameterValue.TooLarge"),
-        (json!({"ImageDescription": "d".repeat(257)}), "InvalidParameterValue.TooLarge"),
-        (json!({"LicenseType": "GPL"}), "InvalidParameterValue.InvalidLicenseType"),
-        (json!({"BootMode": "BIOS"}), "InvalidParameterValue.InvalidBootMode"),
-        (json!({"ImageFamily": "7-bad start"}), "InvalidParameterValue.InvalidImageFamily"),
+        (
+            json!({"OsType": "Gentoo"}),
+            "InvalidImageOsType.Unsupported",
+        ),
+        (
+            json!({"OsVersion": "4"}),
+            "InvalidImageOsVersion.Unsupported",
+        ),
+        (
+            json!({"ImageName": "名".repeat(61)}),
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            json!({"ImageDescription": "d".repeat(257)}),
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            json!({"LicenseType": "GPL"}),
+            "InvalidParameterValue.InvalidLicenseType",
+        ),
+        (
+            json!({"BootMode": "BIOS"}),
+            "InvalidParameterValue.InvalidBootMode",
+        ),
+        (
+            json!({"ImageFamily": "7-bad start"}),
+            "InvalidParameterValue.InvalidImageFamily",
+        ),
         (
             json!({"TagSpecification": [{"ResourceType": "instance", "Tags": [{"Key": "k", "Value": "v"}]}]}),
             "InvalidParameterValue",
@@ -325,8 +385,14 @@ async fn import_image_rules() {
             json!({"TagSpecification": [{"ResourceType": "image", "Tags": [{"Key": "", "Value": "v"}]}]}),
             "InvalidParameterValue.TagKeyNotFound",
         ),
-        (json!({"ImageUrl": "ftp://example.com/a.qcow2"}), "InvalidParameter.InvalidParameterUrlError"),
-        (json!({"ImageUrl": "not a url"}), "InvalidParameter.InvalidParameterUrlError"),
+        (
+            json!({"ImageUrl": "ftp://example.com/a.qcow2"}),
+            "InvalidParameter.InvalidParameterUrlError",
+        ),
+        (
+            json!({"ImageUrl": "not a url"}),
+            "InvalidParameter.InvalidParameterUrlError",
+        ),
         (
             json!({"ImageUrl": cos_url(APP_B, "other-account.qcow2")}),
             "InvalidParameter.InvalidParameterUrlError",
@@ -346,7 +412,10 @@ async fn import_image_rules() {
     }
     let mut missing = import_params("x");
     missing.as_object_mut().unwrap().remove("ImageUrl");
-    assert_eq!(a.call("ImportImage", missing).await.code(), "MissingParameter");
+    assert_eq!(
+        a.call("ImportImage", missing).await.code(),
+        "MissingParameter"
+    );
 
     // A region that serves but cannot import.
     let r = Client::a(&server)
@@ -364,18 +433,34 @@ async fn import_image_rules() {
     // Names count characters, not bytes: 60 Chinese characters are fine.
     // DryRun passes every check and writes nothing.
     let r = a
-        .call("ImportImage", with(json!({"ImageName": "名".repeat(60), "DryRun": true})))
+        .call(
+            "ImportImage",
+            with(json!({"ImageName": "名".repeat(60), "DryRun": true})),
+        )
         .await;
-    assert_eq!(r.ok().as_object().unwrap().len(), 1, "only RequestId: {}", r.response);
+    assert_eq!(
+        r.ok().as_object().unwrap().len(),
+        1,
+        "only RequestId: {}",
+        r.response
+    );
     let d = describe(&a, json!({})).await;
     assert_eq!(d["TotalCount"], 0);
-    let r = a.call("ImportImage", with(json!({"ImageName": "名".repeat(60)}))).await;
+    let r = a
+        .call("ImportImage", with(json!({"ImageName": "名".repeat(60)})))
+        .await;
     r.ok();
     // Now the name is taken: DryRun and the real call both say so.
     let dup = with(json!({"ImageName": "名".repeat(60), "DryRun": true}));
-    assert_eq!(a.call("ImportImage", dup).await.code(), "InvalidImageName.Duplicate");
+    assert_eq!(
+        a.call("ImportImage", dup).await.code(),
+        "InvalidImageName.Duplicate"
+    );
     let dup = with(json!({"ImageName": "名".repeat(60)}));
-    assert_eq!(a.call("ImportImage", dup).await.code(), "InvalidImageName.Duplicate");
+    assert_eq!(
+        a.call("ImportImage", dup).await.code(),
+        "InvalidImageName.Duplicate"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -442,7 +527,11 @@ async fn import_then_describe_every_field_and_filter() {
     }
 
     // The second image: defaults filled.
-    let d = describe(&a, json!({"Filters": [{"Name": "image-id", "Values": [second]}]})).await;
+    let d = describe(
+        &a,
+        json!({"Filters": [{"Name": "image-id", "Values": [second]}]}),
+    )
+    .await;
     let img = &d["ImageSet"][0];
     assert_eq!(img["OsName"], "CentOS 7 64bit");
     assert_eq!(img["LicenseType"], "TencentCloud");
@@ -463,16 +552,40 @@ async fn import_then_describe_every_field_and_filter() {
     assert_eq!(d["ImageSet"], json!([]));
 
     let filters: Vec<(Value, Vec<&str>)> = vec![
-        (json!([{"Name": "image-name", "Values": ["WEB"]}]), vec![first.as_str()]),
-        (json!([{"Name": "image-name", "Values": ["web", "db"]}]), vec![first.as_str(), second.as_str()]),
+        (
+            json!([{"Name": "image-name", "Values": ["WEB"]}]),
+            vec![first.as_str()],
+        ),
+        (
+            json!([{"Name": "image-name", "Values": ["web", "db"]}]),
+            vec![first.as_str(), second.as_str()],
+        ),
         (json!([{"Name": "image-name", "Values": ["%"]}]), vec![]),
-        (json!([{"Name": "platform", "Values": ["cent"]}]), vec![second.as_str()]),
-        (json!([{"Name": "tag-key", "Values": ["team"]}]), vec![first.as_str()]),
-        (json!([{"Name": "tag-value", "Values": ["prod", "nope"]}]), vec![first.as_str()]),
-        (json!([{"Name": "tag:env", "Values": ["prod"]}]), vec![first.as_str()]),
+        (
+            json!([{"Name": "platform", "Values": ["cent"]}]),
+            vec![second.as_str()],
+        ),
+        (
+            json!([{"Name": "tag-key", "Values": ["team"]}]),
+            vec![first.as_str()],
+        ),
+        (
+            json!([{"Name": "tag-value", "Values": ["prod", "nope"]}]),
+            vec![first.as_str()],
+        ),
+        (
+            json!([{"Name": "tag:env", "Values": ["prod"]}]),
+            vec![first.as_str()],
+        ),
         (json!([{"Name": "tag:env", "Values": ["dev"]}]), vec![]),
-        (json!([{"Name": "image-type", "Values": ["PRIVATE_IMAGE"]}]), vec![first.as_str(), second.as_str()]),
-        (json!([{"Name": "image-type", "Values": ["PUBLIC_IMAGE"]}]), vec![]),
+        (
+            json!([{"Name": "image-type", "Values": ["PRIVATE_IMAGE"]}]),
+            vec![first.as_str(), second.as_str()],
+        ),
+        (
+            json!([{"Name": "image-type", "Values": ["PUBLIC_IMAGE"]}]),
+            vec![],
+        ),
         // Different filters AND.
         (
             json!([{"Name": "image-name", "Values": ["web", "db"]}, {"Name": "platform", "Values": ["ubuntu"]}]),
@@ -504,8 +617,14 @@ async fn import_then_describe_every_field_and_filter() {
             json!({"Filters": [{"Name": "image-name", "Values": ["a", "b", "c", "d", "e", "f"]}]}),
             "InvalidFilterValue.LimitExceeded",
         ),
-        (json!({"Filters": [{"Name": "colour", "Values": ["a"]}]}), "InvalidFilter"),
-        (json!({"ImageIds": ["img-NOPE"]}), "InvalidImageId.Malformed"),
+        (
+            json!({"Filters": [{"Name": "colour", "Values": ["a"]}]}),
+            "InvalidFilter",
+        ),
+        (
+            json!({"ImageIds": ["img-NOPE"]}),
+            "InvalidImageId.Malformed",
+        ),
         (json!({"Limit": 101}), "InvalidParameterValue"),
         (json!({"Offset": -1}), "InvalidParameterValue"),
     ];
@@ -533,7 +652,10 @@ async fn delete_and_modify() {
     let r = a.call("DeleteImages", json!({"ImageIds": [id]})).await;
     assert_eq!(r.code(), "InvalidImageId.IncorrectState");
     let r = a
-        .call("ModifyImageAttribute", json!({"ImageId": id, "ImageName": "renamed"}))
+        .call(
+            "ModifyImageAttribute",
+            json!({"ImageId": id, "ImageName": "renamed"}),
+        )
         .await;
     assert_eq!(r.code(), "InvalidImageId.IncorrectState");
 
@@ -543,14 +665,33 @@ async fn delete_and_modify() {
     // Modify: value rules, uniqueness, then real changes.
     let cases: Vec<(Value, &str)> = vec![
         (json!({"ImageId": "img-bad"}), "InvalidImageId.Malformed"),
-        (json!({"ImageId": "img-00000000", "ImageName": "x"}), "InvalidImageId.NotFound"),
-        (json!({"ImageId": id, "ImageName": "other"}), "InvalidImageName.Duplicate"),
-        (json!({"ImageId": id, "ImageName": "n".repeat(61)}), "InvalidParameterValue.TooLarge"),
-        (json!({"ImageId": id, "ImageDescription": "d".repeat(257)}), "InvalidParameterValue.TooLarge"),
-        (json!({"ImageId": id, "ImageFamily": "no spaces"}), "InvalidParameterValue.InvalidImageFamily"),
+        (
+            json!({"ImageId": "img-00000000", "ImageName": "x"}),
+            "InvalidImageId.NotFound",
+        ),
+        (
+            json!({"ImageId": id, "ImageName": "other"}),
+            "InvalidImageName.Duplicate",
+        ),
+        (
+            json!({"ImageId": id, "ImageName": "n".repeat(61)}),
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            json!({"ImageId": id, "ImageDescription": "d".repeat(257)}),
+            "InvalidParameterValue.TooLarge",
+        ),
+        (
+            json!({"ImageId": id, "ImageFamily": "no spaces"}),
+            "InvalidParameterValue.InvalidImageFamily",
+        ),
     ];
     for (p, code) in cases {
-        assert_eq!(a.call("ModifyImageAttribute", p.clone()).await.code(), code, "{p}");
+        assert_eq!(
+            a.call("ModifyImageAttribute", p.clone()).await.code(),
+            code,
+            "{p}"
+        );
     }
     a.call(
         "ModifyImageAttribute",
@@ -570,21 +711,36 @@ async fn delete_and_modify() {
     assert_eq!(used(&server).await, 3);
 
     // Delete: malformed, unknown, DryRun, then for real (with the blob).
-    let r = a.call("DeleteImages", json!({"ImageIds": ["img-bad"]})).await;
+    let r = a
+        .call("DeleteImages", json!({"ImageIds": ["img-bad"]}))
+        .await;
     assert_eq!(r.code(), "InvalidImageId.Malformed");
-    let r = a.call("DeleteImages", json!({"ImageIds": [id, "img-00000000"]})).await;
+    let r = a
+        .call("DeleteImages", json!({"ImageIds": [id, "img-00000000"]}))
+        .await;
     assert_eq!(r.code(), "InvalidImageId.NotFound");
     let blob = dir.path().join("images").join(format!("{id}.qcow2"));
     std::fs::write(&blob, b"qcow2 stand-in").unwrap();
     let r = a
-        .call("DeleteImages", json!({"ImageIds": [id], "DryRun": true, "DeleteBindedSnap": true}))
+        .call(
+            "DeleteImages",
+            json!({"ImageIds": [id], "DryRun": true, "DeleteBindedSnap": true}),
+        )
         .await;
     assert_eq!(r.ok().as_object().unwrap().len(), 1);
     assert!(blob.exists());
-    assert_eq!(describe(&a, json!({"ImageIds": [id]})).await["TotalCount"], 1);
-    a.call("DeleteImages", json!({"ImageIds": [id, other]})).await.ok();
+    assert_eq!(
+        describe(&a, json!({"ImageIds": [id]})).await["TotalCount"],
+        1
+    );
+    a.call("DeleteImages", json!({"ImageIds": [id, other]}))
+        .await
+        .ok();
     assert!(!blob.exists());
-    assert_eq!(describe(&a, json!({"ImageIds": [id, other]})).await["TotalCount"], 0);
+    assert_eq!(
+        describe(&a, json!({"ImageIds": [id, other]})).await["TotalCount"],
+        0
+    );
     assert_eq!(used(&server).await, 1);
     let r = a.call("DeleteImages", json!({"ImageIds": [id]})).await;
     assert_eq!(r.code(), "InvalidImageId.NotFound");
@@ -609,8 +765,10 @@ async fn import_writes_image_disks_tags_and_job_together() {
     let server = start(base_config(dir.path())).await;
     let a = Client::a(&server);
     let mut p = import_params("queued");
-    p["ImportImageDataDiskList"] = json!([{"ImageUrl": cos_url(APP_A, "d1.raw")}, {"ImageUrl": cos_url(APP_A, "d2.raw")}]);
-    p["TagSpecification"] = json!([{"ResourceType": "image", "Tags": [{"Key": "k", "Value": "v"}]}]);
+    p["ImportImageDataDiskList"] =
+        json!([{"ImageUrl": cos_url(APP_A, "d1.raw")}, {"ImageUrl": cos_url(APP_A, "d2.raw")}]);
+    p["TagSpecification"] =
+        json!([{"ResourceType": "image", "Tags": [{"Key": "k", "Value": "v"}]}]);
     let id = import_ok(&a, p).await;
     let pool = server.state().catalog.pool();
     let row = sqlx::query("SELECT state, phase, attempts, run_after, cancel_requested FROM import_jobs WHERE image_id = $1")
@@ -629,8 +787,14 @@ async fn import_writes_image_disks_tags_and_job_together() {
         .unwrap();
     assert_eq!(disks.len(), 3);
     assert_eq!(disks[0].get::<String, _>("disk_usage"), "SYSTEM_DISK");
-    assert_eq!(disks[0].get::<String, _>("source_url"), cos_url(APP_A, "centos7.qcow2"));
-    assert_eq!(disks[2].get::<String, _>("source_url"), cos_url(APP_A, "d2.raw"));
+    assert_eq!(
+        disks[0].get::<String, _>("source_url"),
+        cos_url(APP_A, "centos7.qcow2")
+    );
+    assert_eq!(
+        disks[2].get::<String, _>("source_url"),
+        cos_url(APP_A, "d2.raw")
+    );
     assert_eq!(disks[0].get::<String, _>("blob_key"), format!("{id}.qcow2"));
     let state: String = sqlx::query_scalar("SELECT state FROM images WHERE image_id = $1")
         .bind(&id)
@@ -666,7 +830,10 @@ async fn concurrent_imports_one_name_and_quota() {
 
     // Account B has a quota of 3: 20 concurrent distinct names, 3 win.
     let b = Arc::new(Client::b(&server));
-    assert_eq!(b.call("DescribeImageQuota", json!({})).await.ok()["ImageNumQuota"], 3);
+    assert_eq!(
+        b.call("DescribeImageQuota", json!({})).await.ok()["ImageNumQuota"],
+        3
+    );
     let calls = (0..20).map(|i| {
         let b = b.clone();
         tokio::spawn(async move {
@@ -690,7 +857,10 @@ async fn concurrent_imports_one_name_and_quota() {
     let mut p = import_params("b-more");
     p["ImageUrl"] = json!(cos_url(APP_B, "b.qcow2"));
     p["DryRun"] = json!(true);
-    assert_eq!(b.call("ImportImage", p).await.code(), "ImageQuotaLimitExceeded");
+    assert_eq!(
+        b.call("ImportImage", p).await.code(),
+        "ImageQuotaLimitExceeded"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -705,11 +875,17 @@ async fn accounts_and_regions_are_isolated() {
 
     // B sees nothing of A's, and A's id behaves as a non-existent one.
     assert_eq!(describe(&b, json!({})).await["TotalCount"], 0);
-    assert_eq!(describe(&b, json!({"ImageIds": [id]})).await["TotalCount"], 0);
+    assert_eq!(
+        describe(&b, json!({"ImageIds": [id]})).await["TotalCount"],
+        0
+    );
     let r = b.call("DeleteImages", json!({"ImageIds": [id]})).await;
     assert_eq!(r.code(), "InvalidImageId.NotFound");
     let r = b
-        .call("ModifyImageAttribute", json!({"ImageId": id, "ImageName": "mine"}))
+        .call(
+            "ModifyImageAttribute",
+            json!({"ImageId": id, "ImageName": "mine"}),
+        )
         .await;
     assert_eq!(r.code(), "InvalidImageId.NotFound");
     // Names are per account and per region.
@@ -718,7 +894,9 @@ async fn accounts_and_regions_are_isolated() {
     import_ok(&b, p).await;
     let sg = Client::a(&server).in_region(Some("ap-singapore"));
     let mut p = import_params("shared-name");
-    p["ImageUrl"] = json!(format!("https://images-{APP_A}.cos.ap-singapore.myqcloud.com/x.qcow2"));
+    p["ImageUrl"] = json!(format!(
+        "https://images-{APP_A}.cos.ap-singapore.myqcloud.com/x.qcow2"
+    ));
     import_ok(&sg, p).await;
     assert_eq!(describe(&sg, json!({})).await["TotalCount"], 1);
     assert_eq!(describe(&a, json!({})).await["TotalCount"], 1);
@@ -797,7 +975,10 @@ async fn documented_get_example_with_legacy_signature() {
         ("OsVersion", "6"),
         ("ImageName", "sample"),
         ("ImageDescription", "sampleimage"),
-        ("ImageUrl", "http://111-1251233127.cosd.myqcloud.com/Windows Server 2008 R2 x64a.vmdk"),
+        (
+            "ImageUrl",
+            "http://111-1251233127.cosd.myqcloud.com/Windows Server 2008 R2 x64a.vmdk",
+        ),
         ("Architecture", "x86_64"),
         ("Version", "2017-03-12"),
         ("Region", "ap-guangzhou"),
@@ -808,7 +989,10 @@ async fn documented_get_example_with_legacy_signature() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    params.push(("Timestamp".into(), chrono::Utc::now().timestamp().to_string()));
+    params.push((
+        "Timestamp".into(),
+        chrono::Utc::now().timestamp().to_string(),
+    ));
     let sig = tcapi::sign_v1(
         "GET",
         &host,
@@ -825,5 +1009,14 @@ async fn documented_get_example_with_legacy_signature() {
     let d = describe(&a, json!({"ImageIds": [id]})).await;
     assert_eq!(d["ImageSet"][0]["ImageName"], "sample");
     assert_eq!(d["ImageSet"][0]["OsName"], "CentOS 6 64bit");
+    let url: String = sqlx::query_scalar("SELECT source_url FROM image_disks WHERE image_id = $1")
+        .bind(&id)
+        .fetch_one(server.state().catalog.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        url,
+        "http://111-1251233127.cosd.myqcloud.com/Windows%20Server%202008%20R2%20x64a.vmdk"
+    );
     server.shutdown().await.unwrap();
 }

@@ -83,7 +83,9 @@ pub fn architecture_unsupported_for_os(arch: &str, os_type: &str) -> ApiError {
 pub fn too_large(param: &str, max: usize, got: usize) -> ApiError {
     e(
         "InvalidParameterValue.TooLarge",
-        format!("The parameter `{param}` is too long: {got} characters, at most {max} are allowed."),
+        format!(
+            "The parameter `{param}` is too long: {got} characters, at most {max} are allowed."
+        ),
         format!("参数`{param}`过长：{got}个字符，最多允许{max}个字符。"),
     )
 }

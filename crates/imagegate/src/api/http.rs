@@ -29,7 +29,9 @@ pub const MAX_BODY: usize = 10 << 20;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", any(handle))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }
 
@@ -68,8 +70,10 @@ async fn handle(
 fn json_response(text: String) -> Response {
     let mut resp = Response::new(Body::from(text));
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -143,15 +147,17 @@ async fn process(
         Ok(b) => b,
         Err(read) => {
             let n = read.max(MAX_BODY + 1);
-            out.result = Err(tcapi::check_size(method.as_str(), content_type, raw_query.len(), n)
-                .err()
-                .unwrap_or_else(|| {
-                    ApiError::new(
-                        "RequestSizeLimitExceeded",
-                        format!("The request body exceeds {MAX_BODY} bytes."),
-                        format!("请求包体超过{MAX_BODY}字节。"),
-                    )
-                }));
+            out.result = Err(
+                tcapi::check_size(method.as_str(), content_type, raw_query.len(), n)
+                    .err()
+                    .unwrap_or_else(|| {
+                        ApiError::new(
+                            "RequestSizeLimitExceeded",
+                            format!("The request body exceeds {MAX_BODY} bytes."),
+                            format!("请求包体超过{MAX_BODY}字节。"),
+                        )
+                    }),
+            );
             return out;
         }
     };
@@ -204,7 +210,9 @@ async fn process(
     let region = match signed.region.as_deref() {
         Some(r) if state.serves_region(r) => Some(r),
         Some(r) => {
-            out.result = Err(errors::unsupported_region(&super::actions::validate::clip(r, 64)));
+            out.result = Err(errors::unsupported_region(&super::actions::validate::clip(
+                r, 64,
+            )));
             return out;
         }
         None if signed.action == "DescribeImportImageOs" => None,

@@ -78,7 +78,9 @@ impl RateLimiter {
             return Ok(());
         };
         let rate = self.rates[action_index];
-        let Some(bucket) = self.buckets.get(account_index * self.rates.len() + action_index)
+        let Some(bucket) = self
+            .buckets
+            .get(account_index * self.rates.len() + action_index)
         else {
             return Ok(());
         };

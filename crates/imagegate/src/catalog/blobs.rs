@@ -56,9 +56,13 @@ mod tests {
         std::fs::create_dir_all(local_blob_dir(dir.path())).unwrap();
         let f = local_blob_dir(dir.path()).join("img-aaaaaaaa.qcow2");
         std::fs::write(&f, b"x").unwrap();
-        remove_local_blob(dir.path(), "img-aaaaaaaa.qcow2").await.unwrap();
+        remove_local_blob(dir.path(), "img-aaaaaaaa.qcow2")
+            .await
+            .unwrap();
         assert!(!f.exists());
-        remove_local_blob(dir.path(), "img-aaaaaaaa.qcow2").await.unwrap();
+        remove_local_blob(dir.path(), "img-aaaaaaaa.qcow2")
+            .await
+            .unwrap();
         assert!(remove_local_blob(dir.path(), "../x").await.is_err());
     }
 }

@@ -96,7 +96,10 @@ pub enum Condition {
     PlatformContains(Vec<String>),
     TagKey(Vec<String>),
     TagValue(Vec<String>),
-    Tag { key: String, values: Vec<String> },
+    Tag {
+        key: String,
+        values: Vec<String>,
+    },
     /// Matches nothing (e.g. `image-type` without PRIVATE_IMAGE).
     Nothing,
 }
@@ -129,7 +132,9 @@ pub enum ModifyOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
     /// Rows are gone; these blob keys should be removed from the store.
-    Deleted { blob_keys: Vec<String> },
+    Deleted {
+        blob_keys: Vec<String>,
+    },
     NotFound(String),
     IncorrectState(String),
 }
@@ -338,15 +343,21 @@ impl Catalog {
         }
 
         for (key, value) in &img.tags {
-            sqlx::query("INSERT INTO image_tags (image_id, tag_key, tag_value) VALUES ($1, $2, $3)")
-                .bind(image_id)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO image_tags (image_id, tag_key, tag_value) VALUES ($1, $2, $3)",
+            )
+            .bind(image_id)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
         }
         for (index, url) in img.disk_urls.iter().enumerate() {
-            let usage = if index == 0 { "SYSTEM_DISK" } else { "DATA_DISK" };
+            let usage = if index == 0 {
+                "SYSTEM_DISK"
+            } else {
+                "DATA_DISK"
+            };
             sqlx::query(
                 "INSERT INTO image_disks (image_id, disk_index, disk_usage, source_url, size_gib, \
                  snapshot_id, blob_key) VALUES ($1, $2, $3, $4, 0, $5, $6)",
@@ -399,11 +410,12 @@ impl Catalog {
 
     /// Images counted against the account's quota in the region.
     pub async fn quota_used(&self, uin: &str, region: &str) -> Result<i64, CatalogError> {
-        let row = sqlx::query("SELECT used FROM quota_usage WHERE account_uin = $1 AND region = $2")
-            .bind(uin)
-            .bind(region)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT used FROM quota_usage WHERE account_uin = $1 AND region = $2")
+                .bind(uin)
+                .bind(region)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(match row {
             Some(r) => col(&r, "used")?,
             None => 0,
@@ -531,14 +543,17 @@ impl Catalog {
         .list(&ids)
         .push(" ORDER BY image_id, disk_index");
         for r in sql.query().fetch_all(&self.pool).await? {
-            disks.entry(col(&r, "image_id")?).or_default().push(DiskRow {
-                disk_index: col(&r, "disk_index")?,
-                disk_usage: col(&r, "disk_usage")?,
-                source_url: col(&r, "source_url")?,
-                size_gib: col(&r, "size_gib")?,
-                snapshot_id: col(&r, "snapshot_id")?,
-                blob_key: col(&r, "blob_key")?,
-            });
+            disks
+                .entry(col(&r, "image_id")?)
+                .or_default()
+                .push(DiskRow {
+                    disk_index: col(&r, "disk_index")?,
+                    disk_usage: col(&r, "disk_usage")?,
+                    source_url: col(&r, "source_url")?,
+                    size_gib: col(&r, "size_gib")?,
+                    snapshot_id: col(&r, "snapshot_id")?,
+                    blob_key: col(&r, "blob_key")?,
+                });
         }
         Ok(images
             .into_iter()
@@ -615,10 +630,11 @@ impl Catalog {
                 });
             }
             deleted += 1;
-            let rows = sqlx::query("DELETE FROM image_disks WHERE image_id = $1 RETURNING blob_key")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows =
+                sqlx::query("DELETE FROM image_disks WHERE image_id = $1 RETURNING blob_key")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
             for r in rows {
                 if let Some(k) = col::<Option<String>>(&r, "blob_key")? {
                     blob_keys.push(k);
@@ -666,7 +682,11 @@ impl Catalog {
             sql.push(", image_family = ").arg(v.clone());
         }
         if let Some(v) = changes.deprecated {
-            sql.push(if v { ", deprecated = 1" } else { ", deprecated = 0" });
+            sql.push(if v {
+                ", deprecated = 1"
+            } else {
+                ", deprecated = 0"
+            });
         }
         sql.push(" WHERE image_id = ")
             .arg(image_id)
@@ -678,7 +698,9 @@ impl Catalog {
         match sql.query().execute(&self.pool).await {
             Ok(r) if r.rows_affected() == 1 => Ok(ModifyOutcome::Modified),
             Ok(_) => {
-                let states = self.image_states(uin, region, &[image_id.to_owned()]).await?;
+                let states = self
+                    .image_states(uin, region, &[image_id.to_owned()])
+                    .await?;
                 Ok(if states.is_empty() {
                     ModifyOutcome::NotFound
                 } else {
@@ -704,7 +726,10 @@ mod tests {
     #[test]
     fn sql_builder_numbers_placeholders() {
         let mut s = Sql::default();
-        s.push("a = ").arg("x").push(" AND b IN ").list(&["1".into(), "2".into()]);
+        s.push("a = ")
+            .arg("x")
+            .push(" AND b IN ")
+            .list(&["1".into(), "2".into()]);
         assert_eq!(s.text, "a = $1 AND b IN ($2, $3)");
         let text = |v: &str| Bind::Text(v.into());
         assert_eq!(s.args, [text("x"), text("1"), text("2")]);

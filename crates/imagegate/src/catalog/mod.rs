@@ -128,7 +128,10 @@ impl Catalog {
         Ok(catalog)
     }
 
-    async fn migrate(&self, list: &[(i64, &'static str, &'static str)]) -> Result<(), CatalogError> {
+    async fn migrate(
+        &self,
+        list: &[(i64, &'static str, &'static str)],
+    ) -> Result<(), CatalogError> {
         let migrations = list
             .iter()
             .map(|&(version, description, sql)| {
@@ -143,7 +146,9 @@ impl Catalog {
             .collect();
         // The migrator takes a database lock (an advisory lock on PostgreSQL),
         // so several nodes starting at once apply each migration once.
-        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -60,8 +60,14 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
     if let Some(filters) = &r.filters {
         if filters.len() > MAX_FILTERS {
             return Err(errors::invalid_filter(
-                format!("Too many filters: {} given, at most {MAX_FILTERS} are allowed.", filters.len()),
-                format!("过滤条件过多：共{}个，最多允许{MAX_FILTERS}个。", filters.len()),
+                format!(
+                    "Too many filters: {} given, at most {MAX_FILTERS} are allowed.",
+                    filters.len()
+                ),
+                format!(
+                    "过滤条件过多：共{}个，最多允许{MAX_FILTERS}个。",
+                    filters.len()
+                ),
             ));
         }
         for f in filters {
@@ -130,13 +136,21 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
         let ok = t.split_once('.').is_some_and(|(a, b)| {
             !a.is_empty()
                 && !b.is_empty()
-                && a.chars().chain(b.chars()).all(|c| c.is_ascii_alphanumeric())
+                && a.chars()
+                    .chain(b.chars())
+                    .all(|c| c.is_ascii_alphanumeric())
         });
         if !ok {
             return Err(ApiError::new(
                 "InvalidInstanceType.Malformed",
-                format!("The InstanceType `{}` is malformed (expected e.g. S5.MEDIUM2).", validate::clip(t, 40)),
-                format!("实例机型`{}`格式错误（例如S5.MEDIUM2）。", validate::clip(t, 40)),
+                format!(
+                    "The InstanceType `{}` is malformed (expected e.g. S5.MEDIUM2).",
+                    validate::clip(t, 40)
+                ),
+                format!(
+                    "实例机型`{}`格式错误（例如S5.MEDIUM2）。",
+                    validate::clip(t, 40)
+                ),
             ));
         }
     }
@@ -215,7 +229,10 @@ mod tests {
     }
 
     fn code(r: &DescribeImages) -> String {
-        build_query(r).err().map(|e| e.code.to_string()).unwrap_or_default()
+        build_query(r)
+            .err()
+            .map(|e| e.code.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -225,7 +242,10 @@ mod tests {
             filters: Some(vec![f("image-name", &["a"])]),
             ..Default::default()
         };
-        assert_eq!(code(&both), "InvalidParameter.InvalidParameterCoexistImageIdsFilters");
+        assert_eq!(
+            code(&both),
+            "InvalidParameter.InvalidParameterCoexistImageIdsFilters"
+        );
         let eleven = DescribeImages {
             filters: Some((0..11).map(|_| f("image-name", &["a"])).collect()),
             ..Default::default()

@@ -50,13 +50,18 @@ pub async fn import_image(
         return Err(errors::region_cannot_import(region));
     }
     if !crate::config::ARCHITECTURES.contains(&r.architecture.as_str()) {
-        return Err(errors::invalid_architecture(&validate::clip(&r.architecture, 40)));
+        return Err(errors::invalid_architecture(&validate::clip(
+            &r.architecture,
+            40,
+        )));
     }
     let os = state
         .oslist
         .check(&r.os_type, &r.os_version, &r.architecture)
         .map_err(|why| match why {
-            OsRejection::UnknownType => errors::os_type_unsupported(&validate::clip(&r.os_type, 60)),
+            OsRejection::UnknownType => {
+                errors::os_type_unsupported(&validate::clip(&r.os_type, 60))
+            }
             OsRejection::UnknownVersion => errors::os_version_unsupported(
                 &validate::clip(&r.os_type, 60),
                 &validate::clip(&r.os_version, 40),
@@ -92,15 +97,20 @@ pub async fn import_image(
     let tags = tags(r)?;
 
     if r.import_image_data_disk_list.len() > MAX_DATA_DISKS {
-        return Err(errors::limit_exceeded("ImportImageDataDiskList", MAX_DATA_DISKS));
+        return Err(errors::limit_exceeded(
+            "ImportImageDataDiskList",
+            MAX_DATA_DISKS,
+        ));
     }
     let mut disk_urls = Vec::with_capacity(1 + r.import_image_data_disk_list.len());
-    check_url(state, caller, region, "ImageUrl", &r.image_url)?;
-    disk_urls.push(r.image_url.clone());
+    let url = encode_spaces(&r.image_url);
+    check_url(state, caller, region, "ImageUrl", &url)?;
+    disk_urls.push(url);
     for (i, d) in r.import_image_data_disk_list.iter().enumerate() {
         let name = format!("ImportImageDataDiskList.{i}.ImageUrl");
-        check_url(state, caller, region, &name, &d.image_url)?;
-        disk_urls.push(d.image_url.clone());
+        let url = encode_spaces(&d.image_url);
+        check_url(state, caller, region, &name, &url)?;
+        disk_urls.push(url);
     }
 
     let uin = &caller.account.uin;
@@ -198,7 +208,10 @@ fn tags(r: &ImportImage) -> Result<Vec<(String, String)>, ApiError> {
             }
             if out.iter().any(|(k, _)| *k == t.key) {
                 return Err(errors::invalid_parameter_value(
-                    format!("The tag key `{}` is given twice.", validate::clip(&t.key, 60)),
+                    format!(
+                        "The tag key `{}` is given twice.",
+                        validate::clip(&t.key, 60)
+                    ),
                     format!("标签键`{}`重复。", validate::clip(&t.key, 60)),
                 ));
             }
@@ -209,6 +222,15 @@ fn tags(r: &ImportImage) -> Result<Vec<(String, String)>, ApiError> {
         }
     }
     Ok(out)
+}
+
+/// Tencent's own ImportImage example sends
+/// `ImageUrl=http://…/Windows%20Server%202008%20R2%20x64a.vmdk` in a query
+/// string, so the decoded value holds literal spaces (COS object keys often
+/// do). Spaces are encoded as `%20`, as a browser would, before the URL rules
+/// run; nothing else is rewritten.
+fn encode_spaces(url: &str) -> String {
+    url.trim().replace(' ', "%20")
 }
 
 /// URL form, scheme, COS ownership and network policy (the source module's
@@ -227,8 +249,8 @@ fn check_url(
         ..
     } = &source
     {
-        let both_mainland =
-            MAINLAND_REGIONS.contains(&region) && MAINLAND_REGIONS.contains(&bucket_region.as_str());
+        let both_mainland = MAINLAND_REGIONS.contains(&region)
+            && MAINLAND_REGIONS.contains(&bucket_region.as_str());
         if bucket_region != region && !both_mainland {
             return Err(errors::url_error(
                 param,

@@ -36,7 +36,11 @@ pub fn image_name(name: &str) -> Result<(), ApiError> {
 pub fn description(d: &str) -> Result<(), ApiError> {
     let n = d.chars().count();
     if n > MAX_DESCRIPTION_CHARS {
-        return Err(errors::too_large("ImageDescription", MAX_DESCRIPTION_CHARS, n));
+        return Err(errors::too_large(
+            "ImageDescription",
+            MAX_DESCRIPTION_CHARS,
+            n,
+        ));
     }
     Ok(())
 }
@@ -84,11 +88,17 @@ mod tests {
     #[test]
     fn names_count_characters() {
         assert!(image_name(&"名".repeat(60)).is_ok());
-        assert_eq!(code(image_name(&"名".repeat(61))), "InvalidParameterValue.TooLarge");
+        assert_eq!(
+            code(image_name(&"名".repeat(61))),
+            "InvalidParameterValue.TooLarge"
+        );
         assert_eq!(code(image_name("")), "InvalidParameterValue");
         assert_eq!(code(image_name("a\nb")), "InvalidParameterValue");
         assert!(description(&"d".repeat(256)).is_ok());
-        assert_eq!(code(description(&"é".repeat(257))), "InvalidParameterValue.TooLarge");
+        assert_eq!(
+            code(description(&"é".repeat(257))),
+            "InvalidParameterValue.TooLarge"
+        );
     }
 
     #[test]
@@ -96,7 +106,15 @@ mod tests {
         for ok in ["centos-7", "ubuntu_22.04", "a", &"f".repeat(60)] {
             assert!(image_family(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "7centos", "-x", "a b", "fam/ily", &"f".repeat(61), "名字"] {
+        for bad in [
+            "",
+            "7centos",
+            "-x",
+            "a b",
+            "fam/ily",
+            &"f".repeat(61),
+            "名字",
+        ] {
             assert_eq!(
                 code(image_family(bad)),
                 "InvalidParameterValue.InvalidImageFamily",
