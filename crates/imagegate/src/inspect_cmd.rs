@@ -27,6 +27,8 @@ use guestinspect::part::TableKind;
 use guestinspect::{GuestReport, InspectOptions, Location};
 use serde::Serialize;
 
+use crate::pipeline::guest_checks::{self, Declared};
+
 /// Version of the JSON object; bumped only if a field changes meaning or
 /// goes away (new fields may appear without a bump).
 pub const SCHEMA: u32 = 1;
@@ -339,84 +341,56 @@ impl ReadAt for Guest {
     }
 }
 
-/// What a non-forced ImportImage would refuse, declaring what was detected
-/// (so OsMismatch and ArchitectureMismatch cannot arise) and the default
-/// BootMode, Legacy BIOS. The codes and their order are those of the import
-/// pipeline's guest checks; unlike the import, which stops at the first,
-/// every failing check is listed.
+/// What a non-forced ImportImage would refuse, judged by the import
+/// pipeline's own guest checks (`pipeline::guest_checks::check`) with the
+/// detected OS, version and architecture declared (so OsMismatch and
+/// ArchitectureMismatch cannot arise) and the default BootMode, Legacy BIOS.
+/// The import stops at the first failure; to list every one, each failure
+/// that later checks do not depend on is set right in a copy of the report
+/// (or of the declaration) and the checks run again.
 pub fn import_checks(format: Option<Format>, g: &GuestReport) -> Vec<ImportCheck> {
     let mut out = Vec::new();
-    let mut push = |code: &str, message: String| {
-        out.push(ImportCheck {
-            code: code.to_string(),
-            message,
-        })
-    };
     if format == Some(Format::Iso) {
-        push(
-            "InvalidParameterValue.ISOMustImportByForce",
-            "The image is an ISO 9660/UDF file: ImportImage takes it only with Force=true."
+        // The pipeline refuses this before guest inspection, in disk.rs.
+        out.push(ImportCheck {
+            code: "InvalidParameterValue.ISOMustImportByForce".to_string(),
+            message: "The image is an ISO 9660/UDF file (an installer or a CD image), not a \
+                      disk: ImportImage takes it only with Force=true."
                 .to_string(),
-        );
+        });
     }
-    let table = g.partition_table.kind;
-    if table == TableKind::None && g.filesystems.is_empty() {
-        push(
-            "PartitionNotPresent",
-            "The disk has no partition table and no filesystem at its start.".to_string(),
-        );
-        return out;
-    }
-    if g.root.is_none() {
-        let seen: Vec<&str> = g.filesystems.iter().map(|f| f.kind.as_str()).collect();
-        push(
-            "RootPartitionNotFound",
-            format!(
-                "No root filesystem was found (filesystems seen: {}).",
-                if seen.is_empty() {
-                    "none".to_string()
-                } else {
-                    seen.join(", ")
-                }
-            ),
-        );
-        return out;
-    }
-    let Some(os) = &g.os else {
-        push(
-            "RootPartitionNotFound",
-            "A root filesystem was found but no operating system was recognised on it.".to_string(),
-        );
-        return out;
+    let os = g.os.as_ref();
+    let mut declared = Declared {
+        os_type: os.map_or("", |o| o.os_type.as_str()),
+        os_version: os.and_then(|o| o.major.as_deref()).unwrap_or(""),
+        architecture: os
+            .and_then(|o| o.architecture.as_deref())
+            .unwrap_or("x86_64"),
+        boot_mode: "Legacy BIOS",
+        force: false,
     };
-    if table == TableKind::Gpt {
-        push(
-            "GptRequiresUefi",
-            "The disk has a GPT partition table, which Tencent boots only in UEFI mode: \
-             import it with BootMode=UEFI (the default, Legacy BIOS, fails)."
-                .to_string(),
-        );
-    }
-    if !g.virtio.block || !g.virtio.net {
-        let missing = match (g.virtio.block, g.virtio.net) {
-            (false, false) => "virtio block and network drivers",
-            (false, true) => "the virtio block driver",
-            _ => "the virtio network driver",
+    let mut report = g.clone();
+    // One round per check that can be set right, plus the last one.
+    for _ in 0..4 {
+        let Err(f) = guest_checks::check(&report, &declared) else {
+            break;
         };
-        push("VirtioNotInstall", format!("The image has no {missing}."));
-    }
-    if !g.cloud_init {
-        push(
-            "CloudInitNotInstalled",
-            format!(
-                "The image has no {} (Force=true skips this check only).",
-                if os.platform == "Windows" {
-                    "cloudbase-init"
-                } else {
-                    "cloud-init"
-                }
-            ),
-        );
+        let code = f.code.clone();
+        out.push(ImportCheck {
+            code: f.code,
+            message: f.message,
+        });
+        match code.as_str() {
+            "GptRequiresUefi" => declared.boot_mode = "UEFI",
+            "VirtioNotInstall" => {
+                report.virtio.block = true;
+                report.virtio.net = true;
+            }
+            "CloudInitNotInstalled" => report.cloud_init = true,
+            // No partition, no root, no OS: the later checks are about
+            // the OS, so they have nothing to judge.
+            _ => break,
+        }
     }
     out
 }

@@ -101,9 +101,13 @@ fn centos7_tree(root: &Path, cloud_init: bool, virtio: bool) {
     }
 }
 
-/// A 64 MiB sparse raw disk: MBR, one bootable Linux partition at 1 MiB
-/// holding a 32 MiB ext4 root made from the tree.
+/// A 64 MiB sparse raw disk: an MBR (or GPT) with one bootable Linux
+/// partition at 1 MiB holding a 32 MiB ext4 root made from the tree.
 fn linux_disk(dir: &Path, name: &str, cloud_init: bool, virtio: bool) -> PathBuf {
+    disk_with_label(dir, name, "dos", cloud_init, virtio)
+}
+
+fn disk_with_label(dir: &Path, name: &str, label: &str, cloud_init: bool, virtio: bool) -> PathBuf {
     let tree = dir.join(format!("{name}.tree"));
     centos7_tree(&tree, cloud_init, virtio);
     let disk = dir.join(name);
@@ -111,7 +115,10 @@ fn linux_disk(dir: &Path, name: &str, cloud_init: bool, virtio: bool) -> PathBuf
     tool(
         "sfdisk",
         &["-q", "--no-reread", "--no-tell-kernel", p(&disk)],
-        Some("label: dos\nstart=2048, size=65536, type=83, bootable\n"),
+        Some(&format!(
+            "label: {label}\nstart=2048, size=65536, type=linux{}\n",
+            if label == "dos" { ", bootable" } else { "" }
+        )),
     );
     tool(
         "mkfs.ext4",
@@ -339,6 +346,21 @@ fn missing_cloud_init_and_virtio_are_listed_as_import_failures() {
     assert!(
         table.lines().any(|l| l.starts_with("  VirtioNotInstall  ")),
         "{table}"
+    );
+}
+
+#[test]
+fn a_gpt_disk_needs_uefi_and_every_failing_check_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = disk_with_label(dir.path(), "gpt.raw", "gpt", false, true);
+    let (code, v) = inspect_json(&raw);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["guest"]["partition_table"]["kind"], "gpt", "{v:#}");
+    assert_eq!(v["guest"]["os"]["os_type"], "CentOS");
+    // The import stops at GptRequiresUefi; inspect goes on to the next.
+    assert_eq!(
+        check_codes(&v),
+        ["GptRequiresUefi", "CloudInitNotInstalled"]
     );
 }
 
