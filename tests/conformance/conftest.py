@@ -80,7 +80,15 @@ def bindir_binary() -> str:
 def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos_root: Path,
                  regions=("ap-guangzhou", "ap-shanghai", "ap-beijing"),
                  import_regions=("ap-guangzhou", "ap-beijing"), extra: str = "",
-                 source_extra: str = "") -> None:
+                 source_extra: str = "", workers: str = "concurrency = 32",
+                 backend: "Backend | None" = None) -> "Backend":
+    """Write the config; returns the back-end it names (see `Backend`).
+
+    `backend` None means the one chosen by IMAGEGATE_TEST_BACKEND: the embedded
+    default, or with `pg-s3` a fresh PostgreSQL database and a fresh S3 bucket.
+    """
+    backend = backend or Backend.fresh()
+
     def toml_list(xs):
         return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 
@@ -95,7 +103,7 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
         # Imports from the stalling source (below) each hold a worker until the
         # pipeline's stall timeout: leave plenty for the imports that must finish.
         "[workers]",
-        "concurrency = 32",
+        workers,
         "[source]",
         f'cos_root = "{cos_root}"',
         'allow_hosts = ["127.0.0.1"]',
@@ -110,7 +118,115 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
             f'uin = "{acc.uin}"',
             f"image_quota = {acc.quota}",
         ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines + backend.toml_lines()) + "\n")
+    return backend
+
+
+# --------------------------------------------------------------------------- back-ends (issue 5)
+#
+# IMAGEGATE_TEST_BACKEND=pg-s3 runs every deployment on PostgreSQL + S3 instead of the
+# embedded default (SQLite + <data_dir>/images): each config gets a fresh database made
+# through IMAGEGATE_TEST_PG_URL (a role with CREATEDB, e.g.
+# postgres://imagegate_test:imagegate_test@127.0.0.1:5432/postgres) and a fresh bucket on
+# the S3-compatible IMAGEGATE_TEST_S3_ENDPOINT (moto_server). scripts/test sets all three.
+
+BACKEND = os.environ.get("IMAGEGATE_TEST_BACKEND", "default")
+S3_KEYS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+_CREATED_DATABASES: list[str] = []
+
+
+def pg_admin(sql: str, url: str | None = None) -> str:
+    url = url or os.environ["IMAGEGATE_TEST_PG_URL"]
+    out = subprocess.run(["psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"psql {sql!r}: {out.stderr}")
+    return out.stdout
+
+
+def pg_database_url(name: str) -> str:
+    base = os.environ["IMAGEGATE_TEST_PG_URL"]
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def s3_client():
+    import boto3  # only needed (and installed) for the pg-s3 pass
+    return boto3.client("s3", endpoint_url=os.environ["IMAGEGATE_TEST_S3_ENDPOINT"], **S3_KEYS)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a deployment keeps its catalog and blobs. Defaults: the embedded ones."""
+    catalog_url: str | None = None
+    bucket: str | None = None
+    prefix: str = "blobs"
+
+    @staticmethod
+    def fresh() -> "Backend":
+        if BACKEND == "default":
+            return Backend()
+        if BACKEND != "pg-s3":
+            raise RuntimeError(f"IMAGEGATE_TEST_BACKEND={BACKEND!r}: expected default or pg-s3")
+        tag = uuid.uuid4().hex[:12]
+        db = f"igtest_{tag}"
+        pg_admin(f'CREATE DATABASE "{db}"')
+        _CREATED_DATABASES.append(db)
+        bucket = f"igtest-{tag}"
+        s3_client().create_bucket(Bucket=bucket)
+        return Backend(pg_database_url(db), bucket)
+
+    @property
+    def s3(self) -> bool:
+        return self.bucket is not None
+
+    def toml_lines(self) -> list[str]:
+        # Tables of their own, written after every other key.
+        lines = []
+        if self.catalog_url:
+            lines += ["[catalog]", f'url = "{self.catalog_url}"']
+        if self.bucket:
+            lines += ["[blobs]", f'url = "s3://{self.bucket}/{self.prefix}"',
+                      f'endpoint = "{os.environ["IMAGEGATE_TEST_S3_ENDPOINT"]}"',
+                      f'region = "{S3_KEYS["region_name"]}"',
+                      f'access_key = "{S3_KEYS["aws_access_key_id"]}"',
+                      f'secret_key = "{S3_KEYS["aws_secret_access_key"]}"']
+        return lines
+
+    def keys(self) -> list[str]:
+        """Blob keys in the bucket (prefix stripped), published ones only."""
+        out = []
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                           Prefix=self.prefix + "/"):
+            out += [o["Key"][len(self.prefix) + 1:] for o in page.get("Contents", [])]
+        return sorted(out)
+
+    def uploads(self) -> list[str]:
+        """Keys of multipart uploads begun and neither completed nor aborted."""
+        resp = s3_client().list_multipart_uploads(Bucket=self.bucket)
+        return sorted(u["Key"] for u in resp.get("Uploads", []))
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        """Copy blob `key` into `dest`; False (and no file) when it does not exist."""
+        from botocore.exceptions import ClientError
+        try:
+            s3_client().download_file(self.bucket, f"{self.prefix}/{key}", str(dest))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                dest.unlink(missing_ok=True)
+                return False
+            raise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases():
+    """Drop the databases this session made (after every server has stopped)."""
+    yield
+    for db in _CREATED_DATABASES:
+        try:
+            pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        except Exception as e:  # noqa: BLE001 - cleanup must not mask a test result
+            print(f"could not drop {db}: {e}", file=sys.stderr)
 
 
 class Server:
@@ -194,10 +310,12 @@ class Server:
 class Deployment:
     """A running server plus its accounts, with client factories."""
 
-    def __init__(self, server: Server, accounts: dict[str, Account], workdir: Path):
+    def __init__(self, server: Server, accounts: dict[str, Account], workdir: Path,
+                 backend: "Backend | None" = None):
         self.server = server
         self.accounts = accounts
         self.workdir = workdir
+        self.backend = backend or Backend()
 
     @property
     def port(self) -> int:
@@ -233,9 +351,9 @@ def _start_deployment(tmp: Path, *, rate_limits: bool, accounts=None, **cfg) -> 
     cos_root = tmp / "cos"
     cos_root.mkdir(parents=True, exist_ok=True)
     config = tmp / "imagegate.toml"
-    write_config(config, data_dir, accounts.values(), rate_limits=rate_limits, cos_root=cos_root, **cfg)
+    backend = write_config(config, data_dir, accounts.values(), rate_limits=rate_limits, cos_root=cos_root, **cfg)
     server = Server(config, tmp / "server.log").start()
-    return Deployment(server, accounts, tmp)
+    return Deployment(server, accounts, tmp, backend)
 
 
 @pytest.fixture(scope="session")

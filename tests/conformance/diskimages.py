@@ -202,7 +202,7 @@ def qcow2_compression_bomb(path: Path) -> Path:
     with open(raw, "wb") as f:
         f.truncate(MiB)
         f.seek(0)
-        f.write(os.urandom(65536))
+        f.write(b"A" * 65536)  # compressible: qemu-img stores it compressed
     run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", raw, path)
     data = bytearray(path.read_bytes())
     cluster_bits = struct.unpack_from(">I", data, 20)[0]

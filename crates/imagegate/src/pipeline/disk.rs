@@ -17,7 +17,7 @@ use crate::blobstore::{BlobStore, BlobUpload};
 use crate::config::Config;
 use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
-use crate::source::fetch::{start_fetch_with, FetchOptions, FetchProgress};
+use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress};
 use crate::source::url::parse_image_url;
 
 /// What one imported disk turned out to be.
@@ -34,7 +34,8 @@ pub struct DiskOutcome {
 }
 
 /// Judges a guest inspection report (Tencent's import checks).
-pub type GuestCheck = Arc<dyn Fn(&guestinspect::GuestReport) -> Result<(), ImportFailure> + Send + Sync>;
+pub type GuestCheck =
+    Arc<dyn Fn(&guestinspect::GuestReport) -> Result<(), ImportFailure> + Send + Sync>;
 
 /// Everything `import_disk` needs to know about the disk being imported.
 pub struct DiskTask<'a> {
@@ -47,15 +48,40 @@ pub struct DiskTask<'a> {
     pub scratch: &'a Path,
 }
 
-/// The guest view of an opened container, owned, for readers that keep it.
-struct SharedGuest(Arc<dyn DiskImage>);
+/// The guest view of an opened container, owned, for the inspector. The
+/// first container error it meets is kept: a corrupt cluster under the
+/// partition table is the image's real fault, not a missing partition.
+struct SharedGuest {
+    image: Arc<dyn DiskImage>,
+    first_error: std::sync::Mutex<Option<ImportFailure>>,
+}
 
 impl ReadAt for SharedGuest {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_guest(offset, buf).map_err(FormatError::into_io)
+        self.image.read_guest(offset, buf).map_err(|e| {
+            if !matches!(e, FormatError::Io(_)) {
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| ImportFailure::from_format(clone_format_error(&e)));
+                }
+            }
+            e.into_io()
+        })
     }
     fn len(&self) -> u64 {
-        self.0.virtual_size()
+        self.image.virtual_size()
+    }
+}
+
+fn clone_format_error(e: &FormatError) -> FormatError {
+    match e {
+        FormatError::Io(io) => FormatError::Io(io::Error::new(io.kind(), io.to_string())),
+        FormatError::Truncated(m) => FormatError::Truncated(m.clone()),
+        FormatError::Unsupported(m) => FormatError::Unsupported(m.clone()),
+        FormatError::ExternalReference(m) => FormatError::ExternalReference(m.clone()),
+        FormatError::Encrypted(m) => FormatError::Encrypted(m.clone()),
+        FormatError::Ambiguous(m) => FormatError::Ambiguous(m.clone()),
+        FormatError::Corrupt(m) => FormatError::Corrupt(m.clone()),
+        FormatError::TooLarge(m) => FormatError::TooLarge(m.clone()),
     }
 }
 
@@ -69,8 +95,8 @@ struct LimitedSink {
 
 impl AppendSink for LimitedSink {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        let total = self.written.fetch_add(data.len() as u64, Ordering::Relaxed)
-            + data.len() as u64;
+        let total =
+            self.written.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
         if total.saturating_add(self.head_len) > self.limit {
             return Err(io::Error::other(StoredSizeExceeded));
         }
@@ -118,13 +144,16 @@ pub async fn import_disk(
         stall_timeout: std::time::Duration::from_secs(config.source.stall_timeout_secs.max(1)),
         ..FetchOptions::default()
     };
+    // The download stops with the job, or on its own when the converter
+    // has failed and needs no more bytes.
+    let fetch_cancel = cancel.child_token();
     let handle = start_fetch_with(
         &source,
         &config.source,
         &config.limits,
         task.scratch,
         fetch_progress,
-        cancel.clone(),
+        fetch_cancel.clone(),
         &options,
     )
     .await
@@ -158,30 +187,30 @@ pub async fn import_disk(
 
     let converted = match convert.await {
         Ok(result) => result,
-        Err(join) => Err(ImportFailure::internal(format!("converter crashed: {join}"))),
+        Err(join) => Err(ImportFailure::internal(format!(
+            "converter crashed: {join}"
+        ))),
     };
     if converted.is_err() {
-        // Stop the download: nothing more is needed.
-        cancel.cancel();
+        fetch_cancel.cancel();
     }
     let fetched = handle.done.await;
-    let outcome = match (converted, fetched) {
-        (Ok(c), Ok(Ok(f))) => {
-            let mut c = c;
+    match (converted, fetched) {
+        (Ok(mut c), Ok(Ok(f))) => {
             c.sha256 = hex::encode(f.sha256);
             c.source_bytes = f.bytes;
             c.resumes = f.resumes;
-            c
+            Ok(c)
         }
+        // We stopped the download because the converter had failed.
+        (Err(e), Ok(Err(FetchError::Cancelled))) | (Err(e), Ok(Ok(_))) | (Err(e), Err(_)) => Err(e),
         // A broken download is the root cause of any read error the
         // converter saw, so it wins.
-        (_, Ok(Err(fetch_err))) => return Err(ImportFailure::from_fetch(fetch_err)),
-        (Err(e), _) => return Err(e),
-        (Ok(_), Err(join)) => {
-            return Err(ImportFailure::internal(format!("download task crashed: {join}")))
-        }
-    };
-    Ok(outcome)
+        (_, Ok(Err(fetch_err))) => Err(ImportFailure::from_fetch(fetch_err)),
+        (Ok(_), Err(join)) => Err(ImportFailure::internal(format!(
+            "download task crashed: {join}"
+        ))),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -198,9 +227,8 @@ fn convert_blocking(
     cancel: &CancellationToken,
 ) -> Result<DiskOutcome, ImportFailure> {
     progress.set_phase("INSPECTING_FORMAT");
-    let image: Arc<dyn DiskImage> = Arc::from(
-        diskformat::open(spool, &limits).map_err(ImportFailure::from_format)?,
-    );
+    let image: Arc<dyn DiskImage> =
+        Arc::from(diskformat::open(spool, &limits).map_err(ImportFailure::from_format)?);
     let info = image.info().clone();
     if info.format == Format::Iso && !force {
         return Err(ImportFailure::new(
@@ -219,21 +247,31 @@ fn convert_blocking(
     // seconds, not after its whole download.
     let verdict = Arc::new(GuestVerdict::default());
     let guest = guest_check.map(|check| {
-        let disk: Arc<dyn ReadAt> = Arc::new(SharedGuest(image.clone()));
+        let shared = Arc::new(SharedGuest {
+            image: image.clone(),
+            first_error: std::sync::Mutex::new(None),
+        });
+        let disk: Arc<dyn ReadAt> = shared.clone();
         let verdict = verdict.clone();
         std::thread::spawn(move || {
+            let container_error = || shared.first_error.lock().ok().and_then(|mut e| e.take());
             let outcome = match guestinspect::inspect(disk, &Default::default()) {
-                Ok(report) => match check(&report) {
-                    Ok(()) => Ok(report),
-                    Err(mut f) => {
-                        f.guest = Some(Box::new(report));
-                        Err(f)
-                    }
+                Ok(report) => match container_error() {
+                    Some(f) => Err(f),
+                    None => match check(&report) {
+                        Ok(()) => Ok(report),
+                        Err(mut f) => {
+                            f.guest = Some(Box::new(report));
+                            Err(f)
+                        }
+                    },
                 },
-                Err(e) => Err(ImportFailure::new(
-                    "GuestInspectionFailed",
-                    format!("the guest disk could not be read for inspection: {e}"),
-                )),
+                Err(e) => Err(container_error().unwrap_or_else(|| {
+                    ImportFailure::new(
+                        "GuestInspectionFailed",
+                        format!("the guest disk could not be read for inspection: {e}"),
+                    )
+                })),
             };
             if outcome.is_err() {
                 verdict.failed.store(true, Ordering::SeqCst);
@@ -256,13 +294,15 @@ fn convert_blocking(
         limit: max_stored,
         head_len,
     };
-    let mut writer = Qcow2Writer::new(sink, info.virtual_size, min_head)
-        .map_err(ImportFailure::from_format)?;
+    let mut writer =
+        Qcow2Writer::new(sink, info.virtual_size, min_head).map_err(ImportFailure::from_format)?;
     let converted = diskformat::convert(image.as_ref(), &mut writer, &mut |done| {
         progress.bytes_converted.store(done, Ordering::Relaxed);
         !cancel.is_cancelled() && !verdict.failed.load(Ordering::SeqCst)
     });
-    let join_guest = |guest: Option<std::thread::JoinHandle<Result<guestinspect::GuestReport, ImportFailure>>>| {
+    let join_guest = |guest: Option<
+        std::thread::JoinHandle<Result<guestinspect::GuestReport, ImportFailure>>,
+    >| {
         guest.map(|t| {
             t.join()
                 .unwrap_or_else(|_| Err(ImportFailure::internal("guest inspection crashed")))
@@ -282,7 +322,9 @@ fn convert_blocking(
         return Err(stored_limit_or(e, max_stored));
     }
     progress.set_phase("STORING");
-    let (sink, head, _stats) = writer.finish().map_err(|e| stored_limit_or(e, max_stored))?;
+    let (sink, head, _stats) = writer
+        .finish()
+        .map_err(|e| stored_limit_or(e, max_stored))?;
     let stored_size = head.len() as u64 + sink.written.load(Ordering::Relaxed);
     if stored_size > max_stored {
         sink.upload.abort();
@@ -297,9 +339,10 @@ fn convert_blocking(
         }
         None => None,
     };
-    let published = sink.upload.finish(&head).map_err(|e| {
-        ImportFailure::internal(format!("publishing the stored image failed: {e}"))
-    })?;
+    let published = sink
+        .upload
+        .finish(&head)
+        .map_err(|e| ImportFailure::internal(format!("publishing the stored image failed: {e}")))?;
     Ok(DiskOutcome {
         source_format: info.format.name().to_string(),
         source_subformat: info.subformat.clone(),

@@ -46,7 +46,10 @@ pub fn facts(report: &GuestReport) -> GuestFacts {
 /// Names that mean the same family in DescribeImportImageOs and in the
 /// detector (Tencent lists "Redhat"; os-release says "rhel").
 fn family(name: &str) -> String {
-    let n = name.trim().to_ascii_lowercase().replace([' ', '-', '_'], "");
+    let n = name
+        .trim()
+        .to_ascii_lowercase()
+        .replace([' ', '-', '_'], "");
     match n.as_str() {
         "rhel" | "redhat" | "redhatenterpriselinux" => "redhat".into(),
         "opensuse" | "opensuseleap" | "opensusetumbleweed" => "opensuse".into(),
@@ -101,12 +104,11 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
     };
 
     let declared_other = family(d.os_type) == "otherlinux";
-    let same_family = family(d.os_type) == family(&os.os_type)
-        || (declared_other && os.platform == "Linux");
+    let same_family =
+        family(d.os_type) == family(&os.os_type) || (declared_other && os.platform == "Linux");
     let detected_major = os.major.as_deref().unwrap_or("");
-    let same_version = declared_other
-        || os.platform == "Windows"
-        || major(d.os_version) == major(detected_major);
+    let same_version =
+        declared_other || os.platform == "Windows" || major(d.os_version) == major(detected_major);
     if !same_family || !same_version {
         return Err(ImportFailure::new(
             "OsMismatch",

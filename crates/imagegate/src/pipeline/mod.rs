@@ -126,7 +126,8 @@ impl Workers {
         let progress = ImportProgress::new();
         let cancel = CancellationToken::new();
         let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
-        let heartbeat = self.spawn_heartbeat(&job, progress.clone(), cancel.clone(), stop_reason.clone());
+        let heartbeat =
+            self.spawn_heartbeat(&job, progress.clone(), cancel.clone(), stop_reason.clone());
 
         let started = std::time::Instant::now();
         let result = self.import(&job, &progress, &cancel).await;
@@ -141,18 +142,30 @@ impl Workers {
             }
             (Err(_), STOP_SHUTDOWN) => {
                 match self.catalog.release_job(&job.image_id, &self.node).await {
-                    Ok(_) => tracing::info!(image_id = %job.image_id, "import handed back to the queue"),
-                    Err(e) => tracing::warn!(image_id = %job.image_id, error = %e, "release failed; the lease will expire"),
+                    Ok(_) => {
+                        tracing::info!(image_id = %job.image_id, "import handed back to the queue")
+                    }
+                    Err(e) => {
+                        tracing::warn!(image_id = %job.image_id, error = %e, "release failed; the lease will expire")
+                    }
                 }
             }
             (Ok(ok), _) => {
-                match self.catalog.finish_job_ok(&job.image_id, &self.node, &ok).await {
+                match self
+                    .catalog
+                    .finish_job_ok(&job.image_id, &self.node, &ok)
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
                         self.remove_scratch(&job.image_id).await;
                     }
-                    Ok(false) => tracing::warn!(image_id = %job.image_id, "import finished after its lease was lost; outcome dropped"),
-                    Err(e) => tracing::error!(image_id = %job.image_id, error = %e, "recording a finished import failed; the lease will expire and the job rerun"),
+                    Ok(false) => {
+                        tracing::warn!(image_id = %job.image_id, "import finished after its lease was lost; outcome dropped")
+                    }
+                    Err(e) => {
+                        tracing::error!(image_id = %job.image_id, error = %e, "recording a finished import failed; the lease will expire and the job rerun")
+                    }
                 }
             }
             (Err(failure), r) => {
@@ -174,7 +187,13 @@ impl Workers {
                 });
                 match self
                     .catalog
-                    .finish_job_failed(&job.image_id, &self.node, &failure.code, &failure.message, facts.as_ref())
+                    .finish_job_failed(
+                        &job.image_id,
+                        &self.node,
+                        &failure.code,
+                        &failure.message,
+                        facts.as_ref(),
+                    )
                     .await
                 {
                     Ok(true) => {
@@ -182,8 +201,12 @@ impl Workers {
                         self.delete_blobs(&job).await;
                         self.remove_scratch(&job.image_id).await;
                     }
-                    Ok(false) => tracing::warn!(image_id = %job.image_id, "import failed after its lease was lost; outcome dropped"),
-                    Err(e) => tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed"),
+                    Ok(false) => {
+                        tracing::warn!(image_id = %job.image_id, "import failed after its lease was lost; outcome dropped")
+                    }
+                    Err(e) => {
+                        tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed")
+                    }
                 }
             }
         }
@@ -225,10 +248,21 @@ impl Workers {
                     virtual_size: (snap.virtual_size > 0).then_some(snap.virtual_size as i64),
                     details: details.clone(),
                 };
-                match me.catalog.heartbeat_job(&image_id, &me.node, lease_ms, &row).await {
+                match me
+                    .catalog
+                    .heartbeat_job(&image_id, &me.node, lease_ms, &row)
+                    .await
+                {
                     Ok(Heartbeat::Held) => {}
                     Ok(Heartbeat::CancelRequested) => {
-                        stop_reason.compare_exchange(STOP_NONE, STOP_USER, Ordering::SeqCst, Ordering::SeqCst).ok();
+                        stop_reason
+                            .compare_exchange(
+                                STOP_NONE,
+                                STOP_USER,
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                            )
+                            .ok();
                         cancel.cancel();
                     }
                     Ok(Heartbeat::Lost) => {
@@ -262,12 +296,13 @@ impl Workers {
         let mut outcomes: Vec<(i64, DiskOutcome)> = Vec::with_capacity(job.disks.len());
         for disk in &job.disks {
             let scratch = self.scratch_dir(&job.image_id, disk.disk_index);
-            tokio::fs::create_dir_all(&scratch)
-                .await
-                .map_err(|e| ImportFailure::internal(format!("cannot create scratch space: {e}")))?;
+            tokio::fs::create_dir_all(&scratch).await.map_err(|e| {
+                ImportFailure::internal(format!("cannot create scratch space: {e}"))
+            })?;
             let guest_check: Option<GuestCheck> = (disk.disk_index == 0).then(|| {
                 let (os_type, os_version) = (job.os_type.clone(), job.os_version.clone());
-                let (architecture, boot_mode, force) = (job.architecture.clone(), job.boot_mode.clone(), job.force);
+                let (architecture, boot_mode, force) =
+                    (job.architecture.clone(), job.boot_mode.clone(), job.force);
                 Arc::new(move |report: &guestinspect::GuestReport| {
                     guest_checks::check(
                         report,
@@ -289,15 +324,24 @@ impl Workers {
                 guest_check,
                 scratch: &scratch,
             };
-            let outcome = import_disk(&self.config, self.blobs.clone(), task, progress.clone(), cancel.clone())
-                .await
-                .map_err(|f| {
-                    if disk.disk_index == 0 {
-                        f
-                    } else {
-                        ImportFailure::new(f.code, format!("data disk {}: {}", disk.disk_index, f.message))
-                    }
-                })?;
+            let outcome = import_disk(
+                &self.config,
+                self.blobs.clone(),
+                task,
+                progress.clone(),
+                cancel.clone(),
+            )
+            .await
+            .map_err(|f| {
+                if disk.disk_index == 0 {
+                    f
+                } else {
+                    ImportFailure::new(
+                        f.code,
+                        format!("data disk {}: {}", disk.disk_index, f.message),
+                    )
+                }
+            })?;
             outcomes.push((disk.disk_index, outcome));
         }
         let system = outcomes
