@@ -62,6 +62,7 @@ def make_accounts() -> dict[str, Account]:
         ("lister", 1300000005, "100000000005", 500),  # pagination / Limit defaults
         ("racer", 1300000006, "100000000006", 500),  # concurrent imports
         ("racer2", 1300000007, "100000000007", 4),  # concurrent quota
+        ("dry", 1300000008, "100000000008", 1),  # DryRun writes nothing (a write would fill the quota)
     ]
     return {
         name: Account(name, "AKID" + _secret(32), _secret(32), app_id, uin, quota)

@@ -208,9 +208,9 @@ def test_tag_specification_rules(gate):
 
 
 def test_dry_run_writes_nothing(gate):
-    sdk = gate.sdk("tiny")  # quota 1: a DryRun that wrote anything would use it up
+    sdk = gate.sdk("dry")  # quota 1: a DryRun that wrote anything would use it up
     name = unique("dry")
-    url = url_of(gate, "tiny")
+    url = url_of(gate, "dry")
     quota_before = describe(sdk).TotalCount
     for _ in range(3):
         resp = sdk.ImportImage(import_request(ImageName=name, ImageUrl=url, DryRun=True))
