@@ -223,8 +223,10 @@ test("console: sign in, import, failure reason, rename, delete, phone layout", a
   await page.click("#import-form button[type=submit]");
   await waitForState(page, "hostile-image", "IMPORTFAILED");
   const failure = row(page, "hostile-image").locator(".failure");
-  await failure.locator(".code", { hasText: "ExternalReferenceRefused" }).waitFor();
-  assert.match(await failure.textContent(), /What to do: /);
+  await failure.waitFor();
+  const failureText = await failure.textContent();
+  assert.match(failureText, /^ExternalReferenceRefused .*backing file/, "the row shows the reason");
+  assert.match(failureText, /What to do: /, "the row says what to do");
   await shot(page, "07-failed");
 
   // Detail view: checksum, source format; rename.

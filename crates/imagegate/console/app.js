@@ -382,7 +382,7 @@ function renderList() {
   });
   $("image-rows").replaceChildren(...rows);
   $("empty").hidden = rows.length > 0;
-  $("image-table").hidden = rows.length === 0;
+  $("image-table").parentElement.hidden = rows.length === 0;
 }
 
 function showList() {
@@ -410,12 +410,27 @@ function factsList(pairs) {
   return dl;
 }
 
+// Guest facts are whatever the inspector found: nested objects become dotted
+// names; a list of objects (partitions, filesystems) one row per item. The
+// inspector's own timing ("stats") is not a fact about the guest.
 function flattenFacts(v, prefix, out) {
-  if (v === null || v === undefined) return out;
-  if (typeof v === "object" && !Array.isArray(v)) {
+  if (v === null || v === undefined || prefix === "stats") return out;
+  const scalar = (x) => (x !== null && typeof x === "object" ? JSON.stringify(x) : String(x));
+  if (Array.isArray(v)) {
+    if (v.every((x) => x === null || typeof x !== "object")) {
+      out.push([prefix, v.map(scalar).join(", ")]);
+    } else {
+      v.forEach((item, i) => {
+        const text = item !== null && typeof item === "object" && !Array.isArray(item)
+          ? Object.entries(item).filter(([, x]) => x !== null).map(([k, x]) => k + "=" + scalar(x)).join(", ")
+          : scalar(item);
+        out.push([prefix + "[" + i + "]", text]);
+      });
+    }
+  } else if (typeof v === "object") {
     for (const [k, x] of Object.entries(v)) flattenFacts(x, prefix ? prefix + "." + k : k, out);
   } else {
-    out.push([prefix, Array.isArray(v) ? v.map((x) => typeof x === "object" ? JSON.stringify(x) : String(x)).join(", ") : String(v)]);
+    out.push([prefix, String(v)]);
   }
   return out;
 }

@@ -138,12 +138,12 @@ impl Progress {
                 if let Some(f) = fetched {
                     bar.set_position(f);
                 }
-                let mut msg = format!("{} {}", field(task, "TaskState"), field(task, "Phase"));
-                if let Some(c) = number(task, "BytesConverted").filter(|c| *c > 0) {
-                    msg.push_str(&format!(" ({} converted)", human_bytes(c)));
-                }
-                bar.set_message(msg);
-                bar.set_prefix(field(task, "ImageId").to_string());
+                // The phase says it all while the task runs (QUEUED has none).
+                let msg = match field(task, "Phase") {
+                    "-" => field(task, "TaskState"),
+                    phase => phase,
+                };
+                bar.set_message(msg.to_string());
             }
         }
         Ok(())
@@ -156,8 +156,9 @@ impl Progress {
     }
 }
 
+/// Fits 80 columns with a 17-character phase (INSPECTING_FORMAT).
 const BAR_TEMPLATE: &str =
-    "{spinner} {prefix} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
+    "{spinner} {msg:17} [{bar:16}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, ETA {eta})";
 
 /// Follow `image_id` until its import ends; returns the exit code.
 pub async fn watch(
