@@ -530,3 +530,77 @@ fn a_fifo_or_a_missing_file_is_refused_without_waiting() {
     assert_eq!(code, 1);
     refused_with(&v, "SourceReadError");
 }
+
+/// Bytes flipped in the headers and tables of every container, and the
+/// files cut short: each run must end in a report (accepted or refused with
+/// a code), never a panic, and quickly.
+#[test]
+fn mutated_and_truncated_containers_end_in_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = linux_disk(dir.path(), "seed.raw", true, true);
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (qfmt, opts) in [
+        ("qcow2", &[][..]),
+        ("vmdk", &["-o", "subformat=streamOptimized"][..]),
+        ("vmdk", &["-o", "subformat=monolithicSparse"][..]),
+        ("vpc", &[][..]),
+        ("vhdx", &[][..]),
+    ] {
+        let seed = dir.path().join(format!("seed.{qfmt}"));
+        let mut args = vec!["convert", "-f", "raw", "-O", qfmt];
+        args.extend_from_slice(opts);
+        args.extend([p(&raw), p(&seed)]);
+        tool("qemu-img", &args, None);
+        let original = fs::read(&seed).unwrap();
+        let victim = dir.path().join(format!("victim.{qfmt}"));
+        let mut refused = 0;
+        for round in 0..40 {
+            let mut data = original.clone();
+            if round % 4 == 3 {
+                // Cut short anywhere.
+                let keep = (next() % data.len() as u64) as usize;
+                data.truncate(keep);
+            } else {
+                // A few bytes in the first 64 KiB or the last 4 KiB, where
+                // the headers, tables and footers are.
+                for _ in 0..1 + next() % 8 {
+                    let at = if next() % 4 == 0 {
+                        data.len() - 1 - (next() % 4096.min(data.len() as u64)) as usize
+                    } else {
+                        (next() % (64 << 10).min(data.len() as u64)) as usize
+                    };
+                    data[at] = next() as u8;
+                }
+            }
+            fs::write(&victim, &data).unwrap();
+            let started = std::time::Instant::now();
+            let (code, v) = inspect_json(&victim);
+            let (code2, _) = inspect_table(&victim);
+            assert_eq!(code, code2);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{qfmt} round {round} took {:?}",
+                started.elapsed()
+            );
+            assert_eq!(v["schema"], 1);
+            let accepted = v["verdict"]["accepted"].as_bool().unwrap();
+            if accepted {
+                assert!(v["guest"].is_object(), "{v:#}");
+                assert!([0, 2].contains(&code), "{v:#}");
+            } else {
+                refused += 1;
+                assert_eq!(code, 1);
+                assert!(v["verdict"]["code"].is_string(), "{v:#}");
+            }
+        }
+        // Every fourth round cuts the file short: some must be
+        // refused, or the mutations never reached the parser.
+        assert!(refused > 0, "{qfmt}: no mutation was refused");
+    }
+}
