@@ -165,7 +165,9 @@ impl BlobUpload for LocalUpload {
             .take()
             .ok_or_else(|| io::Error::other("upload already closed"))?;
         if head.len() as u64 != self.head_len {
-            return Err(io::Error::other("head length differs from the one announced"));
+            return Err(io::Error::other(
+                "head length differs from the one announced",
+            ));
         }
         file.write_all_at(head, 0)?;
         let size = file.metadata()?.len();
@@ -306,6 +308,9 @@ pub struct S3BlobStore {
     store: Arc<object_store::aws::AmazonS3>,
     bucket: String,
     prefix: String,
+    /// Lists incomplete multipart uploads (object_store cannot); `None`
+    /// without static keys, when only the bucket's lifecycle rule clears them.
+    uploads: Option<UploadLister>,
 }
 
 impl S3BlobStore {
@@ -330,16 +335,45 @@ impl S3BlobStore {
                 .with_virtual_hosted_style_request(false);
         }
         if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
-            builder = builder
-                .with_access_key_id(ak)
-                .with_secret_access_key(sk);
+            builder = builder.with_access_key_id(ak).with_secret_access_key(sk);
         }
         let store = builder.build()?;
+        let uploads = match (&cfg.access_key, &cfg.secret_key) {
+            (Some(ak), Some(sk)) => Some(UploadLister::new(cfg, &bucket, ak, sk)?),
+            _ => None,
+        };
         Ok(S3BlobStore {
             store: Arc::new(store),
             bucket,
             prefix,
+            uploads,
         })
+    }
+
+    /// Abort the incomplete multipart uploads whose key starts with
+    /// `<prefix>/<key_prefix>`: what a killed process left behind.
+    async fn abort_uploads(&self, key_prefix: &str) -> Result<u64, BlobError> {
+        use object_store::multipart::MultipartStore;
+        let Some(lister) = &self.uploads else {
+            return Ok(0);
+        };
+        let mut aborted = 0;
+        for (key, id) in lister.list(&self.full_key(key_prefix)).await? {
+            let path = object_store::path::Path::from(key.as_str());
+            match self.store.abort_multipart(&path, &id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => aborted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(aborted)
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
     }
 
     fn path(&self, key: &str) -> object_store::path::Path {
@@ -355,7 +389,8 @@ impl S3BlobStore {
     }
 }
 
-type PartFuture = tokio::task::JoinHandle<Result<object_store::multipart::PartId, object_store::Error>>;
+type PartFuture =
+    tokio::task::JoinHandle<Result<object_store::multipart::PartId, object_store::Error>>;
 
 struct S3Upload {
     runtime: tokio::runtime::Handle,
@@ -373,7 +408,10 @@ struct S3Upload {
 impl S3Upload {
     fn send_buffer(&mut self) -> io::Result<()> {
         use object_store::multipart::MultipartStore;
-        let id = self.id.clone().ok_or_else(|| io::Error::other("upload closed"))?;
+        let id = self
+            .id
+            .clone()
+            .ok_or_else(|| io::Error::other("upload closed"))?;
         while self.in_flight.len() >= S3_PARTS_IN_FLIGHT {
             self.wait_oldest()?;
         }
@@ -417,7 +455,9 @@ impl BlobUpload for S3Upload {
     fn finish(mut self: Box<Self>, head: &[u8]) -> io::Result<u64> {
         use object_store::multipart::MultipartStore;
         if head.len() as u64 != self.head_len {
-            return Err(io::Error::other("head length differs from the one announced"));
+            return Err(io::Error::other(
+                "head length differs from the one announced",
+            ));
         }
         if !self.buffer.is_empty() {
             self.send_buffer()?;
@@ -425,7 +465,10 @@ impl BlobUpload for S3Upload {
         while !self.in_flight.is_empty() {
             self.wait_oldest()?;
         }
-        let id = self.id.take().ok_or_else(|| io::Error::other("upload closed"))?;
+        let id = self
+            .id
+            .take()
+            .ok_or_else(|| io::Error::other("upload closed"))?;
         let (store, path) = (self.store.clone(), self.path.clone());
         let head = head.to_vec();
         let mut parts = std::mem::take(&mut self.done);
@@ -559,16 +602,40 @@ impl BlobStore for S3BlobStore {
         .boxed()
     }
 
-    fn remove_partials<'a>(&'a self, _prefix: &'a str) -> BoxFuture<'a, Result<u64, BlobError>> {
+    fn remove_partials<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, BlobError>> {
         // Incomplete multipart uploads are invisible to readers and listing,
-        // and object_store has no call to enumerate them; an upload dropped
-        // by a live process is aborted at once, and a crashed one is cleared
-        // by the bucket's AbortIncompleteMultipartUpload lifecycle rule.
-        async move { Ok(0) }.boxed()
+        // but they hold storage: an upload dropped by a live process is
+        // aborted at once, one of a killed process here (by the next attempt
+        // or the reaper), and the bucket's AbortIncompleteMultipartUpload
+        // lifecycle rule is the backstop.
+        async move { self.abort_uploads(prefix).await }.boxed()
     }
 
     fn partial_prefixes(&self) -> BoxFuture<'_, Result<Vec<String>, BlobError>> {
-        async move { Ok(Vec::new()) }.boxed()
+        async move {
+            let Some(lister) = &self.uploads else {
+                return Ok(Vec::new());
+            };
+            let mut out: Vec<String> = lister
+                .list(&self.full_key(""))
+                .await?
+                .into_iter()
+                .filter_map(|(key, _)| {
+                    let name = key.rsplit('/').next().unwrap_or(&key);
+                    let stem = name.split('.').next().unwrap_or(name);
+                    // `<ImageId>` or `<ImageId>-<N>`; image ids have one dash.
+                    let id = match stem.match_indices('-').nth(1) {
+                        Some((at, _)) => &stem[..at],
+                        None => stem,
+                    };
+                    validate_key(id).ok().map(|_| id.to_string())
+                })
+                .collect();
+            out.sort();
+            out.dedup();
+            Ok(out)
+        }
+        .boxed()
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), BlobError>> {
@@ -585,9 +652,189 @@ impl BlobStore for S3BlobStore {
     }
 }
 
+/// ListMultipartUploads on a path-style endpoint, signed with AWS SigV4
+/// (object_store has no call for it). One page: up to 1,000 uploads per
+/// prefix, far more than the uploads one job or one reaper pass can leave.
+struct UploadLister {
+    http: reqwest::Client,
+    /// `scheme://host[:port]`, no trailing slash.
+    base: String,
+    host: String,
+    bucket: String,
+    region: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl UploadLister {
+    fn new(cfg: &BlobConfig, bucket: &str, ak: &str, sk: &str) -> Result<Self, BlobError> {
+        let region = cfg.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let url = reqwest::Url::parse(&endpoint)
+            .map_err(|e| BlobError::Config(format!("blobs.endpoint {endpoint:?}: {e}")))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => {
+                return Err(BlobError::Config(format!(
+                    "blobs.endpoint {endpoint:?} has no host"
+                )))
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| BlobError::Config(format!("S3 client: {e}")))?;
+        Ok(UploadLister {
+            http,
+            base: format!("{}://{host}", url.scheme()),
+            host,
+            bucket: bucket.to_string(),
+            region,
+            access_key: ak.to_string(),
+            secret_key: sk.to_string(),
+        })
+    }
+
+    /// `(key, upload id)` of the incomplete uploads whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, BlobError> {
+        use sha2::{Digest, Sha256};
+        let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let day = &amz_date[..8];
+        let path = format!("/{}/", sigv4_encode(&self.bucket));
+        let query = format!("prefix={}&uploads=", sigv4_encode(prefix));
+        let payload = hex::encode(Sha256::digest(b""));
+        let signed_headers = "host;x-amz-content-sha256;x-amz-date";
+        let canonical = format!(
+            "GET\n{path}\n{query}\nhost:{}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{payload}",
+            self.host
+        );
+        let scope = format!("{day}/{}/s3/aws4_request", self.region);
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut key = hmac_sha256(
+            format!("AWS4{}", self.secret_key).as_bytes(),
+            day.as_bytes(),
+        );
+        for part in [self.region.as_str(), "s3", "aws4_request"] {
+            key = hmac_sha256(&key, part.as_bytes());
+        }
+        let signature = hex::encode(hmac_sha256(&key, to_sign.as_bytes()));
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
+            self.access_key
+        );
+        let resp = self
+            .http
+            .get(format!("{}{path}?{query}", self.base))
+            .header("x-amz-date", &amz_date)
+            .header("x-amz-content-sha256", &payload)
+            .header("authorization", auth)
+            .send()
+            .await
+            .map_err(|e| BlobError::Io(io::Error::other(format!("ListMultipartUploads: {e}"))))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| BlobError::Io(io::Error::other(format!("ListMultipartUploads: {e}"))))?;
+        if !status.is_success() {
+            return Err(BlobError::Io(io::Error::other(format!(
+                "ListMultipartUploads: HTTP {status}: {}",
+                body.chars().take(300).collect::<String>()
+            ))));
+        }
+        Ok(parse_uploads(&body))
+    }
+}
+
+/// SigV4 URI encoding: everything but unreserved characters, `/` included.
+fn sigv4_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().to_vec()
+}
+
+/// `(Key, UploadId)` pairs of a ListMultipartUploadsResult document.
+fn parse_uploads(xml: &str) -> Vec<(String, String)> {
+    fn field<'a>(s: &'a str, tag: &str) -> Option<&'a str> {
+        let open = format!("<{tag}>");
+        let start = s.find(&open)? + open.len();
+        let end = s[start..].find(&format!("</{tag}>"))? + start;
+        Some(&s[start..end])
+    }
+    fn unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    }
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|u| {
+            let u = u.split("</Upload>").next()?;
+            Some((unescape(field(u, "Key")?), unescape(field(u, "UploadId")?)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigv4_hmac_matches_rfc_4231() {
+        // RFC 4231 test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn upload_listing_is_parsed() {
+        let xml = "<ListMultipartUploadsResult><Bucket>b</Bucket><Upload><Key>p/img-a&amp;1.qcow2</Key>\
+                   <UploadId>u1</UploadId></Upload><Upload><Key>p/img-b.qcow2</Key><UploadId>u2</UploadId>\
+                   </Upload></ListMultipartUploadsResult>";
+        assert_eq!(
+            parse_uploads(xml),
+            vec![
+                ("p/img-a&1.qcow2".to_string(), "u1".to_string()),
+                ("p/img-b.qcow2".to_string(), "u2".to_string())
+            ]
+        );
+        assert_eq!(sigv4_encode("blobs/img-1 x"), "blobs%2Fimg-1%20x");
+    }
 
     #[test]
     fn keys_cannot_name_paths() {
@@ -622,7 +869,10 @@ mod tests {
         let mut up = store.create("img-00000003.qcow2", 0).await.unwrap();
         up.append(b"x").unwrap();
         std::mem::forget(up);
-        assert_eq!(store.partial_prefixes().await.unwrap(), vec!["img-00000003"]);
+        assert_eq!(
+            store.partial_prefixes().await.unwrap(),
+            vec!["img-00000003"]
+        );
         assert_eq!(store.remove_partials("img-00000003").await.unwrap(), 1);
         assert!(store.partial_prefixes().await.unwrap().is_empty());
 
