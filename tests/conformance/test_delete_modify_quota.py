@@ -75,6 +75,8 @@ def test_delete_dry_run_and_success(gate):
     assert delete_err(sdk, [image_id]).code == "InvalidImageId.NotFound"
     # No stored data is left behind (local blob store: <data_dir>/images/<ImageId>.qcow2).
     leftovers = [p for p in (gate.workdir / "data").rglob(f"*{image_id}*")]
+    if gate.backend.s3:
+        leftovers += [k for k in gate.backend.keys() + gate.backend.uploads() if image_id in k]
     assert leftovers == [], leftovers
 
 

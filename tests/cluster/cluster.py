@@ -1,0 +1,215 @@
+"""A loopback imagegate cluster on one PostgreSQL catalog and one S3 bucket.
+
+Used by test_cluster.py and by scripts/bench-cluster. Nodes are real processes of the
+imagegate binary in their three roles: `serve`, `serve --no-workers` and `worker`; each
+has its own config file and data directory (scratch only), all naming the same
+`[catalog] url` and `[blobs] url`. The catalog database and the bucket come from the
+conformance suite's back-end switch (IMAGEGATE_TEST_PG_URL, IMAGEGATE_TEST_S3_ENDPOINT).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
+sys.path.insert(0, str(CONFORMANCE))
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# The conformance fixtures module under a name of its own (pytest owns "conftest").
+igconf = sys.modules.get("igconf") or _load("igconf", CONFORMANCE / "conftest.py")
+
+import diskimages as di  # noqa: E402
+from origin import Origin  # noqa: E402,F401
+
+READY = {
+    "serve": re.compile(r"^imagegate listening on (\S+)\s*$"),
+    "worker": re.compile(r"^imagegate worker running\s*$"),
+}
+
+
+def backend_available() -> str | None:
+    """Why the cluster cannot run here, or None."""
+    missing = [v for v in ("IMAGEGATE_TEST_PG_URL", "IMAGEGATE_TEST_S3_ENDPOINT") if not os.environ.get(v)]
+    if missing:
+        return f"needs PostgreSQL and S3 ({', '.join(missing)} unset; scripts/test sets them in its pg-s3 pass)"
+    return None
+
+
+class Node:
+    """One imagegate process: role is `serve`, `serve --no-workers` or `worker`."""
+
+    def __init__(self, name: str, role: str, config: Path, log: Path):
+        self.name, self.role, self.config, self.log_path = name, role, config, log
+        self.proc: subprocess.Popen | None = None
+        self.address: str | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 60) -> "Node":
+        args = [igconf.bindir_binary()] + self.role.split() + ["--config", str(self.config)]
+        ready = READY["worker" if self.role == "worker" else "serve"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+                                     env=env)
+        deadline, buf = time.monotonic() + timeout, b""
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if not select.select([self.proc.stdout], [], [], 0.2)[0]:
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode("utf-8", "replace")
+                self.output.append(text)
+                m = ready.match(text)
+                if m:
+                    if m.groups():
+                        self.address = m.group(1)
+                    threading.Thread(target=self._drain, daemon=True).start()
+                    return self
+        self.stop()
+        raise RuntimeError(f"{self.name} ({self.role}) did not start: {self.output}\n"
+                           f"{self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def _drain(self):
+        try:
+            for line in self.proc.stdout:
+                self.output.append(line.decode("utf-8", "replace").rstrip("\n"))
+        except (ValueError, OSError):
+            pass
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def owns(self, node_field: str | None) -> bool:
+        """Whether a task's Node (`<host>:<pid>:<tag>`) is this process."""
+        return bool(node_field) and f":{self.pid}:" in node_field
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class Cluster:
+    """Nodes on one catalog and one bucket, plus clients that talk to a chosen API node."""
+
+    def __init__(self, workdir: Path, *, lease_seconds: int = 3, concurrency: int = 2):
+        self.workdir = workdir
+        self.accounts = igconf.make_accounts()
+        self.backend = igconf.Backend.fresh()
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.nodes: list[Node] = []
+        (workdir / "cos").mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, role: str) -> Node:
+        d = self.workdir / name
+        d.mkdir(exist_ok=True)
+        config = d / "imagegate.toml"
+        igconf.write_config(config, d / "data", self.accounts.values(), rate_limits=False,
+                            cos_root=self.workdir / "cos", backend=self.backend,
+                            workers=f"concurrency = {self.concurrency}\nlease_seconds = {self.lease_seconds}")
+        node = Node(name, role, config, d / "node.log").start()
+        self.nodes.append(node)
+        return node
+
+    def api(self, node: Node) -> "igconf.Deployment":
+        server = igconf.Server(node.config, node.log_path)
+        server.port = int(node.address.rpartition(":")[2])
+        return igconf.Deployment(server, self.accounts, self.workdir, self.backend)
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+        self.nodes.clear()
+
+    def drop(self):
+        """Drop the catalog database and empty the bucket."""
+        if self.backend.catalog_url:
+            db = self.backend.catalog_url.rsplit("/", 1)[1]
+            igconf.pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if self.backend.bucket:
+            s3 = igconf.s3_client()
+            for key in self.backend.keys():
+                s3.delete_object(Bucket=self.backend.bucket, Key=f"{self.backend.prefix}/{key}")
+
+
+# --------------------------------------------------------------------------- API helpers
+
+
+def import_image(dep, url: str, name: str, account: str = "a") -> str:
+    from tencentcloud.cvm.v20170312 import models
+    req = models.ImportImageRequest()
+    req.from_json_string(json.dumps({"Architecture": "x86_64", "OsType": "CentOS", "OsVersion": "7",
+                                     "ImageUrl": url, "ImageName": name}))
+    return dep.sdk(account).ImportImage(req).ImageId
+
+
+def tasks(dep, image_ids: list[str], account: str = "a") -> dict[str, dict]:
+    out = {}
+    for i in range(0, len(image_ids), 20):
+        resp = dep.common(account).call_json("DescribeImportImageTasks", {"ImageIds": image_ids[i:i + 20]})
+        out.update({t["ImageId"]: t for t in resp["Response"]["ImportImageTaskSet"]})
+    return out
+
+
+def images(dep, account: str) -> list[dict]:
+    from tencentcloud.cvm.v20170312 import models
+    out, offset = [], 0
+    while True:
+        req = models.DescribeImagesRequest()
+        req.from_json_string(json.dumps({"Offset": offset, "Limit": 100}))
+        resp = json.loads(dep.sdk(account).DescribeImages(req).to_json_string())
+        out += resp["ImageSet"]
+        offset += 100
+        if offset >= resp["TotalCount"]:
+            return out
+
+
+def wait_settled(dep, image_ids: list[str], timeout: float, account: str = "a") -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        ts = tasks(dep, image_ids, account)
+        if all(t["TaskState"] not in ("QUEUED", "RUNNING") for t in ts.values()) and len(ts) == len(image_ids):
+            return ts
+        if time.monotonic() > deadline:
+            return ts
+        time.sleep(0.25)
+
+
+def source_disk(workdir: Path, fmt: str = "qcow2-v3", seed: int = 1) -> tuple[Path, Path]:
+    """(raw source, the same disk in `fmt`)."""
+    raw = di.linux_disk(workdir / f"source-{seed}.raw", seed=seed)
+    return raw, di.convert(raw, workdir / f"disk-{seed}.{fmt}", fmt)
