@@ -325,7 +325,8 @@ def test_dropped_connection_is_resumed(pipe, images, origin):
     t = task(pipe, image_id)
     assert img["ImageState"] == "NORMAL", t
     assert t["Sha256"] == di.sha256(path)
-    ranged = [r for m, n, r in origin.requests if n == "drop.qcow2" and r and r != "bytes=0-"]
+    tail = f"bytes={path.stat().st_size - 65536}-"  # the footer prefetch, not a resume
+    ranged = [r for m, n, r in origin.requests if n == "drop.qcow2" and r and r not in ("bytes=0-", tail)]
     assert ranged, origin.requests
     assert_stored_equals(pipe, image_id, images.source)
 

@@ -100,7 +100,9 @@ impl AppendSink for LimitedSink {
         if total.saturating_add(self.head_len) > self.limit {
             return Err(io::Error::other(StoredSizeExceeded));
         }
-        self.upload.append(data)
+        self.upload.append(data)?;
+        crate::metrics::global().add_bytes_written(data.len() as u64);
+        Ok(())
     }
 }
 
@@ -147,7 +149,7 @@ pub async fn import_disk(
     // The download stops with the job, or on its own when the converter
     // has failed and needs no more bytes.
     let fetch_cancel = cancel.child_token();
-    let handle = start_fetch_with(
+    let mut handle = start_fetch_with(
         &source,
         &config.source,
         &config.limits,
@@ -159,7 +161,15 @@ pub async fn import_disk(
     .await
     .map_err(ImportFailure::from_fetch)?;
 
-    let spool: Arc<dyn ReadAt> = handle.spool.clone();
+    let spool: Arc<dyn ReadAt> = match handle.tail.take() {
+        // Footers and format probes read the end first: serve them from the
+        // prefetched tail instead of waiting for the whole download.
+        Some(tail) => match diskformat::PrefetchedTail::new(handle.spool.clone(), tail) {
+            Ok(wrapped) => Arc::new(wrapped),
+            Err(_) => handle.spool.clone(),
+        },
+        None => handle.spool.clone(),
+    };
     let limits = diskformat::Limits {
         max_virtual_size: config.limits.max_virtual_size,
     };
@@ -343,6 +353,7 @@ fn convert_blocking(
         .upload
         .finish(&head)
         .map_err(|e| ImportFailure::internal(format!("publishing the stored image failed: {e}")))?;
+    crate::metrics::global().add_bytes_written(head.len() as u64);
     Ok(DiskOutcome {
         source_format: info.format.name().to_string(),
         source_subformat: info.subformat.clone(),

@@ -174,8 +174,40 @@ pub struct FetchHandle {
     /// Readable at once; blocks readers until their bytes arrive.
     pub spool: Arc<Spool>,
     pub total_len: u64,
+    /// The object's last bytes, fetched ahead with a ranged request, so that
+    /// footers (VHD, VMDK) and format detection need not wait for the whole
+    /// download. `None` for local sources (nothing to wait for) or when the
+    /// server would not serve the range.
+    pub tail: Option<Vec<u8>>,
     /// Ends when every byte is in the spool and hashed, or with the error.
     pub done: tokio::task::JoinHandle<Result<FetchOutcome, FetchError>>,
+}
+
+/// How much of the end of a remote object is fetched ahead.
+pub const TAIL_PREFETCH: u64 = 64 << 10;
+
+/// The last `TAIL_PREFETCH` bytes of the version `validator` names, or
+/// `None` (best effort: the import still works, it only overlaps less).
+async fn prefetch_tail(remote: &Remote, total: u64, validator: &Validator) -> Option<Vec<u8>> {
+    if total <= TAIL_PREFETCH * 2 || validator.is_empty() {
+        return None;
+    }
+    let from = total - TAIL_PREFETCH;
+    let opened = remote.open(from, Some(validator)).await.ok()?;
+    // A 200 (range ignored or object changed) starts at 0: not the tail.
+    if opened.start != from || opened.total != total {
+        return None;
+    }
+    let mut tail = Vec::with_capacity(TAIL_PREFETCH as usize);
+    let mut body = opened.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.ok()?;
+        if tail.len() + chunk.len() > TAIL_PREFETCH as usize {
+            return None;
+        }
+        tail.extend_from_slice(&chunk);
+    }
+    (tail.len() as u64 == TAIL_PREFETCH).then_some(tail)
 }
 
 /// A finished fetch.
@@ -190,7 +222,8 @@ pub struct FetchOutcome {
     pub reused_bytes: u64,
 }
 
-/// Starts fetching `src` with the default [`FetchOptions`].
+/// Starts fetching `src` with the default [`FetchOptions`], except the
+/// stall timeout, which comes from `source.stall_timeout_secs`.
 pub async fn start_fetch(
     src: &ImageSource,
     cfg: &SourceConfig,
@@ -206,7 +239,10 @@ pub async fn start_fetch(
         scratch,
         progress,
         cancel,
-        &FetchOptions::default(),
+        &FetchOptions {
+            stall_timeout: Duration::from_secs(cfg.stall_timeout_secs.max(1)),
+            ..FetchOptions::default()
+        },
     )
     .await
 }
@@ -293,6 +329,7 @@ fn start_local(
     Ok(FetchHandle {
         spool,
         total_len: len,
+        tail: None,
         done,
     })
 }
@@ -887,6 +924,7 @@ async fn start_remote(
             let _ = write_sidecar(&scratch_owned, &sc);
         })
     };
+    let tail = prefetch_tail(&remote, total, &opened.validator).await;
     let spool = Arc::new(Spool::new(file, spool_path, total, reused));
     progress.bytes_total.store(total, Ordering::Relaxed);
     progress.bytes_fetched.store(reused, Ordering::Relaxed);
@@ -938,6 +976,7 @@ async fn start_remote(
     Ok(FetchHandle {
         spool,
         total_len: total,
+        tail,
         done,
     })
 }
@@ -982,6 +1021,7 @@ impl Download {
                             "the source sent more than the {total} bytes it promised"
                         )));
                     }
+                    crate::metrics::global().add_bytes_fetched(end - pos);
                     pos = end;
                     failures = 0;
                     self.progress.bytes_fetched.store(pos, Ordering::Relaxed);
