@@ -25,14 +25,16 @@ use tcapi::{ApiError, Language, RawRequest};
 /// read so that "exactly the limit" and "over it" can be told apart.
 pub const MAX_BODY: usize = 10 << 20;
 
-/// The router of the API; `/` only.
+/// The router of the API, `/`, beside the operator's `/healthz`, `/readyz`
+/// and `/metrics` (see `crate::ops`).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", any(handle))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::ops::router(state))
 }
 
 /// What a request came to, for the one log line per request.
@@ -41,6 +43,8 @@ struct Outcome {
     lang: Language,
     action: Option<String>,
     uin: Option<String>,
+    /// The SecretId the request named (never the key), for the log line.
+    secret_id: Option<String>,
 }
 
 async fn handle(
@@ -53,12 +57,30 @@ async fn handle(
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let out = process(&state, &method, &uri, &headers, body, &request_id).await;
-    tracing::debug!(
+    let elapsed = started.elapsed();
+    let code = out.result.as_ref().err().map_or("Success", |e| &*e.code);
+    let action = crate::metrics::action_label(out.action.as_deref());
+    crate::metrics::global().observe_request(action, code, elapsed);
+    // Names the client chose are logged as they are when plain, otherwise
+    // escaped and clipped, so no request can forge or flood a log line.
+    let plain = |v: &Option<String>| match v.as_deref() {
+        None => "-".to_string(),
+        Some(v)
+            if v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            v.to_string()
+        }
+        Some(v) => format!("{:?}", super::actions::validate::clip(v, 64)),
+    };
+    tracing::info!(
         request_id = %request_id,
-        action = out.action.as_deref().unwrap_or("-"),
+        action = %plain(&out.action),
+        secret_id = %plain(&out.secret_id),
         uin = out.uin.as_deref().unwrap_or("-"),
-        code = out.result.as_ref().err().map_or("Success", |e| &*e.code),
-        micros = started.elapsed().as_micros() as u64,
+        code,
+        latency_ms = elapsed.as_micros() as f64 / 1000.0,
         "request"
     );
     json_response(match out.result {
@@ -126,6 +148,7 @@ async fn process(
         lang: header_language(headers),
         action: None,
         uin: None,
+        secret_id: None,
     };
     let raw_query = uri.query().unwrap_or("");
     let content_type = headers
@@ -188,6 +211,7 @@ async fn process(
     };
     out.lang = signed.language;
     out.action = Some(signed.action.clone());
+    out.secret_id = Some(signed.secret_id.clone());
 
     // 3. Who is it? An unknown key is reported before any signature check.
     let Some(account) = state.accounts.get(&signed.secret_id) else {

@@ -161,6 +161,16 @@ impl Catalog {
         self.backend
     }
 
+    /// Versions of the migrations this build embeds for its back-end
+    /// (`/readyz` checks that every one is applied).
+    pub fn migration_versions(&self) -> Vec<i64> {
+        let list = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        list.iter().map(|&(version, _, _)| version).collect()
+    }
+
     /// Closes every connection (tests restart the server on one data dir).
     pub async fn close(&self) {
         self.pool.close().await;

@@ -123,7 +123,8 @@ impl Workers {
         // An earlier attempt of this job (on this node) may have died
         // mid-upload: its partial uploads are garbage now.
         let _ = self.blobs.remove_partials(&job.image_id).await;
-        let progress = ImportProgress::new();
+        let _lease = crate::metrics::global().hold_lease();
+        let progress = ImportProgress::for_image(&job.image_id);
         let cancel = CancellationToken::new();
         let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
         let heartbeat =
@@ -139,11 +140,13 @@ impl Workers {
             (_, STOP_LEASE_LOST) => {
                 // Another attempt owns the job: touch nothing it may be using.
                 tracing::warn!(image_id = %job.image_id, "lease lost; attempt abandoned");
+                crate::metrics::global().attempt_abandoned("lease_lost");
             }
             (Err(_), STOP_SHUTDOWN) => {
                 match self.catalog.release_job(&job.image_id, &self.node).await {
                     Ok(_) => {
-                        tracing::info!(image_id = %job.image_id, "import handed back to the queue")
+                        tracing::info!(image_id = %job.image_id, "import handed back to the queue");
+                        crate::metrics::global().attempt_abandoned("released");
                     }
                     Err(e) => {
                         tracing::warn!(image_id = %job.image_id, error = %e, "release failed; the lease will expire")
@@ -158,6 +161,7 @@ impl Workers {
                 {
                     Ok(true) => {
                         tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
+                        crate::metrics::global().import_finished("NORMAL", "", started.elapsed());
                         self.remove_scratch(&job.image_id).await;
                     }
                     Ok(false) => {
@@ -198,6 +202,7 @@ impl Workers {
                 {
                     Ok(true) => {
                         tracing::info!(image_id = %job.image_id, code = %failure.code, message = %failure.message, "import failed");
+                        crate::metrics::global().import_finished("IMPORTFAILED", &failure.code, started.elapsed());
                         self.delete_blobs(&job).await;
                         self.remove_scratch(&job.image_id).await;
                     }

@@ -12,6 +12,9 @@ pub struct ImportProgress {
     pub bytes_converted: AtomicU64,
     pub bytes_written: Arc<AtomicU64>,
     pub virtual_size: AtomicU64,
+    /// The import's image, for the one log line per phase change (empty
+    /// when the progress belongs to no image, as in unit tests).
+    image_id: String,
     text: Mutex<Texts>,
 }
 
@@ -35,14 +38,36 @@ pub struct ProgressSnapshot {
 
 impl ImportProgress {
     pub fn new() -> Arc<Self> {
-        let p = ImportProgress::default();
+        Self::for_image("")
+    }
+
+    /// Progress of `image_id`'s import; phase changes are logged with it.
+    pub fn for_image(image_id: &str) -> Arc<Self> {
+        let p = ImportProgress {
+            image_id: image_id.to_string(),
+            ..ImportProgress::default()
+        };
         p.set_phase("FETCHING");
         Arc::new(p)
     }
 
     pub fn set_phase(&self, phase: &str) {
-        if let Ok(mut t) = self.text.lock() {
-            t.phase = phase.to_string();
+        let changed = match self.text.lock() {
+            Ok(mut t) if t.phase != phase => {
+                t.phase = phase.to_string();
+                true
+            }
+            _ => false,
+        };
+        if changed && !self.image_id.is_empty() {
+            tracing::info!(
+                image_id = %self.image_id,
+                phase,
+                bytes_fetched = self.fetch.bytes_fetched.load(Ordering::Relaxed),
+                bytes_total = self.fetch.bytes_total.load(Ordering::Relaxed),
+                bytes_written = self.bytes_written.load(Ordering::Relaxed),
+                "import phase"
+            );
         }
     }
 

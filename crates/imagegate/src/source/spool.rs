@@ -423,6 +423,7 @@ pub(crate) fn hash_file_in_place(
             h.update(&buf[..n]);
             off += n as u64;
             progress.bytes_fetched.store(off, Ordering::Relaxed);
+            crate::metrics::global().add_bytes_fetched(n as u64);
         }
         Ok(SpoolDone {
             sha256: h.finalize().into(),
