@@ -28,6 +28,15 @@ enum Command {
     Serve(ServeArgs),
     /// Run import workers only, on the configured catalog and blob store.
     Worker(ServeArgs),
+    /// Inspect a local image file (container and guest), safely.
+    Inspect(imagegate::inspect_cmd::InspectArgs),
+    /// A client of any imagegate endpoint (or of the real cloud).
+    Images {
+        #[command(flatten)]
+        opts: imagegate::client::ClientOptions,
+        #[command(subcommand)]
+        cmd: imagegate::client::ImagesCommand,
+    },
 }
 
 #[derive(Args)]
@@ -144,5 +153,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args, true)),
         Command::Worker(args) => runtime.block_on(serve(args, false)),
+        Command::Inspect(args) => {
+            let code = imagegate::inspect_cmd::run(&args, &mut std::io::stdout().lock())?;
+            std::process::exit(code)
+        }
+        Command::Images { opts, cmd } => {
+            let code = runtime.block_on(imagegate::client::run(opts, cmd))?;
+            std::process::exit(code)
+        }
     }
 }
