@@ -40,9 +40,10 @@ def cluster(tmp_path_factory):
     """front: `serve --no-workers`; back: `serve` (API + 2 workers); worker: `worker` (2 workers)."""
     c = cl.Cluster(tmp_path_factory.mktemp("cluster"), lease_seconds=LEASE_SECONDS, concurrency=2)
     try:
-        c.front = c.add("front", "serve --no-workers")
-        c.back = c.add("back", "serve")
-        c.worker = c.add("worker", "worker")
+        # Started at once on an empty database: the migrations must serialise themselves.
+        roles = [("front", "serve --no-workers"), ("back", "serve"), ("worker", "worker")]
+        with ThreadPoolExecutor(3) as pool:
+            c.front, c.back, c.worker = pool.map(lambda nr: c.add(*nr), roles)
         yield c
     finally:
         c.stop()

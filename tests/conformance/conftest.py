@@ -202,9 +202,9 @@ class Backend:
         return sorted(out)
 
     def uploads(self) -> list[str]:
-        """Keys of multipart uploads begun and neither completed nor aborted."""
-        resp = s3_client().list_multipart_uploads(Bucket=self.bucket)
-        return sorted(u["Key"] for u in resp.get("Uploads", []))
+        """Keys (prefix stripped) of multipart uploads begun and neither completed nor aborted."""
+        resp = s3_client().list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix + "/")
+        return sorted(u["Key"][len(self.prefix) + 1:] for u in resp.get("Uploads", []))
 
     def fetch(self, key: str, dest: Path) -> bool:
         """Copy blob `key` into `dest`; False (and no file) when it does not exist."""
