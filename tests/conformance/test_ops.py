@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ import pytest
 import diskimages as di
 from conftest import _start_deployment, make_accounts, unique
 from origin import Origin
+from tcraw import tc3_signature, utc_date
 from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -222,5 +224,51 @@ def test_sigterm_mid_import_hands_it_back_and_a_restart_resumes_it(tmp_path, ori
         starts = [int(m.group(1)) for r in resumed if r and (m := re.fullmatch(r"bytes=(\d+)-", r))]
         assert starts and starts[0] > 0, f"the restart did not resume the spool: {resumed}"
         assert not spool.exists()  # the finished import cleans its scratch space
+    finally:
+        dep.server.stop()
+
+
+def test_sigterm_finishes_requests_in_flight_and_does_not_wait_forever(tmp_path):
+    """After SIGTERM: no new connections; a request already arriving is answered; a client
+    stalled mid-request is given up on after the grace period (10 s), and the exit is 0."""
+    dep = _start_deployment(tmp_path, rate_limits=False)
+    acc = dep.accounts["a"]
+    body = b"{}"
+    ts = int(time.time())
+    host = dep.server.endpoint
+    sig = tc3_signature(acc.secret_key, method="POST", host=host, content_type="application/json",
+                        query="", payload=body, timestamp=ts)
+    auth = (f"TC3-HMAC-SHA256 Credential={acc.secret_id}/{utc_date(ts)}/cvm/tc3_request, "
+            f"SignedHeaders=content-type;host, Signature={sig}")
+    head = (f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"X-TC-Action: DescribeImageQuota\r\nX-TC-Version: 2017-03-12\r\nX-TC-Region: ap-guangzhou\r\n"
+            f"X-TC-Timestamp: {ts}\r\nAuthorization: {auth}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    try:
+        short = socket.create_connection(("127.0.0.1", dep.port))
+        short.sendall(head + body[:1])
+        stalled = socket.create_connection(("127.0.0.1", dep.port))
+        stalled.sendall(head + body[:1])
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        dep.server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", dep.port), timeout=2).close()
+        short.sendall(body[1:])
+        reply = b""
+        short.settimeout(10)
+        while chunk := short.recv(65536):
+            reply += chunk
+        status, _, rest = reply.partition(b"\r\n")
+        assert status == b"HTTP/1.1 200 OK", reply
+        answer = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+        assert "Error" not in answer["Response"], answer
+        assert answer["Response"]["ImageNumQuota"] == acc.quota
+        code = dep.server.proc.wait(timeout=20)
+        took = time.monotonic() - stopped
+        assert code == 0
+        assert 9 <= took < 15, f"exited {took:.1f}s after SIGTERM with a stalled request open"
+        stalled.close()
     finally:
         dep.server.stop()

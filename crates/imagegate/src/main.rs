@@ -126,9 +126,21 @@ async fn serve(args: ServeArgs, api: bool) -> anyhow::Result<()> {
         r = shutdown_signal() => r?,
     }
     tracing::info!("shutting down");
-    server.shutdown().await?;
+    // Requests in flight get a grace period; a client stalled mid-request
+    // must not keep the process from exiting. Running imports are handed
+    // back to the queue before the wait for requests, so they are not lost.
+    match tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown()).await {
+        Ok(r) => r?,
+        Err(_) => tracing::warn!(
+            seconds = SHUTDOWN_GRACE.as_secs(),
+            "requests still open after the grace period; exiting"
+        ),
+    }
     Ok(())
 }
+
+/// How long a SIGTERM waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() -> anyhow::Result<()> {
