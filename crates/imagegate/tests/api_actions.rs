@@ -222,6 +222,8 @@ async fn set_state(server: &Server, image_id: &str, state: &str) {
         .execute(server.state().catalog.pool())
         .await
         .unwrap();
+    // As the pipeline does after its writes: read caches must see it.
+    server.state().catalog.note_change();
 }
 
 async fn import_ok(c: &Client, params: Value) -> String {

@@ -8,7 +8,7 @@
 //! so an oversized request still gets the Tencent envelope
 //! (`RequestSizeLimitExceeded`), never a bare 413.
 
-use super::actions::dispatch;
+use super::actions::{dispatch, Reply};
 use super::{errors, AppState, Caller};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -35,11 +35,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .with_state(state.clone())
         .merge(crate::ops::router(state))
+        .merge(crate::console::router())
 }
 
 /// What a request came to, for the one log line per request.
 struct Outcome {
-    result: Result<serde_json::Value, ApiError>,
+    result: Result<Reply, ApiError>,
     lang: Language,
     action: Option<String>,
     uin: Option<String>,
@@ -84,9 +85,25 @@ async fn handle(
         "request"
     );
     json_response(match out.result {
-        Ok(fields) => tcapi::success_body(fields, &request_id),
+        Ok(Reply::Fields(fields)) => tcapi::success_body(fields, &request_id),
+        Ok(Reply::Rendered(fields)) => rendered_body(&fields, &request_id),
         Err(e) => tcapi::error_body(&e, out.lang, &request_id),
     })
+}
+
+/// `{"Response":{<fields>,"RequestId":"…"}}` around pre-rendered fields,
+/// the same text `tcapi::success_body` writes.
+fn rendered_body(fields: &str, request_id: &str) -> String {
+    let mut out = String::with_capacity(fields.len() + request_id.len() + 40);
+    out.push_str("{\"Response\":{");
+    out.push_str(fields);
+    if !fields.is_empty() {
+        out.push(',');
+    }
+    out.push_str("\"RequestId\":\"");
+    out.push_str(request_id);
+    out.push_str("\"}}");
+    out
 }
 
 fn json_response(text: String) -> Response {
@@ -144,7 +161,7 @@ async fn process(
     request_id: &str,
 ) -> Outcome {
     let mut out = Outcome {
-        result: Ok(serde_json::Value::Null),
+        result: Ok(Reply::Fields(serde_json::Value::Null)),
         lang: header_language(headers),
         action: None,
         uin: None,
@@ -267,4 +284,23 @@ async fn process(
     };
     out.result = dispatch(state, &caller, &request).await;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_body_matches_tcapi_envelope() {
+        let rid = "71e69b56-32be-4412-ab45-49eded6a87be";
+        let fields =
+            serde_json::json!({"TotalCount": 1, "ImageSet": [{"ImageId": "img-12345678"}]});
+        let text = fields.to_string();
+        let inner = &text[1..text.len() - 1];
+        assert_eq!(rendered_body(inner, rid), tcapi::success_body(fields, rid));
+        assert_eq!(
+            rendered_body("", rid),
+            tcapi::success_body(serde_json::json!({}), rid)
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! (`actions`). The wire protocol itself is the `tcapi` crate.
 
 pub mod actions;
+pub mod cache;
 pub mod errors;
 pub mod http;
 pub mod ratelimit;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     pub oslist: OsList,
     pub limiter: RateLimiter,
+    /// DescribeImages answers (see `cache`).
+    pub describe_cache: cache::ResponseCache,
     regions: HashSet<String>,
     import_regions: HashSet<String>,
 }
@@ -55,6 +58,7 @@ impl AppState {
             catalog,
             blobs,
             wake: Arc::new(tokio::sync::Notify::new()),
+            describe_cache: cache::ResponseCache::default(),
             config,
         }
     }

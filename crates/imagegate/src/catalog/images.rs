@@ -380,6 +380,7 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.note_change();
         Ok(InsertOutcome::Created {
             image_id: image_id.to_owned(),
         })
@@ -659,6 +660,7 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.note_change();
         Ok(DeleteOutcome::Deleted { blob_keys })
     }
 
@@ -696,7 +698,10 @@ impl Catalog {
             .arg(region)
             .push(" AND state NOT IN ('IMPORTING', 'CREATING', 'SYNCING')");
         match sql.query().execute(&self.pool).await {
-            Ok(r) if r.rows_affected() == 1 => Ok(ModifyOutcome::Modified),
+            Ok(r) if r.rows_affected() == 1 => {
+                self.note_change();
+                Ok(ModifyOutcome::Modified)
+            }
             Ok(_) => {
                 let states = self
                     .image_states(uin, region, &[image_id.to_owned()])

@@ -18,6 +18,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use images::*;
@@ -66,6 +68,9 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
 pub struct Catalog {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped after every committed write made through this process, so
+    /// read caches (DescribeImages) know when they are stale.
+    changes: Arc<AtomicU64>,
 }
 
 impl Catalog {
@@ -96,6 +101,7 @@ impl Catalog {
         let catalog = Catalog {
             pool,
             backend: Backend::Postgres,
+            changes: Arc::default(),
         };
         catalog.migrate(POSTGRES_MIGRATIONS).await?;
         Ok(catalog)
@@ -123,6 +129,7 @@ impl Catalog {
         let catalog = Catalog {
             pool,
             backend: Backend::Sqlite,
+            changes: Arc::default(),
         };
         catalog.migrate(SQLITE_MIGRATIONS).await?;
         Ok(catalog)
@@ -169,6 +176,18 @@ impl Catalog {
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
         list.iter().map(|&(version, _, _)| version).collect()
+    }
+
+    /// The change counter: equal values mean no write was committed through
+    /// this process in between.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Call after committing any write that changes what DescribeImages
+    /// shows (image rows, tags, disks, states).
+    pub fn note_change(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Closes every connection (tests restart the server on one data dir).

@@ -17,6 +17,7 @@ use super::{internal, region, validate};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::{Condition, ImageQuery, ImageView};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tcapi::{ApiError, DescribeImages};
 
 pub const MAX_FILTERS: usize = 10;
@@ -26,20 +27,39 @@ pub const MAX_LIMIT: i64 = 100;
 /// ImageIds per call (as many as one page can show).
 pub const MAX_IDS: usize = 100;
 
+/// The answer's fields, rendered (see [`Reply::Rendered`]): served from
+/// the response cache when the catalog has not changed since.
+///
+/// [`Reply::Rendered`]: super::Reply::Rendered
 pub async fn describe_images(
     state: &AppState,
     caller: &Caller<'_>,
     r: &DescribeImages,
-) -> Result<Value, ApiError> {
+) -> Result<Arc<str>, ApiError> {
     let region = region(caller)?;
     let query = build_query(r)?;
+    let key = format!("{}\u{0}{region}\u{0}{query:?}", caller.account.uin);
+    // Read the counter before the query: a write committed meanwhile makes
+    // the entry stale at once rather than hiding behind it.
+    let generation = state.catalog.generation();
+    if let Some(hit) = state.describe_cache.get(&key, generation) {
+        return Ok(hit);
+    }
     let (total, views) = state
         .catalog
         .describe_images(&caller.account.uin, region, &query)
         .await
         .map_err(|e| internal(caller, e))?;
     let set: Vec<Value> = views.iter().map(image_json).collect();
-    Ok(json!({ "TotalCount": total, "ImageSet": set }))
+    let text = json!({ "TotalCount": total, "ImageSet": set }).to_string();
+    // `{…}` → `…`: the HTTP layer adds RequestId inside the same braces.
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or_default();
+    let body: Arc<str> = Arc::from(inner);
+    state.describe_cache.put(key, generation, body.clone());
+    Ok(body)
 }
 
 /// Turns the request into catalog conditions, applying every limit.

@@ -13,28 +13,47 @@ pub mod validate;
 
 use super::{errors, AppState, Caller};
 use serde_json::Value;
+use std::sync::Arc;
 use tcapi::{ActionRequest, ApiError};
+
+/// An action's answer, without RequestId.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The response fields as a JSON object.
+    Fields(Value),
+    /// The response fields already rendered: the text of a JSON object
+    /// without its braces (`"TotalCount":1,"ImageSet":[…]`), shared with a
+    /// cache so that a hot listing is not rebuilt or re-serialised.
+    Rendered(Arc<str>),
+}
 
 /// Runs one decoded action.
 pub async fn dispatch(
     state: &AppState,
     caller: &Caller<'_>,
     request: &ActionRequest,
-) -> Result<Value, ApiError> {
+) -> Result<Reply, ApiError> {
+    use Reply::Fields;
     match request {
-        ActionRequest::ImportImage(r) => import::import_image(state, caller, r).await,
-        ActionRequest::DescribeImportImageOs => Ok(os::describe_import_image_os(state)),
-        ActionRequest::DescribeImages(r) => describe::describe_images(state, caller, r).await,
-        ActionRequest::DeleteImages(r) => delete::delete_images(state, caller, r).await,
-        ActionRequest::DescribeImageQuota => quota::describe_image_quota(caller),
-        ActionRequest::ModifyImageAttribute(r) => {
-            modify::modify_image_attribute(state, caller, r).await
-        }
+        ActionRequest::ImportImage(r) => import::import_image(state, caller, r).await.map(Fields),
+        ActionRequest::DescribeImportImageOs => Ok(Fields(os::describe_import_image_os(state))),
+        ActionRequest::DescribeImages(r) => describe::describe_images(state, caller, r)
+            .await
+            .map(Reply::Rendered),
+        ActionRequest::DeleteImages(r) => delete::delete_images(state, caller, r).await.map(Fields),
+        ActionRequest::DescribeImageQuota => quota::describe_image_quota(caller).map(Fields),
+        ActionRequest::ModifyImageAttribute(r) => modify::modify_image_attribute(state, caller, r)
+            .await
+            .map(Fields),
         ActionRequest::DescribeImportImageTasks(r) => {
-            tasks::describe_import_image_tasks(state, caller, r).await
+            tasks::describe_import_image_tasks(state, caller, r)
+                .await
+                .map(Fields)
         }
         ActionRequest::CancelImportImageTask(r) => {
-            tasks::cancel_import_image_task(state, caller, r).await
+            tasks::cancel_import_image_task(state, caller, r)
+                .await
+                .map(Fields)
         }
     }
 }
