@@ -145,7 +145,7 @@ pub fn advice(code: &str) -> Option<&'static str> {
         "InvalidFormatSize" => "Use a raw, qcow2, VMDK or VHD(X) image within the size limits (500 GiB virtual, 50 GiB stored as qcow2).",
         "ExternalReferenceRefused" => "The image points at other files (backing file, data file or extents). Flatten it on a trusted machine, e.g. `qemu-img convert -O qcow2 in out`, and import the result.",
         "PartitionNotPresent" => "The disk has no partition table. Upload the whole system disk, not a single partition or an incomplete file.",
-        "RootPartitionNotFound" => "No root file system was found: this looks like an installer, data disk or /boot image. Import the system disk, or use --force if you know it boots.",
+        "RootPartitionNotFound" => "No root file system was found: this looks like an installer, data disk or /boot image. Import the whole system disk; a data disk belongs in --data-disk.",
         "VirtioNotInstall" => "Install the virtio drivers in the guest (Linux: virtio_blk/virtio_net in the initramfs; Windows: Tencent's virtio package), export again, or use --force.",
         "CloudInitNotInstalled" => "Install cloud-init (Windows: cloudbase-init) in the guest and export again, or import with --force.",
         "SourceUnreachable" => "The object store could not be reached. Check the URL's host and that the service's network may reach it, then import again.",
