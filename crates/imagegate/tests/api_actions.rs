@@ -552,6 +552,9 @@ async fn import_then_describe_every_field_and_filter() {
     let d = describe(&a, json!({"Offset": 5})).await;
     assert_eq!(d["TotalCount"], 2);
     assert_eq!(d["ImageSet"], json!([]));
+    let d = describe(&a, json!({"Limit": 0})).await;
+    assert_eq!(d["TotalCount"], 2);
+    assert_eq!(d["ImageSet"], json!([]));
 
     let filters: Vec<(Value, Vec<&str>)> = vec![
         (

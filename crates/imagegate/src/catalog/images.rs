@@ -486,7 +486,7 @@ impl Catalog {
         }
         // One round trip for the page and the total: the window count sees
         // every match before LIMIT applies. An empty page (offset past the
-        // end) needs a separate count.
+        // end, or Limit 0) needs a separate count.
         let mut page = Sql {
             text: format!("SELECT {IMAGE_COLUMNS}, COUNT(*) OVER () AS total_count"),
             args: Vec::new(),
@@ -500,7 +500,7 @@ impl Catalog {
         let rows = page.query().fetch_all(&self.pool).await?;
         let total = match rows.first() {
             Some(r) => col::<i64>(r, "total_count")?,
-            None if q.offset > 0 => {
+            None if q.offset > 0 || q.limit == 0 => {
                 let mut count = Sql {
                     text: "SELECT COUNT(*) AS total_count".into(),
                     args: filter.args.clone(),
