@@ -37,7 +37,7 @@ def failover(work: Path, origin, disk: Path, rounds: int, lease: int) -> list[fl
                     break
                 time.sleep(0.05)
             else:
-                raise RuntimeError(f"worker never started {image_id}")
+                raise RuntimeError(f"worker never started {image_id}: {t} {a.output} {a.log_path.read_text()[-2000:]}")
             b = c.add(f"wb{r}", "worker")  # idle: the queue is empty
             a.kill()
             killed = time.monotonic()

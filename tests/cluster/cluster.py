@@ -128,6 +128,8 @@ class Cluster:
     def __init__(self, workdir: Path, *, lease_seconds: int = 3, concurrency: int = 2):
         self.workdir = workdir
         self.accounts = igconf.make_accounts()
+        # Shared back-ends whatever IMAGEGATE_TEST_BACKEND says: that is what a cluster is.
+        igconf.BACKEND = "pg-s3"
         self.backend = igconf.Backend.fresh()
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
