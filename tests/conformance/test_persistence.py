@@ -11,8 +11,8 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.cvm.v20170312 import cvm_client, models
 
-from conftest import Deployment, cos_url, describe, do_import, filt, image_by_id, make_accounts, unique, \
-    write_config
+from conftest import Deployment, cos_url, describe, do_import, filt, image_by_id, make_accounts, \
+    pipeline_present, unique, write_config
 
 
 def test_restart_keeps_images_names_and_quota(tmp_path, fresh_server):
@@ -34,7 +34,13 @@ def test_restart_keeps_images_names_and_quota(tmp_path, fresh_server):
                          Architecture="arm_64", ImageFamily="fam")
     for _ in range(accounts["small"].quota - 1):
         do_import(sdk, ImageUrl=url)
+    # With the import pipeline, the import (of a missing object) ends IMPORTFAILED on its
+    # own: wait for that before the restart, so the state compared is a settled one.
+    deadline = time.time() + 60
     before = image_by_id(sdk, image_id)
+    while before.ImageState == "IMPORTING" and pipeline_present(dep) and time.time() < deadline:
+        time.sleep(0.5)
+        before = image_by_id(sdk, image_id)
     first.stop()
     assert first.proc.returncode is not None
 
