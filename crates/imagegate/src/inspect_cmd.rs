@@ -64,6 +64,16 @@ pub struct InspectReport {
     pub verdict: Verdict,
     pub guest: Option<GuestReport>,
     pub import_checks: Vec<ImportCheck>,
+    pub stats: Stats,
+}
+
+/// What the whole inspection cost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Bytes read from the file: detection, header and table checks, the
+    /// allocation walk and the guest inspection together.
+    pub file_bytes_read: u64,
+    pub elapsed_ms: f64,
 }
 
 /// Container facts: what `qemu-img info` would say, from our own parser.
@@ -138,6 +148,7 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 /// Inspect one file. Never panics on its content; every refusal is in
 /// `verdict`.
 pub fn inspect_file(path: &Path) -> InspectReport {
+    let started = Instant::now();
     let mut report = InspectReport {
         schema: SCHEMA,
         file: path.display().to_string(),
@@ -150,19 +161,26 @@ pub fn inspect_file(path: &Path) -> InspectReport {
         },
         guest: None,
         import_checks: Vec::new(),
+        stats: Stats::default(),
     };
-    let src = match open_regular(path) {
-        Ok(s) => s,
-        Err(e) => {
-            refuse(&mut report, "file", &FormatError::Io(e));
-            return report;
+    match open_regular(path) {
+        Ok(src) => {
+            report.container.file_size = Some(src.len());
+            let counter = Arc::new(Counting {
+                inner: src,
+                bytes: AtomicU64::new(0),
+            });
+            inspect_source(&mut report, &counter);
+            report.stats.file_bytes_read = counter.bytes.load(Ordering::Relaxed);
         }
-    };
-    report.container.file_size = Some(src.len());
-    let counter = Arc::new(Counting {
-        inner: src,
-        bytes: AtomicU64::new(0),
-    });
+        Err(e) => refuse(&mut report, "file", &FormatError::Io(e)),
+    }
+    report.stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    report
+}
+
+/// Everything after the file is open; stops at the first refusal.
+fn inspect_source(report: &mut InspectReport, counter: &Arc<Counting>) {
     let src: Arc<dyn ReadAt> = counter.clone();
 
     // Detection is run here (and again inside `open`) so that every
@@ -173,22 +191,22 @@ pub fn inspect_file(path: &Path) -> InspectReport {
             match detected {
                 Ok(f) => report.container.format = Some(f),
                 Err(e) => {
-                    refuse(&mut report, "detect", &e);
-                    return report;
+                    refuse(report, "detect", &e);
+                    return;
                 }
             }
         }
         Err(e) => {
-            refuse(&mut report, "detect", &e);
-            return report;
+            refuse(report, "detect", &e);
+            return;
         }
     }
 
     let image: Arc<dyn DiskImage> = match diskformat::open(src, &Limits::default()) {
         Ok(i) => Arc::from(i),
         Err(e) => {
-            refuse(&mut report, "open", &e);
-            return report;
+            refuse(report, "open", &e);
+            return;
         }
     };
     let info = image.info();
@@ -199,7 +217,7 @@ pub fn inspect_file(path: &Path) -> InspectReport {
     report.container.compression = info.compression.clone();
     report.container.notes = info.notes.clone();
 
-    match allocated(&*image, &counter) {
+    match allocated(&*image, counter) {
         Ok((bytes, complete)) => {
             report.container.allocated_size = Some(bytes);
             report.container.allocated_size_complete = complete;
@@ -207,8 +225,8 @@ pub fn inspect_file(path: &Path) -> InspectReport {
         Err(e) => {
             // The conversion of an import walks the same maps, so a map
             // that cannot be walked is an import failure too.
-            refuse(&mut report, "map", &e);
-            return report;
+            refuse(report, "map", &e);
+            return;
         }
     }
 
@@ -229,7 +247,6 @@ pub fn inspect_file(path: &Path) -> InspectReport {
             };
         }
     }
-    report
 }
 
 fn refuse(report: &mut InspectReport, stage: &'static str, e: &FormatError) {
@@ -543,6 +560,16 @@ pub fn render_table(r: &InspectReport) -> String {
             grid(&mut s, &rows);
         }
     }
+    let _ = writeln!(s);
+    kv(
+        &mut s,
+        "Read",
+        format!(
+            "{} of the file in {:.1} ms",
+            size(r.stats.file_bytes_read),
+            r.stats.elapsed_ms
+        ),
+    );
     s
 }
 
@@ -722,7 +749,7 @@ fn render_guest(s: &mut String, g: &GuestReport) {
     }
     kv(
         s,
-        "Read",
+        "Guest read",
         format!(
             "{} in {} calls, {:.1} ms",
             size(g.stats.bytes_read),

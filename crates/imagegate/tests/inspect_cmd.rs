@@ -321,6 +321,11 @@ fn every_container_of_a_centos_disk_is_accepted_and_inspected() {
         }
         assert_centos_guest(&v, name);
         assert_eq!(check_codes(&v), Vec::<String>::new(), "{name}: {v:#}");
+        // The whole run reads more than the guest inspection alone (the
+        // headers and maps too), and far less than the disk.
+        let read = v["stats"]["file_bytes_read"].as_u64().unwrap();
+        let guest_read = v["guest"]["stats"]["bytes_read"].as_u64().unwrap();
+        assert!(read > guest_read && read < 16 * MIB, "{name}: read {read}");
     }
 
     let (code, table) = inspect_table(&dir.path().join("centos.qcow2"));
@@ -337,6 +342,7 @@ fn every_container_of_a_centos_disk_is_accepted_and_inspected() {
         "Cloud-init        yes",
         "Virtio            block yes, net yes",
         "  all pass",
+        "Read              ",
     ] {
         assert!(table.contains(line), "missing {line:?} in:\n{table}");
     }
@@ -548,6 +554,7 @@ fn a_fifo_or_a_missing_file_is_refused_without_waiting() {
     refused_with(&v, "SourceReadError");
     assert_eq!(v["verdict"]["stage"], "file");
     assert!(v["container"]["file_size"].is_null());
+    assert_eq!(v["stats"]["file_bytes_read"], 0);
 
     let (code, v) = inspect_json(&dir.path().join("absent.qcow2"));
     assert_eq!(code, 1);
