@@ -204,7 +204,14 @@ fn import_params(name: &str) -> Value {
 
 /// The API alone: no import workers, so images stay as the API leaves them
 /// (IMPORTING, job QUEUED) and nothing tries to fetch the test URLs.
-async fn start(config: Config) -> Server {
+///
+/// With `IMAGEGATE_TEST_PG_URL` set (a role that may create databases), the
+/// catalog is a PostgreSQL database named after the data directory, so a
+/// restart on the same directory finds the same catalog.
+async fn start(mut config: Config) -> Server {
+    if let Ok(admin) = std::env::var("IMAGEGATE_TEST_PG_URL") {
+        config.catalog.url = Some(pg_database(&admin, &config.data_dir).await);
+    }
     let roles = server::Roles {
         api: true,
         workers: false,
@@ -212,6 +219,50 @@ async fn start(config: Config) -> Server {
     server::start_roles(config, roles)
         .await
         .expect("server starts")
+}
+
+async fn pg_database(admin: &str, data_dir: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes());
+    let name = format!("imagegate_api_{}", &hex::encode(digest)[..16]);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(admin)
+        .await
+        .expect("PostgreSQL reachable");
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    if exists.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("IMAGEGATE_TEST_PG_URL must end with /<database>"),
+    }
+}
+
+/// Shuts the server down and drops its PostgreSQL test database, if any.
+async fn stop(server: Server) {
+    let url = server.state().config.catalog.url.clone();
+    server.shutdown().await.unwrap();
+    if let (Ok(admin), Some(url)) = (std::env::var("IMAGEGATE_TEST_PG_URL"), url) {
+        if let Some((_, name)) = url.rsplit_once('/') {
+            let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+    }
 }
 
 /// Moves an image out of IMPORTING, as the pipeline will when it finishes.
@@ -334,7 +385,7 @@ async fn envelope_auth_region_and_language() {
         .unwrap();
     let r = reply(resp).await;
     assert_eq!(r.code(), "UnsupportedProtocol");
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -463,7 +514,7 @@ async fn import_image_rules() {
         a.call("ImportImage", dup).await.code(),
         "InvalidImageName.Duplicate"
     );
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -637,7 +688,7 @@ async fn import_then_describe_every_field_and_filter() {
         let r = a.call("DescribeImages", p.clone()).await;
         assert_eq!(r.code(), code, "{p}");
     }
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -761,7 +812,7 @@ async fn delete_and_modify() {
         .unwrap();
         assert_eq!(n, 0, "{table}");
     }
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -807,7 +858,7 @@ async fn import_writes_image_disks_tags_and_job_together() {
         .await
         .unwrap();
     assert_eq!(state, "IMPORTING");
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -866,7 +917,7 @@ async fn concurrent_imports_one_name_and_quota() {
         b.call("ImportImage", p).await.code(),
         "ImageQuotaLimitExceeded"
     );
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -908,7 +959,7 @@ async fn accounts_and_regions_are_isolated() {
     // Another region's image is not found from here either.
     let r = sg.call("DeleteImages", json!({"ImageIds": [id]})).await;
     assert_eq!(r.code(), "InvalidImageId.NotFound");
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -937,7 +988,7 @@ async fn generated_account_and_catalog_survive_restart() {
     assert_eq!(d["TotalCount"], 1);
     assert_eq!(d["ImageSet"][0]["ImageId"], id.as_str());
     assert_eq!(d["ImageSet"][0]["ImageCreator"], created.uin.as_str());
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 #[tokio::test]
@@ -965,7 +1016,7 @@ async fn rate_limits_per_account_and_action() {
     let mut pb = p.clone();
     pb["ImageUrl"] = json!(cos_url(APP_B, "b.qcow2"));
     Client::b(&server).call("ImportImage", pb).await.ok();
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
 
 /// Tencent's documented example, as a legacy v1 GET signed with HmacSHA256.
@@ -1023,5 +1074,5 @@ async fn documented_get_example_with_legacy_signature() {
         url,
         "http://111-1251233127.cosd.myqcloud.com/Windows%20Server%202008%20R2%20x64a.vmdk"
     );
-    server.shutdown().await.unwrap();
+    stop(server).await;
 }
