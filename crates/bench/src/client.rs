@@ -56,7 +56,8 @@ impl Client {
             .send()
             .await
             .context("request")?;
-        let v: Value = resp.json().await.context("response body")?;
+        let body = resp.bytes().await.context("response body")?;
+        let v: Value = serde_json::from_slice(&body).context("response JSON")?;
         let r = v.get("Response").cloned().unwrap_or(Value::Null);
         if let Some(e) = r.get("Error") {
             bail!("{action} failed: {e}");

@@ -296,7 +296,8 @@ pub fn make_source_disk(path: &Path, size: u64, data: u64, seed: u64) -> anyhow:
                 );
                 line += 1;
             }
-            buf.copy_from_slice(&text[..buf.len()]);
+            let n = buf.len();
+            buf.copy_from_slice(&text[..n]);
         }
         file.write_all_at(&buf, off)?;
     }
