@@ -135,14 +135,23 @@ impl InspectReport {
 /// the report.
 pub fn run(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let report = inspect_file(&args.file);
-    if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report)?;
+    match print(&report, args.json, out) {
+        Ok(()) => Ok(report.exit_code()),
+        // The reader went away (`inspect … | head`): what it read was
+        // right, and the verdict still is.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(report.exit_code()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print(report: &InspectReport, json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
         writeln!(out)?;
     } else {
-        out.write_all(render_table(&report).as_bytes())?;
+        out.write_all(render_table(report).as_bytes())?;
     }
-    out.flush()?;
-    Ok(report.exit_code())
+    out.flush()
 }
 
 /// Inspect one file. Never panics on its content; every refusal is in

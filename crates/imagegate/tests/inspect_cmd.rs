@@ -634,3 +634,28 @@ fn mutated_and_truncated_containers_end_in_a_verdict() {
         assert!(refused > 0, "{qfmt}: no mutation was refused");
     }
 }
+
+/// `imagegate inspect … | head` closes the pipe early: the command still
+/// ends with the verdict's exit code, not an error; other write errors are
+/// errors.
+#[test]
+fn a_closed_pipe_still_gives_the_exit_code() {
+    struct Closed(std::io::ErrorKind);
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(self.0.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(self.0.into())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = InspectArgs {
+        file: dir.path().join("absent.raw"),
+        json: true,
+    };
+    let code = inspect_cmd::run(&args, &mut Closed(std::io::ErrorKind::BrokenPipe));
+    assert_eq!(code.unwrap(), 1);
+    let full = inspect_cmd::run(&args, &mut Closed(std::io::ErrorKind::StorageFull));
+    assert!(full.is_err());
+}
