@@ -85,7 +85,7 @@ class Origin:
                     f.seek(start)
                     sent = 0
                     cut = None
-                    if behaviour == "drop" and name not in origin.dropped:
+                    if behaviour == "drop" and name not in origin.dropped and start == 0:
                         origin.dropped.add(name)
                         cut = length // 2
                     if behaviour == "stall":
