@@ -219,8 +219,6 @@ def test_pagination_is_stable_and_complete(many):
     assert describe(many, Offset=1000, Limit=5).TotalCount == 25
 
 
-@pytest.mark.xfail(strict=True, reason="server disagreement (reported): Limit=0 answers TotalCount 0; "
-                   "TotalCount is the number of matches whatever the page size (reference §4 DescribeImages)")
 def test_limit_zero(many):
     """Limit 0 is not forbidden by the model; either an empty page with the count, or an error."""
     try:
