@@ -74,21 +74,20 @@ pub async fn run(bin: &str, args: ApiArgs) -> anyhow::Result<()> {
     let page = serde_json::to_vec(&json!({"Response": sample}))?;
 
     let bare = start_bare(page.len()).await?;
-    let (bare_rps, bare_p50, bare_p99) =
-        load(args.connections, args.seconds, {
-            let http = reqwest::Client::builder().no_proxy().build()?;
-            let url = format!("http://{}/", bare.0);
-            move || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    let r = http.post(&url).body("{}").send().await?;
-                    r.bytes().await?;
-                    anyhow::Ok(())
-                }
+    let (bare_rps, bare_p50, bare_p99) = load(args.connections, args.seconds, {
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let url = format!("http://{}/", bare.0);
+        move || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let r = http.post(&url).body("{}").send().await?;
+                r.bytes().await?;
+                anyhow::Ok(())
             }
-        })
-        .await;
+        }
+    })
+    .await;
     let (rps, p50, p99) = load(args.connections, args.seconds, {
         let client = client.clone();
         move || {
@@ -103,7 +102,10 @@ pub async fn run(bin: &str, args: ApiArgs) -> anyhow::Result<()> {
     .await;
     bare.1.abort();
 
-    println!("\nAPI benchmark: {} images, {} connections, {} s per run", args.images, args.connections, args.seconds);
+    println!(
+        "\nAPI benchmark: {} images, {} connections, {} s per run",
+        args.images, args.connections, args.seconds
+    );
     println!(
         "ImportImage (signed, queue only): {} calls in {:.2} s = {:.0}/s",
         args.images,
@@ -135,7 +137,9 @@ pub async fn run(bin: &str, args: ApiArgs) -> anyhow::Result<()> {
 }
 
 /// A bare axum endpoint replying with a fixed body of `len` bytes.
-async fn start_bare(len: usize) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+async fn start_bare(
+    len: usize,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let body: bytes::Bytes = vec![b'x'; len].into();
     let app = axum::Router::new().route(
         "/",

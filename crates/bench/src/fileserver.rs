@@ -49,7 +49,14 @@ async fn serve(
         return status(StatusCode::NOT_FOUND);
     };
     let len = meta.len();
-    let etag = format!("\"{len:x}-{:x}\"", meta.modified().ok().and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0));
+    let etag = format!(
+        "\"{len:x}-{:x}\"",
+        meta.modified()
+            .ok()
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
     let start = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

@@ -40,15 +40,60 @@ struct Fmt {
 }
 
 const FORMATS: &[Fmt] = &[
-    Fmt { name: "raw", qemu_fmt: "raw", opts: &[], compressed: false },
-    Fmt { name: "qcow2", qemu_fmt: "qcow2", opts: &[], compressed: false },
-    Fmt { name: "qcow2-zlib", qemu_fmt: "qcow2", opts: &["-c"], compressed: true },
-    Fmt { name: "vmdk-sparse", qemu_fmt: "vmdk", opts: &["-o", "subformat=monolithicSparse"], compressed: false },
-    Fmt { name: "vmdk-stream", qemu_fmt: "vmdk", opts: &["-o", "subformat=streamOptimized"], compressed: true },
-    Fmt { name: "vhd-dynamic", qemu_fmt: "vpc", opts: &["-o", "subformat=dynamic,force_size=on"], compressed: false },
-    Fmt { name: "vhd-fixed", qemu_fmt: "vpc", opts: &["-o", "subformat=fixed,force_size=on"], compressed: false },
-    Fmt { name: "vhdx-dynamic", qemu_fmt: "vhdx", opts: &["-o", "subformat=dynamic"], compressed: false },
-    Fmt { name: "vhdx-fixed", qemu_fmt: "vhdx", opts: &["-o", "subformat=fixed"], compressed: false },
+    Fmt {
+        name: "raw",
+        qemu_fmt: "raw",
+        opts: &[],
+        compressed: false,
+    },
+    Fmt {
+        name: "qcow2",
+        qemu_fmt: "qcow2",
+        opts: &[],
+        compressed: false,
+    },
+    Fmt {
+        name: "qcow2-zlib",
+        qemu_fmt: "qcow2",
+        opts: &["-c"],
+        compressed: true,
+    },
+    Fmt {
+        name: "vmdk-sparse",
+        qemu_fmt: "vmdk",
+        opts: &["-o", "subformat=monolithicSparse"],
+        compressed: false,
+    },
+    Fmt {
+        name: "vmdk-stream",
+        qemu_fmt: "vmdk",
+        opts: &["-o", "subformat=streamOptimized"],
+        compressed: true,
+    },
+    Fmt {
+        name: "vhd-dynamic",
+        qemu_fmt: "vpc",
+        opts: &["-o", "subformat=dynamic,force_size=on"],
+        compressed: false,
+    },
+    Fmt {
+        name: "vhd-fixed",
+        qemu_fmt: "vpc",
+        opts: &["-o", "subformat=fixed,force_size=on"],
+        compressed: false,
+    },
+    Fmt {
+        name: "vhdx-dynamic",
+        qemu_fmt: "vhdx",
+        opts: &["-o", "subformat=dynamic"],
+        compressed: false,
+    },
+    Fmt {
+        name: "vhdx-fixed",
+        qemu_fmt: "vhdx",
+        opts: &["-o", "subformat=fixed"],
+        compressed: false,
+    },
 ];
 
 pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
@@ -59,7 +104,10 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
     let virtual_size = args.virtual_gib << 30;
 
     let source = files.join("source.raw");
-    eprintln!("making a {} GiB disk with {} MiB of data …", args.virtual_gib, args.data_mib);
+    eprintln!(
+        "making a {} GiB disk with {} MiB of data …",
+        args.virtual_gib, args.data_mib
+    );
     make_source_disk(&source, virtual_size, args.data_mib << 20, 7)?;
 
     let selected: Vec<&Fmt> = FORMATS
@@ -76,7 +124,10 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         }
         let _ = std::fs::remove_file(&out);
         let mut cmd = Command::new("qemu-img");
-        cmd.args(["convert", "-f", "raw", "-O", f.qemu_fmt]).args(f.opts).arg(&source).arg(&out);
+        cmd.args(["convert", "-f", "raw", "-O", f.qemu_fmt])
+            .args(f.opts)
+            .arg(&source)
+            .arg(&out);
         run_cmd(cmd).with_context(|| format!("making the {} fixture", f.name))?;
     }
 
@@ -123,7 +174,11 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
             a / b,
             a / c,
             mib(peak),
-            if f.compressed { "  (compressed source)" } else { "" }
+            if f.compressed {
+                "  (compressed source)"
+            } else {
+                ""
+            }
         );
     }
 
@@ -135,13 +190,17 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         let big = files.join("big64.img");
         let _ = std::fs::remove_file(&big);
         let mut cmd = Command::new("qemu-img");
-        cmd.args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&big_raw).arg(&big);
+        cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&big_raw)
+            .arg(&big);
         run_cmd(cmd)?;
         let _ = std::fs::remove_file(&big_raw);
         let small = files.join("qcow2.img");
         if !small.exists() {
             let mut cmd = Command::new("qemu-img");
-            cmd.args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&source).arg(&small);
+            cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(&source)
+                .arg(&small);
             run_cmd(cmd)?;
         }
         let s = RssSampler::start(server.pid());
@@ -165,7 +224,9 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         for i in 0..4 {
             let client = client.clone();
             let url = format!("{origin}/qcow2.img");
-            set.spawn(async move { import_once(&client, &url, &format!("bench-conc-4-{i}")).await });
+            set.spawn(
+                async move { import_once(&client, &url, &format!("bench-conc-4-{i}")).await },
+            );
         }
         while let Some(r) = set.join_next().await {
             r??;
@@ -200,7 +261,10 @@ async fn import_once(client: &Client, url: &str, name: &str) -> anyhow::Result<f
         let d = client
             .call("DescribeImages", &json!({"ImageIds": [id]}))
             .await?;
-        let state = d["ImageSet"][0]["ImageState"].as_str().unwrap_or("").to_string();
+        let state = d["ImageSet"][0]["ImageState"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         match state.as_str() {
             "NORMAL" => break,
             "IMPORTING" => tokio::time::sleep(Duration::from_millis(25)).await,
@@ -240,7 +304,9 @@ fn baseline(url: &str, qemu_fmt: &str, work: &Path) -> anyhow::Result<f64> {
     cmd.args(["-sS", "-o"]).arg(&tmp).arg(url);
     run_cmd(cmd)?;
     let mut cmd = Command::new("qemu-img");
-    cmd.args(["convert", "-f", qemu_fmt, "-O", "qcow2"]).arg(&tmp).arg(&out);
+    cmd.args(["convert", "-f", qemu_fmt, "-O", "qcow2"])
+        .arg(&tmp)
+        .arg(&out);
     run_cmd(cmd)?;
     let mut cmd = Command::new("sha256sum");
     cmd.arg(&tmp);
@@ -282,7 +348,11 @@ pub fn make_source_disk(path: &Path, size: u64, data: u64, seed: u64) -> anyhow:
     let mut buf = vec![0u8; chunk as usize];
     for i in 0..chunks {
         let slack = stride.saturating_sub(chunk) / (64 << 10);
-        let jitter = if slack > 0 { rng.random_range(0..slack) * (64 << 10) } else { 0 };
+        let jitter = if slack > 0 {
+            rng.random_range(0..slack) * (64 << 10)
+        } else {
+            0
+        };
         let off = base + i * stride + jitter;
         if i % 2 == 0 {
             rng.fill(&mut buf[..]);
@@ -322,8 +392,14 @@ fn write_linux_root(disk: &Path) -> anyhow::Result<()> {
         t.join("etc/os-release"),
         "NAME=\"CentOS Linux\"\nVERSION=\"7 (Core)\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"7\"\nPRETTY_NAME=\"CentOS Linux 7 (Core)\"\n",
     )?;
-    std::fs::write(t.join("etc/centos-release"), "CentOS Linux release 7.9.2009 (Core)\n")?;
-    std::fs::write(t.join("etc/cloud/cloud.cfg"), "datasource_list: [ ConfigDrive ]\n")?;
+    std::fs::write(
+        t.join("etc/centos-release"),
+        "CentOS Linux release 7.9.2009 (Core)\n",
+    )?;
+    std::fs::write(
+        t.join("etc/cloud/cloud.cfg"),
+        "datasource_list: [ ConfigDrive ]\n",
+    )?;
     std::fs::write(t.join("usr/bin/cloud-init"), "#!/usr/bin/python\n")?;
     std::fs::copy("/bin/sh", t.join("usr/bin/sh")).context("copying /bin/sh")?;
     std::os::unix::fs::symlink("usr/bin", t.join("bin"))?;

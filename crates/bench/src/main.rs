@@ -19,7 +19,10 @@ mod server;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "imagegate-bench", about = "imagegate benchmarks with same-run baselines")]
+#[command(
+    name = "imagegate-bench",
+    about = "imagegate benchmarks with same-run baselines"
+)]
 struct Cli {
     /// The imagegate binary to benchmark (build it with --release).
     #[arg(long, default_value = "target/release/imagegate", global = true)]

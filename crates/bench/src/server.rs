@@ -44,7 +44,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {bin} (build it with cargo build --release -p imagegate)"))?;
+            .with_context(|| {
+                format!("starting {bin} (build it with cargo build --release -p imagegate)")
+            })?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

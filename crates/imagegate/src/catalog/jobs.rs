@@ -294,11 +294,12 @@ impl Catalog {
         if done.rows_affected() == 0 {
             return Ok(Heartbeat::Lost);
         }
-        let cancel: i64 = sqlx::query("SELECT cancel_requested FROM import_jobs WHERE image_id = $1")
-            .bind(image_id)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("cancel_requested")?;
+        let cancel: i64 =
+            sqlx::query("SELECT cancel_requested FROM import_jobs WHERE image_id = $1")
+                .bind(image_id)
+                .fetch_one(self.pool())
+                .await?
+                .try_get("cancel_requested")?;
         Ok(if cancel != 0 {
             Heartbeat::CancelRequested
         } else {
@@ -351,12 +352,14 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         for (index, size_gib) in &ok.disk_sizes {
-            sqlx::query("UPDATE image_disks SET size_gib = $1 WHERE image_id = $2 AND disk_index = $3")
-                .bind(size_gib)
-                .bind(image_id)
-                .bind(index)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE image_disks SET size_gib = $1 WHERE image_id = $2 AND disk_index = $3",
+            )
+            .bind(size_gib)
+            .bind(image_id)
+            .bind(index)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -490,7 +493,8 @@ impl Catalog {
         let state: String = col(&row, "state")?;
         match state.as_str() {
             "QUEUED" => {
-                let message = "The import was cancelled by CancelImportImageTask before it started.";
+                let message =
+                    "The import was cancelled by CancelImportImageTask before it started.";
                 if self
                     .finish_job_failed_if(image_id, None, "ImportCancelled", message, "CANCELLED")
                     .await?
@@ -640,9 +644,11 @@ impl Catalog {
 
     /// Number of jobs per state (metrics, tests).
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, CatalogError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM import_jobs GROUP BY state ORDER BY state")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM import_jobs GROUP BY state ORDER BY state",
+        )
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| Ok((col(r, "state")?, col(r, "n")?)))
             .collect::<Result<_, sqlx::Error>>()

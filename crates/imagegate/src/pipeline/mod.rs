@@ -202,7 +202,11 @@ impl Workers {
                 {
                     Ok(true) => {
                         tracing::info!(image_id = %job.image_id, code = %failure.code, message = %failure.message, "import failed");
-                        crate::metrics::global().import_finished("IMPORTFAILED", &failure.code, started.elapsed());
+                        crate::metrics::global().import_finished(
+                            "IMPORTFAILED",
+                            &failure.code,
+                            started.elapsed(),
+                        );
                         self.delete_blobs(&job).await;
                         self.remove_scratch(&job.image_id).await;
                     }
