@@ -42,24 +42,24 @@ pub async fn describe_images(
     // Read the counter before the query: a write committed meanwhile makes
     // the entry stale at once rather than hiding behind it.
     let generation = state.catalog.generation();
-    if let Some(hit) = state.describe_cache.get(&key, generation) {
-        return Ok(hit);
-    }
-    let (total, views) = state
-        .catalog
-        .describe_images(&caller.account.uin, region, &query)
+    state
+        .describe_cache
+        .get_or_build(&key, generation, || async {
+            let (total, views) = state
+                .catalog
+                .describe_images(&caller.account.uin, region, &query)
+                .await
+                .map_err(|e| internal(caller, e))?;
+            let set: Vec<Value> = views.iter().map(image_json).collect();
+            let text = json!({ "TotalCount": total, "ImageSet": set }).to_string();
+            // `{…}` → `…`: the HTTP layer adds RequestId inside the same braces.
+            let inner = text
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .unwrap_or_default();
+            Ok(Arc::from(inner))
+        })
         .await
-        .map_err(|e| internal(caller, e))?;
-    let set: Vec<Value> = views.iter().map(image_json).collect();
-    let text = json!({ "TotalCount": total, "ImageSet": set }).to_string();
-    // `{…}` → `…`: the HTTP layer adds RequestId inside the same braces.
-    let inner = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .unwrap_or_default();
-    let body: Arc<str> = Arc::from(inner);
-    state.describe_cache.put(key, generation, body.clone());
-    Ok(body)
 }
 
 /// Turns the request into catalog conditions, applying every limit.
