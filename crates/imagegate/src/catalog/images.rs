@@ -2,7 +2,7 @@
 //! and attribute changes. Everything is scoped by (account uin, region): an
 //! image of another account or region is simply not found.
 
-use super::{col, is_unique_violation, now_ms, random_id, Catalog, CatalogError};
+use super::{col, is_unique_violation, now_ms, Catalog, CatalogError};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe};
@@ -142,7 +142,7 @@ pub enum DeleteOutcome {
 /// Builds a query with numbered `$n` placeholders and its arguments together,
 /// so that the two can never drift apart.
 #[derive(Default)]
-struct Sql {
+pub(super) struct Sql {
     text: String,
     args: Vec<Bind>,
 }
@@ -154,16 +154,16 @@ enum Bind {
 }
 
 impl Sql {
-    fn push(&mut self, s: &str) -> &mut Self {
+    pub(super) fn push(&mut self, s: &str) -> &mut Self {
         self.text.push_str(s);
         self
     }
 
-    fn arg(&mut self, v: impl Into<String>) -> &mut Self {
+    pub(super) fn arg(&mut self, v: impl Into<String>) -> &mut Self {
         self.bind(Bind::Text(v.into()))
     }
 
-    fn int(&mut self, v: i64) -> &mut Self {
+    pub(super) fn int(&mut self, v: i64) -> &mut Self {
         self.bind(Bind::Int(v))
     }
 
@@ -187,7 +187,7 @@ impl Sql {
         self
     }
 
-    fn query(&self) -> Query<'_, Any, AnyArguments> {
+    pub(super) fn query(&self) -> Query<'_, Any, AnyArguments> {
         let mut q = sqlx::query(AssertSqlSafe(self.text.as_str()));
         for a in &self.args {
             q = match a {
@@ -255,137 +255,6 @@ pub fn blob_key_for(image_id: &str, disk_index: usize) -> String {
 }
 
 impl Catalog {
-    /// Writes an IMPORTING image, its tags, its disks and its QUEUED job in
-    /// one transaction. The quota is taken by a conditional UPDATE whose
-    /// row count decides; a duplicate name is caught by the UNIQUE index.
-    pub async fn insert_import(
-        &self,
-        img: &NewImage,
-        quota: u32,
-    ) -> Result<InsertOutcome, CatalogError> {
-        // A fresh random id collides with an existing one very rarely; draw
-        // again then (the whole transaction is retried).
-        for _ in 0..8 {
-            let image_id = random_id("img");
-            match self.try_insert_import(img, quota, &image_id).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) if is_unique_violation(&e) => {
-                    if self
-                        .name_taken(&img.account_uin, &img.region, &img.image_name, None)
-                        .await?
-                    {
-                        return Ok(InsertOutcome::DuplicateName);
-                    }
-                    // Otherwise an image or snapshot id collided: retry.
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CatalogError::IdSpaceExhausted("image"))
-    }
-
-    async fn try_insert_import(
-        &self,
-        img: &NewImage,
-        quota: u32,
-        image_id: &str,
-    ) -> Result<InsertOutcome, sqlx::Error> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // The first statement writes, so SQLite takes its write lock now
-        // (waiting under busy_timeout) instead of failing a later upgrade.
-        sqlx::query(
-            "INSERT INTO images (image_id, account_uin, region, image_name, description, os_type, \
-             os_version, architecture, platform, os_name, state, image_size_gib, license_type, \
-             boot_mode, image_family, deprecated, force, is_support_cloudinit, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'IMPORTING', 0, $11, $12, $13, 0, $14, $15, $16, $16)",
-        )
-        .bind(image_id)
-        .bind(&img.account_uin)
-        .bind(&img.region)
-        .bind(&img.image_name)
-        .bind(&img.description)
-        .bind(&img.os_type)
-        .bind(&img.os_version)
-        .bind(&img.architecture)
-        .bind(&img.platform)
-        .bind(&img.os_name)
-        .bind(&img.license_type)
-        .bind(&img.boot_mode)
-        .bind(&img.image_family)
-        .bind(img.force as i64)
-        .bind(img.is_support_cloudinit as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-
-        sqlx::query(
-            "INSERT INTO quota_usage (account_uin, region, used) VALUES ($1, $2, 0) \
-             ON CONFLICT (account_uin, region) DO NOTHING",
-        )
-        .bind(&img.account_uin)
-        .bind(&img.region)
-        .execute(&mut *tx)
-        .await?;
-        let taken = sqlx::query(
-            "UPDATE quota_usage SET used = used + 1 \
-             WHERE account_uin = $1 AND region = $2 AND used < $3",
-        )
-        .bind(&img.account_uin)
-        .bind(&img.region)
-        .bind(i64::from(quota))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if taken != 1 {
-            tx.rollback().await?;
-            return Ok(InsertOutcome::QuotaExceeded);
-        }
-
-        for (key, value) in &img.tags {
-            sqlx::query(
-                "INSERT INTO image_tags (image_id, tag_key, tag_value) VALUES ($1, $2, $3)",
-            )
-            .bind(image_id)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (index, url) in img.disk_urls.iter().enumerate() {
-            let usage = if index == 0 {
-                "SYSTEM_DISK"
-            } else {
-                "DATA_DISK"
-            };
-            sqlx::query(
-                "INSERT INTO image_disks (image_id, disk_index, disk_usage, source_url, size_gib, \
-                 snapshot_id, blob_key) VALUES ($1, $2, $3, $4, 0, $5, $6)",
-            )
-            .bind(image_id)
-            .bind(index as i64)
-            .bind(usage)
-            .bind(url)
-            .bind(random_id("snap"))
-            .bind(blob_key_for(image_id, index))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO import_jobs (image_id, state, phase, attempts, run_after, cancel_requested, \
-             bytes_fetched, created_at, updated_at) VALUES ($1, 'QUEUED', 'queued', 0, $2, 0, 0, $2, $2)",
-        )
-        .bind(image_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.note_change();
-        Ok(InsertOutcome::Created {
-            image_id: image_id.to_owned(),
-        })
-    }
-
     /// Whether the account already has an image of that name in the region
     /// (`except`: an image id to ignore, for renames).
     pub async fn name_taken(
@@ -461,19 +330,19 @@ impl Catalog {
                 }
                 Condition::TagKey(keys) => {
                     filter
-                        .push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.image_id AND t.tag_key IN ")
+                        .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_key IN ")
                         .list(keys)
                         .push(")");
                 }
                 Condition::TagValue(values) => {
                     filter
-                        .push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.image_id AND t.tag_value IN ")
+                        .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_value IN ")
                         .list(values)
                         .push(")");
                 }
                 Condition::Tag { key, values } => {
                     filter
-                        .push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.image_id AND t.tag_key = ")
+                        .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_key = ")
                         .arg(key.clone())
                         .push(" AND t.tag_value IN ")
                         .list(values)
@@ -484,11 +353,15 @@ impl Catalog {
                 }
             }
         }
-        // One round trip for the page and the total: the window count sees
-        // every match before LIMIT applies. An empty page (offset past the
-        // end, or Limit 0) needs a separate count.
+        // The page walks the listing index newest first and stops after
+        // Offset + Limit matches; the total is a separate index-only count
+        // (a window count over the page query would load and sort every
+        // match: ~20 ms instead of ~4 for 1,000 matches of 10,000 images).
+        // Tag conditions are `IN (subquery)` so that the count is answered
+        // from the tag index. Not one snapshot: under concurrent writes the
+        // total may differ from the page by those writes, as on the cloud.
         let mut page = Sql {
-            text: format!("SELECT {IMAGE_COLUMNS}, COUNT(*) OVER () AS total_count"),
+            text: format!("SELECT {IMAGE_COLUMNS}"),
             args: Vec::new(),
         };
         page.text.push_str(&filter.text);
@@ -497,19 +370,22 @@ impl Catalog {
             .int(q.limit.max(0))
             .push(" OFFSET ")
             .int(q.offset.max(0));
-        let rows = page.query().fetch_all(&self.pool).await?;
-        let total = match rows.first() {
-            Some(r) => col::<i64>(r, "total_count")?,
-            None if q.offset > 0 || q.limit == 0 => {
-                let mut count = Sql {
-                    text: "SELECT COUNT(*) AS total_count".into(),
-                    args: filter.args.clone(),
-                };
-                count.text.push_str(&filter.text);
-                let r = count.query().fetch_one(&self.pool).await?;
-                col::<i64>(&r, "total_count")?
-            }
-            None => 0,
+        let rows = if q.limit > 0 {
+            page.query().fetch_all(&self.pool).await?
+        } else {
+            Vec::new()
+        };
+        // A short first page is the whole answer: no count needed.
+        let total = if q.offset == 0 && (rows.len() as i64) < q.limit {
+            rows.len() as i64
+        } else {
+            let mut count = Sql {
+                text: "SELECT COUNT(*) AS total_count".into(),
+                args: filter.args.clone(),
+            };
+            count.text.push_str(&filter.text);
+            let r = count.query().fetch_one(&self.pool).await?;
+            col::<i64>(&r, "total_count")?
         };
         let images = rows
             .iter()
@@ -599,6 +475,7 @@ impl Catalog {
         region: &str,
         ids: &[String],
     ) -> Result<DeleteOutcome, CatalogError> {
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let mut blob_keys = Vec::new();
         let mut deleted = 0i64;
@@ -697,6 +574,7 @@ impl Catalog {
             .push(" AND region = ")
             .arg(region)
             .push(" AND state NOT IN ('IMPORTING', 'CREATING', 'SYNCING')");
+        let _gate = self.write_gate().await;
         match sql.query().execute(&self.pool).await {
             Ok(r) if r.rows_affected() == 1 => {
                 self.note_change();

@@ -144,6 +144,7 @@ impl Catalog {
         max_attempts: i64,
     ) -> Result<Option<ClaimedJob>, CatalogError> {
         self.fail_exhausted_jobs(max_attempts).await?;
+        let _gate = self.write_gate().await;
         let now = now_ms();
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -273,6 +274,7 @@ impl Catalog {
         progress: &JobProgress,
     ) -> Result<Heartbeat, CatalogError> {
         let now = now_ms();
+        let _gate = self.write_gate().await;
         let done = sqlx::query(
             "UPDATE import_jobs SET lease_until = $1, heartbeat_at = $2, updated_at = $2, \
              phase = $3, bytes_fetched = $4, bytes_total = $5, source_format = $6, \
@@ -316,6 +318,7 @@ impl Catalog {
         ok: &ImportSuccess,
     ) -> Result<bool, CatalogError> {
         let now = now_ms();
+        let _gate = self.write_gate().await;
         let mut tx = self.pool().begin().await?;
         let job = sqlx::query(
             "UPDATE import_jobs SET state = 'SUCCEEDED', phase = 'DONE', lease_owner = NULL, \
@@ -362,6 +365,7 @@ impl Catalog {
             .await?;
         }
         tx.commit().await?;
+        self.note_change();
         Ok(true)
     }
 
@@ -384,6 +388,7 @@ impl Catalog {
             .finish_job_failed_if(image_id, Some(owner), code, message, state)
             .await?;
         if let (true, Some(f)) = (done, facts) {
+            let _gate = self.write_gate().await;
             let now = now_ms();
             sqlx::query(
                 "UPDATE images SET os_name = COALESCE($1, os_name), platform = COALESCE($2, platform), \
@@ -401,6 +406,7 @@ impl Catalog {
                 .bind(image_id)
                 .execute(self.pool())
                 .await?;
+            self.note_change();
         }
         Ok(done)
     }
@@ -414,6 +420,7 @@ impl Catalog {
         state: &str,
     ) -> Result<bool, CatalogError> {
         let now = now_ms();
+        let _gate = self.write_gate().await;
         let mut tx = self.pool().begin().await?;
         const SET: &str = "UPDATE import_jobs SET state = $1, phase = 'DONE', lease_owner = NULL, \
              lease_until = NULL, finished_at = $2, updated_at = $2, failure_code = $3, \
@@ -450,6 +457,7 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.note_change();
         Ok(true)
     }
 
@@ -457,6 +465,7 @@ impl Catalog {
     /// does not count: it was stopped on purpose.
     pub async fn release_job(&self, image_id: &str, owner: &str) -> Result<bool, CatalogError> {
         let now = now_ms();
+        let _gate = self.write_gate().await;
         let done = sqlx::query(
             "UPDATE import_jobs SET state = 'QUEUED', lease_owner = NULL, lease_until = NULL, \
              run_after = $1, updated_at = $1, phase = 'QUEUED', \
@@ -511,6 +520,7 @@ impl Catalog {
     }
 
     async fn request_cancel(&self, image_id: &str) -> Result<CancelOutcome, CatalogError> {
+        let _gate = self.write_gate().await;
         let done = sqlx::query(
             "UPDATE import_jobs SET cancel_requested = 1, updated_at = $1 \
              WHERE image_id = $2 AND state IN ('RUNNING', 'QUEUED')",

@@ -9,6 +9,7 @@
 
 pub mod blobs;
 pub mod images;
+mod imports;
 pub mod jobs;
 
 use crate::config::Config;
@@ -71,6 +72,13 @@ pub struct Catalog {
     /// Bumped after every committed write made through this process, so
     /// read caches (DescribeImages) know when they are stale.
     changes: Arc<AtomicU64>,
+    /// SQLite has one writer at a time; a second connection that tries to
+    /// write waits in SQLite's busy handler, which polls with sleeps of up
+    /// to 100 ms. Queueing this process's writers here instead hands the
+    /// lock over as soon as it is free. PostgreSQL does not need it.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Group commit of ImportImage calls (see `imports`).
+    batcher: Arc<imports::Batcher>,
 }
 
 impl Catalog {
@@ -102,6 +110,8 @@ impl Catalog {
             pool,
             backend: Backend::Postgres,
             changes: Arc::default(),
+            write_gate: Arc::default(),
+            batcher: Arc::default(),
         };
         catalog.migrate(POSTGRES_MIGRATIONS).await?;
         Ok(catalog)
@@ -130,6 +140,8 @@ impl Catalog {
             pool,
             backend: Backend::Sqlite,
             changes: Arc::default(),
+            write_gate: Arc::default(),
+            batcher: Arc::default(),
         };
         catalog.migrate(SQLITE_MIGRATIONS).await?;
         Ok(catalog)
@@ -176,6 +188,15 @@ impl Catalog {
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
         list.iter().map(|&(version, _, _)| version).collect()
+    }
+
+    /// Held around every write (a transaction or a lone statement): on
+    /// SQLite this process's writers queue here, not in the busy handler.
+    pub(crate) async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_gate.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// The change counter: equal values mean no write was committed through
