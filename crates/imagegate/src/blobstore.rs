@@ -8,6 +8,7 @@
 //! nothing is visible under the final key until `finish` succeeds, and
 //! `abort` (or dropping the upload) leaves nothing behind.
 
+use crate::directio::{Appender, DualFile};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,29 +140,25 @@ impl LocalBlobStore {
 }
 
 struct LocalUpload {
-    file: Option<std::fs::File>,
+    /// Writes the body behind the head (page cache bypassed where the file
+    /// system allows, see `directio`).
+    body: Option<Appender>,
     partial: PathBuf,
     target: PathBuf,
     head_len: u64,
-    offset: u64,
 }
 
 impl BlobUpload for LocalUpload {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let file = self
-            .file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("upload already closed"))?;
-        file.write_all_at(data, self.offset)?;
-        self.offset += data.len() as u64;
-        Ok(())
+        self.body
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already closed"))?
+            .append(data)
     }
 
     fn finish(mut self: Box<Self>, head: &[u8]) -> io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        let file = self
-            .file
+        let body = self
+            .body
             .take()
             .ok_or_else(|| io::Error::other("upload already closed"))?;
         if head.len() as u64 != self.head_len {
@@ -169,16 +166,17 @@ impl BlobUpload for LocalUpload {
                 "head length differs from the one announced",
             ));
         }
+        let mut file = body.finish()?;
         file.write_all_at(head, 0)?;
+        let file = file.buffered();
         let size = file.metadata()?.len();
         file.sync_all()?;
-        drop(file);
         std::fs::rename(&self.partial, &self.target)?;
         Ok(size)
     }
 
     fn abort(mut self: Box<Self>) {
-        self.file.take();
+        self.body.take();
         let _ = std::fs::remove_file(&self.partial);
     }
 }
@@ -186,7 +184,7 @@ impl BlobUpload for LocalUpload {
 impl Drop for LocalUpload {
     fn drop(&mut self) {
         // Neither finished nor aborted (a panic or an early return): leave no partial.
-        if self.file.take().is_some() {
+        if self.body.take().is_some() {
             let _ = std::fs::remove_file(&self.partial);
         }
     }
@@ -215,12 +213,12 @@ impl BlobStore for LocalBlobStore {
                 .write(true)
                 .create_new(true)
                 .open(&partial)?;
+            let body = Appender::start(DualFile::new(&partial, file), head_len)?;
             Ok(Box::new(LocalUpload {
-                file: Some(file),
+                body: Some(body),
                 partial,
                 target: self.dir.join(key),
                 head_len,
-                offset: head_len,
             }) as Box<dyn BlobUpload>)
         }
         .boxed()

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod directio;
 pub mod inspect_cmd;
 pub mod metrics;
 pub mod ops;
