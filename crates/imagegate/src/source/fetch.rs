@@ -997,12 +997,14 @@ impl Download {
         from: u64,
         sink: SpoolSink,
     ) -> Result<FetchOutcome, FetchError> {
+        let started = std::time::Instant::now();
         let total = self.total;
         let mut pos = from;
         let mut body = first.body;
         // Bytes to drop from the front of a body that ignored our Range.
         let mut skip = 0u64;
         let mut failures = 0u32;
+        let mut chunks = 0u64;
         loop {
             let next = tokio::time::timeout(self.opts.stall_timeout, body.next()).await;
             let err = match next {
@@ -1015,6 +1017,7 @@ impl Download {
                     if chunk.is_empty() {
                         continue;
                     }
+                    chunks += 1;
                     let end = pos + chunk.len() as u64;
                     if end > total {
                         return Err(FetchError::LengthMismatch(format!(
@@ -1045,6 +1048,15 @@ impl Download {
             (body, skip) = self.resume(pos, err, &mut failures).await?;
         }
         let done = sink.finish().await.map_err(FetchError::Internal)?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            bytes = done.bytes - from,
+            seconds = secs,
+            mib_per_s = (done.bytes - from) as f64 / secs.max(1e-9) / 1048576.0,
+            resumes = self.resumes,
+            chunks,
+            "source fetched and hashed"
+        );
         if done.bytes != total {
             return Err(FetchError::LengthMismatch(format!(
                 "{} bytes arrived, {total} were promised",

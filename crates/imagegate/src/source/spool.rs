@@ -15,6 +15,14 @@
 //! or fail once the transfer has failed or been cancelled. Memory is bounded
 //! by the channel capacities, whatever the size of the source.
 //!
+//! The data is read once, soon after it arrived: the writer keeps the last
+//! [`RECENT_BUFS`] buffers in memory, where readers near the frontier (every
+//! sequential format) find them; older bytes are read from the file. The
+//! file is written through the page cache on a thread of its own: it is
+//! scratch, deleted after the import, so its pages are usually dropped
+//! before they ever reach the disk (writing it with `O_DIRECT` instead made
+//! every import wait for the disk twice, spool and stored image).
+//!
 //! The spool file survives the process: a sidecar file records the source,
 //! its validator (ETag / Last-Modified), its length and a frontier, so that a
 //! restarted import can re-hash what is there and continue with a ranged
@@ -24,6 +32,7 @@
 //! lost pages the sidecar already counted, so the sidecar is not trusted
 //! across reboots: it records the boot id and is ignored after a reboot.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -34,6 +43,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::directio::AlignedBuf;
 use sha2::{Digest, Sha256};
 
 /// Progress of one fetch, shared with whoever reports it.
@@ -66,11 +77,28 @@ pub const ZERO_CHUNK: usize = 64 << 10;
 /// Chunks queued from the network to the writer.
 const NET_QUEUE: usize = 64;
 /// Buffers queued from the writer to the hasher (each [`WRITE_BUF`]).
-const HASH_QUEUE: usize = 4;
+const HASH_QUEUE: usize = 16;
+/// The newest buffers kept in memory for readers (each [`WRITE_BUF`]).
+pub const RECENT_BUFS: usize = 24;
+/// Sources up to this many [`ZERO_CHUNK`]s (1 TiB, a 2 MiB bitmap) have
+/// their zero chunks tracked for [`ReadAt::extent_hint`].
+///
+/// [`ReadAt::extent_hint`]: diskformat::ReadAt::extent_hint
+const MAX_TRACKED_CHUNKS: u64 = 1 << 24;
+/// How far past the asked offset a hint waits for the download, so that it
+/// describes a useful run rather than the last few bytes that arrived.
+const HINT_SPAN: u64 = 4 << 20;
+
+/// A written buffer: its file offset and bytes, shared by the hasher and
+/// the readers.
+type Written = (u64, Arc<AlignedBuf>);
 
 #[derive(Debug)]
 struct State {
+    /// Bytes `[0, frontier)` have arrived (in memory or in the file).
     frontier: u64,
+    /// Bytes `[0, on_disk)` are in the file.
+    on_disk: u64,
     failure: Option<String>,
 }
 
@@ -82,6 +110,11 @@ pub struct Spool {
     len: u64,
     state: Mutex<State>,
     arrived: Condvar,
+    /// The newest written buffers, in file order.
+    recent: Mutex<VecDeque<Written>>,
+    /// Bit `c`: chunk `[c, c + 1) × ZERO_CHUNK` arrived and is all zeros.
+    /// Empty (nothing known) for sources too large to track.
+    zeros: Mutex<Vec<u64>>,
 }
 
 impl std::fmt::Debug for Spool {
@@ -99,11 +132,18 @@ impl Spool {
     /// bytes are present.
     pub(crate) fn new(file: File, path: PathBuf, len: u64, frontier: u64) -> Spool {
         Spool {
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_BUFS + 1)),
+            zeros: Mutex::new(if len / ZERO_CHUNK as u64 <= MAX_TRACKED_CHUNKS {
+                vec![0u64; (len / ZERO_CHUNK as u64).div_ceil(64) as usize]
+            } else {
+                Vec::new()
+            }),
             file,
             path,
             len,
             state: Mutex::new(State {
                 frontier: frontier.min(len),
+                on_disk: frontier.min(len),
                 failure: None,
             }),
             arrived: Condvar::new(),
@@ -136,7 +176,15 @@ impl Spool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Bytes `[0, to)` are in the file.
+    #[cfg(test)]
     pub(crate) fn advance(&self, to: u64) {
+        self.advance_in_memory(to);
+        self.advance_on_disk(to);
+    }
+
+    /// Bytes `[0, to)` have arrived; the newest are in the ring only.
+    fn advance_in_memory(&self, to: u64) {
         let mut st = self.lock();
         if to > st.frontier {
             st.frontier = to.min(self.len);
@@ -148,16 +196,90 @@ impl Spool {
     /// missing bytes gets it. Bytes already present stay readable.
     pub(crate) fn fail(&self, msg: impl Into<String>) {
         let mut st = self.lock();
-        if st.failure.is_none() && st.frontier < self.len {
+        if st.failure.is_none() && st.on_disk < self.len {
             st.failure = Some(msg.into());
         }
         self.arrived.notify_all();
     }
 
-    fn wait_for(&self, end: u64) -> io::Result<()> {
+    /// Fills `buf` from the buffers kept in memory if they cover it all.
+    fn read_recent(&self, offset: u64, buf: &mut [u8]) -> bool {
+        let end = offset + buf.len() as u64;
+        let pieces: Vec<Written> = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            // The first buffer that ends after `offset`.
+            let first = recent.partition_point(|(at, b)| at + b.len() as u64 <= offset);
+            let mut pieces = Vec::new();
+            let mut covered = offset;
+            for (at, b) in recent.iter().skip(first) {
+                if covered >= end {
+                    break;
+                }
+                if *at > covered {
+                    return false;
+                }
+                covered = at + b.len() as u64;
+                pieces.push((*at, b.clone()));
+            }
+            if covered < end || pieces.is_empty() {
+                return false;
+            }
+            pieces
+        };
+        for (at, b) in pieces {
+            let from = offset.max(at);
+            let to = end.min(at + b.len() as u64);
+            let src = &b.as_slice()[(from - at) as usize..(to - at) as usize];
+            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        }
+        true
+    }
+
+    /// Records the zero chunks of a buffer that is about to be readable.
+    fn mark_zeros(&self, at: u64, len: usize, mask: u32) {
+        if mask == 0 {
+            return;
+        }
+        let mut zeros = self.zeros.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, (i, n)) in pieces(at, len).enumerate().take(32) {
+            if mask & (1 << k) != 0 && n == ZERO_CHUNK {
+                let c = ((at + i as u64) / ZERO_CHUNK as u64) as usize;
+                if let Some(word) = zeros.get_mut(c / 64) {
+                    *word |= 1 << (c % 64);
+                }
+            }
+        }
+    }
+
+    /// Keeps a written buffer for readers; returns the buffer it evicts.
+    fn remember(&self, at: u64, buf: Arc<AlignedBuf>) -> Option<Arc<AlignedBuf>> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back((at, buf));
+        if recent.len() > RECENT_BUFS {
+            recent.pop_front().map(|(_, b)| b)
+        } else {
+            None
+        }
+    }
+
+    /// Bytes `[0, to)` are in the file.
+    fn advance_on_disk(&self, to: u64) {
+        let mut st = self.lock();
+        if to > st.on_disk {
+            st.on_disk = to.min(self.len);
+            self.arrived.notify_all();
+        }
+    }
+
+    fn on_disk(&self) -> u64 {
+        self.lock().on_disk
+    }
+
+    /// Waits until `mark` (the frontier, or what is on disk) reaches `end`.
+    fn wait_for(&self, end: u64, mark: impl Fn(&State) -> u64) -> io::Result<()> {
         let mut st = self.lock();
         loop {
-            if st.frontier >= end {
+            if mark(&st) >= end {
                 return Ok(());
             }
             if let Some(f) = &st.failure {
@@ -182,12 +304,52 @@ impl diskformat::ReadAt for Spool {
         if buf.is_empty() {
             return Ok(());
         }
-        self.wait_for(end)?;
+        self.wait_for(end, |st| st.frontier)?;
+        if self.read_recent(offset, buf) {
+            return Ok(());
+        }
+        self.wait_for(end, |st| st.on_disk)?;
         self.file.read_exact_at(buf, offset)
     }
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Runs of zero chunks found on the way in are reported as zeros (they
+    /// are holes in the file); everything else may be data. Waits until a
+    /// few MiB past `offset` have arrived.
+    fn extent_hint(&self, offset: u64, max_len: u64) -> io::Result<diskformat::Hint> {
+        let unknown = diskformat::Hint {
+            len: max_len.min(self.len.saturating_sub(offset)).max(1),
+            zero: false,
+        };
+        if offset >= self.len || max_len == 0 {
+            return Ok(unknown);
+        }
+        let want = offset.saturating_add(max_len.min(HINT_SPAN)).min(self.len);
+        if self.wait_for(want, |st| st.frontier).is_err() {
+            // The read that follows reports the failure.
+            return Ok(unknown);
+        }
+        let limit = offset.saturating_add(max_len).min(self.frontier());
+        let zeros = self.zeros.lock().unwrap_or_else(|p| p.into_inner());
+        let z = ZERO_CHUNK as u64;
+        let is_zero = |c: u64| {
+            zeros
+                .get((c / 64) as usize)
+                .is_some_and(|w| w & (1 << (c % 64)) != 0)
+        };
+        let first = offset / z;
+        let zero = is_zero(first);
+        let mut c = first + 1;
+        while c * z < limit && is_zero(c) == zero {
+            c += 1;
+        }
+        Ok(diskformat::Hint {
+            len: (c * z).min(limit).max(offset + 1) - offset,
+            zero,
+        })
     }
 }
 
@@ -203,17 +365,41 @@ pub fn is_zero(buf: &[u8]) -> bool {
     blocks.remainder().iter().all(|&x| x == 0)
 }
 
-/// Writes `buf` at absolute offset `at`, skipping all-zero chunks that are
-/// whole and aligned to [`ZERO_CHUNK`]; runs of data are written at once.
-fn write_skipping_zeros(file: &File, at: u64, buf: &[u8]) -> io::Result<()> {
-    let mut run_start: Option<usize> = None;
+/// The pieces of `[at, at + len)` cut at [`ZERO_CHUNK`] boundaries:
+/// (start within the buffer, length); only whole pieces can be zero chunks.
+fn pieces(at: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut i = 0usize;
-    while i < buf.len() {
+    std::iter::from_fn(move || {
+        if i >= len {
+            return None;
+        }
         let abs = at + i as u64;
         let to_boundary = ZERO_CHUNK - (abs % ZERO_CHUNK as u64) as usize;
-        let n = to_boundary.min(buf.len() - i);
-        let piece = &buf[i..i + n];
-        let skip = n == ZERO_CHUNK && is_zero(piece);
+        let n = to_boundary.min(len - i);
+        let piece = (i, n);
+        i += n;
+        Some(piece)
+    })
+}
+
+/// Bit `k` set: piece `k` of `buf` (see [`pieces`]) is a whole all-zero
+/// chunk. A 1 MiB buffer has at most 17 pieces.
+fn zero_mask(at: u64, buf: &[u8]) -> u32 {
+    let mut mask = 0u32;
+    for (k, (i, n)) in pieces(at, buf.len()).enumerate().take(32) {
+        if n == ZERO_CHUNK && is_zero(&buf[i..i + n]) {
+            mask |= 1 << k;
+        }
+    }
+    mask
+}
+
+/// Writes `buf` at absolute offset `at`, skipping the zero chunks `mask`
+/// names (see [`zero_mask`]); runs of data are written at once.
+fn write_skipping_zeros(file: &File, at: u64, buf: &[u8], mask: u32) -> io::Result<()> {
+    let mut run_start: Option<usize> = None;
+    for (k, (i, _)) in pieces(at, buf.len()).enumerate() {
+        let skip = k < 32 && mask & (1 << k) != 0;
         match (skip, run_start) {
             (true, Some(s)) => {
                 file.write_all_at(&buf[s..i], at + s as u64)?;
@@ -222,7 +408,6 @@ fn write_skipping_zeros(file: &File, at: u64, buf: &[u8]) -> io::Result<()> {
             (false, None) => run_start = Some(i),
             _ => {}
         }
-        i += n;
     }
     if let Some(s) = run_start {
         file.write_all_at(&buf[s..], at + s as u64)?;
@@ -254,17 +439,17 @@ impl SpoolSink {
     pub(crate) fn start(spool: Arc<Spool>, checkpoint: Checkpoint) -> io::Result<SpoolSink> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(NET_QUEUE);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (hash_tx, hash_rx) = sync_channel::<Vec<u8>>(HASH_QUEUE);
-        let (back_tx, back_rx) = sync_channel::<Vec<u8>>(HASH_QUEUE + 2);
+        let (hash_tx, hash_rx) = sync_channel::<Arc<AlignedBuf>>(HASH_QUEUE);
         let prefix = spool.frontier();
+        let out = spool.file.try_clone()?;
         let hasher_spool = spool.clone();
         let hasher = std::thread::Builder::new()
             .name("spool-hash".into())
-            .spawn(move || hash_thread(&hasher_spool, prefix, hash_rx, back_tx))?;
+            .spawn(move || hash_thread(&hasher_spool, prefix, hash_rx))?;
         std::thread::Builder::new()
             .name("spool-write".into())
             .spawn(move || {
-                let written = write_thread(&spool, rx, hash_tx, back_rx, checkpoint);
+                let written = write_thread(&spool, out, rx, hash_tx, checkpoint);
                 // The hasher ends when the writer drops its sender.
                 let hashed = hasher
                     .join()
@@ -301,19 +486,42 @@ impl SpoolSink {
 }
 
 fn write_thread(
-    spool: &Spool,
+    spool: &Arc<Spool>,
+    out: File,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-    hash_tx: SyncSender<Vec<u8>>,
-    back_rx: Receiver<Vec<u8>>,
+    hash_tx: SyncSender<Arc<AlignedBuf>>,
     mut checkpoint: Checkpoint,
 ) -> Result<u64, String> {
     let total = spool.len;
     let mut pos = spool.frontier();
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
-    let mut allocated = 1usize;
+    // The file writes run on their own thread (copying into the page cache
+    // costs about a second per GiB here): this one must keep taking bytes
+    // off the network.
+    // Readers find the newest buffers in the ring meanwhile; the ring is
+    // longer than the file queue, so a buffer leaves the ring only after its
+    // write has returned. `on_disk` is what the resume sidecar may name.
+    let (file_tx, file_rx) = sync_channel::<(u64, Arc<AlignedBuf>, u32)>(FILE_QUEUE);
+    let file_thread = {
+        let spool = spool.clone();
+        std::thread::Builder::new()
+            .name("spool-file".into())
+            .spawn(move || file_thread(out, file_rx, &spool))
+            .map_err(|e| format!("cannot start the spool file thread: {e}"))?
+    };
+    let join_file = |file_tx: SyncSender<(u64, Arc<AlignedBuf>, u32)>,
+                     file_thread: std::thread::JoinHandle<_>| {
+        drop(file_tx);
+        file_thread
+            .join()
+            .unwrap_or_else(|_| Err("the spool file thread panicked".to_string()))
+    };
+    // Buffers back from the readers' ring, for reuse (fresh ones cost a
+    // page fault per 4 KiB).
+    let mut free: Vec<AlignedBuf> = Vec::new();
+    let mut buf = AlignedBuf::with_capacity(WRITE_BUF);
     let mut last_checkpoint = Instant::now();
     // Flush so that every buffer but the first ends on a WRITE_BUF boundary:
-    // zero chunks line up with the file, and writes are large.
+    // zero chunks line up with the file, and writes are large and aligned.
     let next_end = |start: u64| -> u64 {
         let aligned = (start / WRITE_BUF as u64 + 1) * WRITE_BUF as u64;
         aligned.min(total)
@@ -324,51 +532,78 @@ fn write_thread(
         while !chunk.is_empty() {
             let end = buf_start + buf.len() as u64;
             if end >= total {
+                let _ = join_file(file_tx, file_thread);
                 return Err(format!(
                     "the source sent more than the {total} bytes it promised"
                 ));
             }
             let room = (flush_at - end) as usize;
             let n = room.min(chunk.len());
-            buf.extend_from_slice(&chunk.split_to(n));
+            buf.extend(&chunk.split_to(n));
             if buf_start + buf.len() as u64 == flush_at {
-                write_skipping_zeros(&spool.file, buf_start, &buf)
-                    .map_err(|e| format!("writing the spool file failed: {e}"))?;
+                let next = free
+                    .pop()
+                    .unwrap_or_else(|| AlignedBuf::with_capacity(WRITE_BUF));
+                let full = Arc::new(std::mem::replace(&mut buf, next));
+                buf.clear();
+                // Zero chunks: holes in the file, and known to readers.
+                let mask = zero_mask(buf_start, full.as_slice());
+                spool.mark_zeros(buf_start, full.len(), mask);
+                let handed = file_tx.send((buf_start, full.clone(), mask)).is_ok()
+                    && hash_tx.send(full.clone()).is_ok();
+                if !handed {
+                    // A thread stopped: its own error says why.
+                    let file_err = join_file(file_tx, file_thread).err();
+                    return Err(file_err.unwrap_or_else(|| "the hashing thread stopped".into()));
+                }
+                if let Some(old) = spool.remember(buf_start, full) {
+                    // Reused unless a reader or the hasher still holds it.
+                    if let Ok(b) = Arc::try_unwrap(old) {
+                        free.push(b);
+                    }
+                }
                 pos = flush_at;
-                spool.advance(pos);
-                if last_checkpoint.elapsed() >= CHECKPOINT_EVERY || pos == total {
-                    checkpoint(pos);
+                spool.advance_in_memory(pos);
+                if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    checkpoint(spool.on_disk());
                     last_checkpoint = Instant::now();
                 }
-                // Hand the buffer to the hasher, take a recycled one back
-                // (or allocate while under the bound).
-                let full = std::mem::take(&mut buf);
-                hash_tx
-                    .send(full)
-                    .map_err(|_| "the hashing thread stopped".to_string())?;
-                buf = match back_rx.try_recv() {
-                    Ok(b) => b,
-                    Err(_) if allocated < HASH_QUEUE + 2 => {
-                        allocated += 1;
-                        Vec::with_capacity(WRITE_BUF)
-                    }
-                    Err(_) => back_rx
-                        .recv()
-                        .map_err(|_| "the hashing thread stopped".to_string())?,
-                };
-                buf.clear();
                 buf_start = pos;
                 flush_at = next_end(buf_start);
             }
         }
     }
+    let written = join_file(file_tx, file_thread)?;
     if pos != total || !buf.is_empty() {
+        checkpoint(written);
         return Err(format!(
             "the transfer ended after {} of {total} bytes",
             buf_start + buf.len() as u64
         ));
     }
+    checkpoint(written);
     Ok(pos)
+}
+
+/// Buffers queued from the writer to the file thread; must stay well below
+/// [`RECENT_BUFS`] (see `write_thread`).
+const FILE_QUEUE: usize = 8;
+
+/// Writes the buffers to the spool file in order, leaving all-zero chunks
+/// as holes; returns the offset written up to.
+fn file_thread(
+    out: File,
+    rx: Receiver<(u64, Arc<AlignedBuf>, u32)>,
+    spool: &Spool,
+) -> Result<u64, String> {
+    let mut done = spool.on_disk();
+    while let Ok((at, buf, mask)) = rx.recv() {
+        write_skipping_zeros(&out, at, buf.as_slice(), mask)
+            .map_err(|e| format!("writing the spool file failed: {e}"))?;
+        done = at + buf.len() as u64;
+        spool.advance_on_disk(done);
+    }
+    Ok(done)
 }
 
 /// How often the writer updates the resume sidecar.
@@ -377,8 +612,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 fn hash_thread(
     spool: &Spool,
     prefix: u64,
-    rx: Receiver<Vec<u8>>,
-    back: SyncSender<Vec<u8>>,
+    rx: Receiver<Arc<AlignedBuf>>,
 ) -> Result<[u8; 32], String> {
     let mut h = Sha256::new();
     // A resumed spool: hash what an earlier run left, from the file.
@@ -395,9 +629,7 @@ fn hash_thread(
     }
     drop(buf);
     while let Ok(b) = rx.recv() {
-        h.update(&b);
-        // The writer may have stopped taking buffers back; that is fine.
-        let _ = back.try_send(b);
+        h.update(b.as_slice());
     }
     Ok(h.finalize().into())
 }
@@ -527,6 +759,86 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         let e = spool.read_at(u64::MAX, &mut b).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// More data than the ring holds: old bytes come from the file, new
+    /// ones from memory, and reads that straddle both are whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_from_the_ring_and_from_the_file_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern((RECENT_BUFS + 8) * WRITE_BUF + 4321);
+        let spool = new_spool(dir.path(), data.len() as u64, 0);
+        let sink = SpoolSink::start(spool.clone(), Box::new(|_| {})).unwrap();
+        // A reader following the download in 3 MiB steps, unaligned.
+        let follower = {
+            let spool = spool.clone();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let mut off = 777u64;
+                let mut b = vec![0u8; 3 << 20];
+                while off + b.len() as u64 <= spool.len() {
+                    spool.read_at(off, &mut b).unwrap();
+                    assert_eq!(&b[..], &data[off as usize..off as usize + b.len()]);
+                    off += b.len() as u64;
+                }
+            })
+        };
+        for piece in data.chunks(100_000) {
+            sink.send(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        sink.finish().await.unwrap();
+        follower.join().unwrap();
+        for (off, len) in [
+            (0usize, 5usize << 20),
+            (data.len() - (3 << 20), 3 << 20),
+            (data.len() - (RECENT_BUFS + 2) * WRITE_BUF, 4 * WRITE_BUF),
+        ] {
+            let mut b = vec![0u8; len];
+            spool.read_at(off as u64, &mut b).unwrap();
+            assert_eq!(&b[..], &data[off..off + len], "at {off}");
+        }
+        assert_eq!(std::fs::read(spool.path()).unwrap(), data);
+    }
+
+    /// Zero chunks seen on the way in are hinted as zeros; everything
+    /// else, and every partial chunk, may be data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hints_report_the_zero_chunks() {
+        let z = ZERO_CHUNK;
+        let dir = tempfile::tempdir().unwrap();
+        // data | 3 zero chunks | data (1 byte) | 40 zero chunks | 100 bytes of zeros
+        let len = 45 * z + 100;
+        let mut data = vec![0u8; len];
+        data[..z].fill(7);
+        data[4 * z + 5] = 1;
+        let spool = new_spool(dir.path(), len as u64, 0);
+        let sink = SpoolSink::start(spool.clone(), Box::new(|_| {})).unwrap();
+        for piece in data.chunks(50_000) {
+            sink.send(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        sink.finish().await.unwrap();
+        let hint = |off: usize, max: usize| spool.extent_hint(off as u64, max as u64).unwrap();
+        let h = |len: usize, zero: bool| diskformat::Hint {
+            len: len as u64,
+            zero,
+        };
+        assert_eq!(hint(0, len), h(z, false));
+        assert_eq!(hint(10, len), h(z - 10, false));
+        assert_eq!(hint(z, len), h(3 * z, true));
+        assert_eq!(hint(z + 7, 100), h(100, true));
+        assert_eq!(hint(4 * z, len), h(z, false));
+        assert_eq!(hint(5 * z, len), h(40 * z, true));
+        assert_eq!(hint(45 * z, len), h(100, false), "a partial chunk is data");
+        assert_eq!(hint(len - 1, 10), h(1, false));
+        // Every hinted zero run reads as zeros.
+        let mut off = 0;
+        while off < len {
+            let hh = hint(off, len);
+            if hh.zero {
+                assert!(data[off..off + hh.len as usize].iter().all(|&b| b == 0));
+            }
+            off += hh.len as usize;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
