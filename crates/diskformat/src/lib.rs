@@ -41,7 +41,7 @@ pub mod vmdk;
 pub use convert::{convert, convert_with, ConvertStats};
 pub use detect::{detect, Detection};
 pub use error::FormatError;
-pub use source::{FileSource, PrefetchedTail, ReadAt, SliceSource};
+pub use source::{FileSource, Hint, PrefetchedTail, ReadAt, SliceSource};
 pub use util::is_zero;
 
 /// Detect the container, inspect it with its safety rules, and return the

@@ -43,6 +43,23 @@ impl RawImage {
     }
 }
 
+/// The extent at `offset` (at most `len` bytes, `len ≥ 1`, inside the
+/// source) of a container whose guest bytes are the file's bytes there.
+pub(crate) fn hinted_extent(src: &dyn ReadAt, offset: u64, len: u64) -> std::io::Result<Extent> {
+    let hint = src.extent_hint(offset, len)?;
+    Ok(Extent {
+        offset,
+        // A source's hint is clamped again: a wrong one must not make the
+        // converter loop or overrun.
+        len: hint.len.clamp(1, len),
+        kind: if hint.zero {
+            ExtentKind::Zero
+        } else {
+            ExtentKind::Data
+        },
+    })
+}
+
 /// raw has no signature: it is what matches nothing else.
 pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>, FormatError> {
     Ok(Box::new(RawImage::new(src, limits, Format::Raw)?))
@@ -53,8 +70,9 @@ impl DiskImage for RawImage {
         &self.info
     }
 
-    /// All of it is data as far as the container knows; the converter
-    /// finds the zeros itself.
+    /// The file's bytes are the guest's: what the source knows about its
+    /// zeros (see [`ReadAt::extent_hint`]) is known about the guest; the
+    /// converter finds any other zeros itself.
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
         let size = self.info.virtual_size;
         if offset >= size {
@@ -62,11 +80,11 @@ impl DiskImage for RawImage {
                 "extent at {offset} beyond the virtual size {size}"
             )));
         }
-        Ok(Extent {
+        Ok(hinted_extent(
+            &*self.src,
             offset,
-            len: max_len.min(size - offset),
-            kind: ExtentKind::Data,
-        })
+            max_len.min(size - offset),
+        )?)
     }
 
     fn read_guest(&self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {

@@ -15,6 +15,27 @@ pub trait ReadAt: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What the source knows about `[offset, offset + max_len)` without
+    /// reading it: a leading run (at least 1 byte, at most `max_len`, inside
+    /// the source) that reads as all zeros (`Zero`) or may hold data
+    /// (`Data`). A source that already found the zeros (a download spool
+    /// that left them as holes) says so, and containers whose guest bytes are
+    /// the file's bytes (raw, fixed VHD) skip them without reading. The
+    /// default knows nothing: all of it may be data.
+    fn extent_hint(&self, offset: u64, max_len: u64) -> io::Result<Hint> {
+        Ok(Hint {
+            len: max_len.min(self.len().saturating_sub(offset)).max(1),
+            zero: false,
+        })
+    }
+}
+
+/// See [`ReadAt::extent_hint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint {
+    pub len: u64,
+    pub zero: bool,
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -24,6 +45,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn len(&self) -> u64 {
         (**self).len()
     }
+    fn extent_hint(&self, offset: u64, max_len: u64) -> io::Result<Hint> {
+        (**self).extent_hint(offset, max_len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
@@ -32,6 +56,9 @@ impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
     }
     fn len(&self) -> u64 {
         (**self).len()
+    }
+    fn extent_hint(&self, offset: u64, max_len: u64) -> io::Result<Hint> {
+        (**self).extent_hint(offset, max_len)
     }
 }
 
@@ -130,6 +157,9 @@ impl<R: ReadAt> ReadAt for PrefetchedTail<R> {
     }
     fn len(&self) -> u64 {
         self.inner.len()
+    }
+    fn extent_hint(&self, offset: u64, max_len: u64) -> io::Result<Hint> {
+        self.inner.extent_hint(offset, max_len)
     }
 }
 

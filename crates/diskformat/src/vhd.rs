@@ -362,13 +362,8 @@ impl DiskImage for Vhd {
         }
         let limit = max_len.min(size - offset);
         let block_size = match &self.layout {
-            Layout::Fixed => {
-                return Ok(Extent {
-                    offset,
-                    len: limit,
-                    kind: ExtentKind::Data,
-                })
-            }
+            // The guest bytes are the file's first bytes.
+            Layout::Fixed => return Ok(crate::raw::hinted_extent(&*self.src, offset, limit)?),
             Layout::Dynamic { block_size, .. } => *block_size,
         };
         let kind_of = |b: u64| {
