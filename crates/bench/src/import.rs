@@ -158,9 +158,15 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         let path = files.join(format!("{}.img", f.name));
         let size = std::fs::metadata(&path)?.len();
         let url = format!("{origin}/{}.img", f.name);
+        // Each timed run starts with no dirty pages left by the one before
+        // (the fixtures, the baseline's files), so none pays for another's
+        // writeback.
+        settle()?;
         let c = floor(&url, &path)?;
+        settle()?;
         let b = baseline(&url, f.qemu_fmt, &work)?;
         n += 1;
+        settle()?;
         let sampler = RssSampler::start(server.pid());
         let a = import_once(&client, &url, &format!("bench-{}-{n}", f.name)).await?;
         let peak = sampler.finish();
@@ -203,9 +209,11 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
                 .arg(&small);
             run_cmd(cmd)?;
         }
+        settle()?;
         let s = RssSampler::start(server.pid());
         let t_small = import_once(&client, &format!("{origin}/qcow2.img"), "bench-rss-4g").await?;
         let p_small = s.finish();
+        settle()?;
         let s = RssSampler::start(server.pid());
         let t_big = import_once(&client, &format!("{origin}/big64.img"), "bench-rss-64g").await?;
         let p_big = s.finish();
@@ -218,7 +226,9 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
 
         // Aggregate throughput: 1 import, then 4 at once.
         let size = std::fs::metadata(&small)?.len() as f64;
+        settle()?;
         let t1 = import_once(&client, &format!("{origin}/qcow2.img"), "bench-conc-1").await?;
+        settle()?;
         let start = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for i in 0..4 {
@@ -315,6 +325,11 @@ fn baseline(url: &str, qemu_fmt: &str, work: &Path) -> anyhow::Result<f64> {
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_file(&out);
     Ok(secs)
+}
+
+/// Flushes every dirty page to disk (`sync`).
+fn settle() -> anyhow::Result<()> {
+    run_cmd(Command::new("sync"))
 }
 
 fn run_cmd(mut cmd: Command) -> anyhow::Result<()> {
