@@ -58,6 +58,21 @@ impl FormatError {
         }
     }
 
+    /// A copy (`io::Error` is not `Clone`: an `Io` error keeps its kind and
+    /// message).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            FormatError::Io(e) => FormatError::Io(io::Error::new(e.kind(), e.to_string())),
+            FormatError::Truncated(m) => FormatError::Truncated(m.clone()),
+            FormatError::Unsupported(m) => FormatError::Unsupported(m.clone()),
+            FormatError::ExternalReference(m) => FormatError::ExternalReference(m.clone()),
+            FormatError::Encrypted(m) => FormatError::Encrypted(m.clone()),
+            FormatError::Ambiguous(m) => FormatError::Ambiguous(m.clone()),
+            FormatError::Corrupt(m) => FormatError::Corrupt(m.clone()),
+            FormatError::TooLarge(m) => FormatError::TooLarge(m.clone()),
+        }
+    }
+
     /// Back to an `io::Error` for `ReadAt` users (keeps the message).
     pub fn into_io(self) -> io::Error {
         match self {

@@ -51,15 +51,6 @@ pub trait BlobUpload: Send {
     fn abort(self: Box<Self>);
 }
 
-/// Adapter so the qcow2 writer can append into an upload.
-pub struct UploadSink(pub Box<dyn BlobUpload>);
-
-impl diskformat::qcow2::AppendSink for UploadSink {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.append(data)
-    }
-}
-
 pub trait BlobStore: Send + Sync {
     /// For logs and `/readyz`: "local:/path" or "s3://bucket/prefix".
     fn describe(&self) -> String;

@@ -99,9 +99,9 @@ impl DualFile {
 
     /// Writes `data` at `offset`, directly when everything is aligned.
     pub fn write_all_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
-        let aligned = offset % ALIGN as u64 == 0
-            && data.len() % ALIGN == 0
-            && (data.as_ptr() as usize) % ALIGN == 0;
+        let aligned = offset.is_multiple_of(ALIGN as u64)
+            && data.len().is_multiple_of(ALIGN)
+            && (data.as_ptr() as usize).is_multiple_of(ALIGN);
         if let (true, Some(direct)) = (aligned, &self.direct) {
             match direct.write_all_at(data, offset) {
                 Ok(()) => return Ok(()),

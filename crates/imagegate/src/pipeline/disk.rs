@@ -61,7 +61,7 @@ impl ReadAt for SharedGuest {
         self.image.read_guest(offset, buf).map_err(|e| {
             if !matches!(e, FormatError::Io(_)) {
                 if let Ok(mut first) = self.first_error.lock() {
-                    first.get_or_insert_with(|| ImportFailure::from_format(clone_format_error(&e)));
+                    first.get_or_insert_with(|| ImportFailure::from_format(e.duplicate()));
                 }
             }
             e.into_io()
@@ -69,19 +69,6 @@ impl ReadAt for SharedGuest {
     }
     fn len(&self) -> u64 {
         self.image.virtual_size()
-    }
-}
-
-fn clone_format_error(e: &FormatError) -> FormatError {
-    match e {
-        FormatError::Io(io) => FormatError::Io(io::Error::new(io.kind(), io.to_string())),
-        FormatError::Truncated(m) => FormatError::Truncated(m.clone()),
-        FormatError::Unsupported(m) => FormatError::Unsupported(m.clone()),
-        FormatError::ExternalReference(m) => FormatError::ExternalReference(m.clone()),
-        FormatError::Encrypted(m) => FormatError::Encrypted(m.clone()),
-        FormatError::Ambiguous(m) => FormatError::Ambiguous(m.clone()),
-        FormatError::Corrupt(m) => FormatError::Corrupt(m.clone()),
-        FormatError::TooLarge(m) => FormatError::TooLarge(m.clone()),
     }
 }
 
