@@ -15,6 +15,7 @@
 //! gives every call the exact answer it would have had alone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::Any;
 use tokio::sync::{mpsc, oneshot};
@@ -53,7 +54,11 @@ impl Catalog {
     ) -> Result<InsertOutcome, CatalogError> {
         let inbox = self.batcher.inbox.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(self.clone().run_batcher(rx));
+            // The task's handle shares the pool but not this inbox: when the
+            // last handle holding the sender is dropped, the task ends.
+            let mut writer = self.clone();
+            writer.batcher = Arc::default();
+            tokio::spawn(writer.run_batcher(rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
