@@ -92,11 +92,6 @@ impl DualFile {
         DualFile { buffered, direct }
     }
 
-    /// Whether writes may bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Writes `data` at `offset`, directly when everything is aligned.
     pub fn write_all_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         let aligned = offset.is_multiple_of(ALIGN as u64)

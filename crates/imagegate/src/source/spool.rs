@@ -43,6 +43,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use diskformat::is_zero;
 
 use crate::directio::AlignedBuf;
 use sha2::{Digest, Sha256};
@@ -335,15 +336,15 @@ impl diskformat::ReadAt for Spool {
         let limit = offset.saturating_add(max_len).min(self.frontier());
         let zeros = self.zeros.lock().unwrap_or_else(|p| p.into_inner());
         let z = ZERO_CHUNK as u64;
-        let is_zero = |c: u64| {
+        let zero_chunk = |c: u64| {
             zeros
                 .get((c / 64) as usize)
                 .is_some_and(|w| w & (1 << (c % 64)) != 0)
         };
         let first = offset / z;
-        let zero = is_zero(first);
+        let zero = zero_chunk(first);
         let mut c = first + 1;
-        while c * z < limit && is_zero(c) == zero {
+        while c * z < limit && zero_chunk(c) == zero {
             c += 1;
         }
         Ok(diskformat::Hint {
@@ -351,18 +352,6 @@ impl diskformat::ReadAt for Spool {
             zero,
         })
     }
-}
-
-/// True when every byte is zero. Works on 64-byte blocks so the compiler
-/// can vectorise it; the early exit is per block, not per byte.
-pub fn is_zero(buf: &[u8]) -> bool {
-    let mut blocks = buf.chunks_exact(64);
-    for b in &mut blocks {
-        if b.iter().fold(0u8, |acc, &x| acc | x) != 0 {
-            return false;
-        }
-    }
-    blocks.remainder().iter().all(|&x| x == 0)
 }
 
 /// The pieces of `[at, at + len)` cut at [`ZERO_CHUNK`] boundaries:
