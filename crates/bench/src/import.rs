@@ -29,6 +29,10 @@ pub struct ImportArgs {
     /// Skip the 64 GiB-virtual memory check and the concurrency run.
     #[arg(long)]
     quick: bool,
+    /// Time (a) and (c) this many times per format and report the medians
+    /// (these VMs drift by ±15 % between runs); (b) runs once.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 struct Fmt {
@@ -148,10 +152,14 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         "\nImport of a {} GiB-virtual disk holding {} MiB of mixed data, served on loopback HTTP.",
         args.virtual_gib, args.data_mib
     );
-    println!("a = imagegate ImportImage → NORMAL; b = curl -o + qemu-img convert -O qcow2 + sha256sum; c = max(curl -o /dev/null, openssl dgst -sha256)\n");
+    println!("a = imagegate ImportImage → NORMAL; b = curl -o + qemu-img convert -O qcow2 + sha256sum; c = max(curl -o /dev/null, openssl dgst -sha256)");
     println!(
-        "{:<13} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}",
-        "format", "source", "a (s)", "b (s)", "c (s)", "a/b", "a/c", "peak RSS"
+        "cpu = CPU-seconds the whole machine spent (user + system, all cores) during a, and during c's download + hash passes; medians of {} run(s)\n",
+        args.repeat.max(1)
+    );
+    println!(
+        "{:<13} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>10}",
+        "format", "source", "a (s)", "b (s)", "c (s)", "a/b", "a/c", "cpu a", "cpu c", "peak RSS"
     );
     let mut n = 0;
     for f in &selected {
@@ -162,23 +170,34 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         // (the fixtures, the baseline's files), so none pays for another's
         // writeback.
         settle()?;
-        let c = floor(&url, &path)?;
-        settle()?;
         let b = baseline(&url, f.qemu_fmt, &work)?;
-        n += 1;
-        settle()?;
-        let sampler = RssSampler::start(server.pid());
-        let a = import_once(&client, &url, &format!("bench-{}-{n}", f.name)).await?;
-        let peak = sampler.finish();
+        let (mut a_runs, mut c_runs, mut peak) = (Vec::new(), Vec::new(), 0u64);
+        for _ in 0..args.repeat.max(1) {
+            settle()?;
+            c_runs.push(floor(&url, &path)?);
+            n += 1;
+            settle()?;
+            let sampler = RssSampler::start(server.pid());
+            let cpu = CpuMeter::start();
+            let a = import_once(&client, &url, &format!("bench-{}-{n}", f.name)).await?;
+            a_runs.push(Timed {
+                secs: a,
+                cpu: cpu.seconds(),
+            });
+            peak = peak.max(sampler.finish());
+        }
+        let (a, c) = (Timed::median(&mut a_runs), Timed::median(&mut c_runs));
         println!(
-            "{:<13} {:>8.0}M {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7.2} {:>8.0}Mi{}",
+            "{:<13} {:>8.0}M {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>8.0}Mi{}",
             f.name,
             mib(size),
-            a,
+            a.secs,
             b,
-            c,
-            a / b,
-            a / c,
+            c.secs,
+            a.secs / b,
+            a.secs / c.secs,
+            a.cpu,
+            c.cpu,
             mib(peak),
             if f.compressed {
                 "  (compressed source)"
@@ -290,7 +309,10 @@ async fn import_once(client: &Client, url: &str, name: &str) -> anyhow::Result<f
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn floor(url: &str, path: &Path) -> anyhow::Result<f64> {
+/// The floor: the slower of the download alone and the hash alone (the
+/// CPU figure is both passes together: the work an importer must do).
+fn floor(url: &str, path: &Path) -> anyhow::Result<Timed> {
+    let cpu = CpuMeter::start();
     let t = Instant::now();
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-o", "/dev/null", url]);
@@ -301,7 +323,61 @@ fn floor(url: &str, path: &Path) -> anyhow::Result<f64> {
     cmd.args(["dgst", "-sha256"]).arg(path);
     run_cmd(cmd)?;
     let hash = t.elapsed().as_secs_f64();
-    Ok(download.max(hash))
+    Ok(Timed {
+        secs: download.max(hash),
+        cpu: cpu.seconds(),
+    })
+}
+
+/// A timed run: wall seconds and the machine's CPU-seconds meanwhile.
+#[derive(Clone, Copy)]
+struct Timed {
+    secs: f64,
+    cpu: f64,
+}
+
+impl Timed {
+    /// The run with the median wall time.
+    fn median(runs: &mut [Timed]) -> Timed {
+        runs.sort_by(|x, y| x.secs.total_cmp(&y.secs));
+        runs[runs.len() / 2]
+    }
+}
+
+/// CPU time the whole machine spends (user + nice + system + irq + softirq,
+/// summed over cores; idle, I/O wait and steal excluded), from /proc/stat.
+struct CpuMeter {
+    busy_at_start: Option<u64>,
+}
+
+impl CpuMeter {
+    fn start() -> CpuMeter {
+        CpuMeter {
+            busy_at_start: busy_ticks(),
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        match (self.busy_at_start, busy_ticks()) {
+            // /proc/stat counts in USER_HZ, 100 per second on Linux.
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 100.0,
+            _ => f64::NAN,
+        }
+    }
+}
+
+fn busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let pick = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(pick(0) + pick(1) + pick(2) + pick(5) + pick(6))
 }
 
 fn baseline(url: &str, qemu_fmt: &str, work: &Path) -> anyhow::Result<f64> {

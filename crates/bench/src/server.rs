@@ -42,7 +42,7 @@ impl Server {
             .arg(&config)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(server_log(dir)?)
             .spawn()
             .with_context(|| {
                 format!("starting {bin} (build it with cargo build --release -p imagegate)")
@@ -133,4 +133,13 @@ impl RssSampler {
 
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
+}
+
+/// The server's log: `<dir>/server.log` when `IMAGEGATE_BENCH_LOG` is set
+/// (to see where an import spent its time), nowhere otherwise.
+fn server_log(dir: &Path) -> anyhow::Result<Stdio> {
+    if std::env::var_os("IMAGEGATE_BENCH_LOG").is_none() {
+        return Ok(Stdio::null());
+    }
+    Ok(std::fs::File::create(dir.join("server.log"))?.into())
 }
