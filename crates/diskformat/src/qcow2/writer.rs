@@ -22,6 +22,13 @@ use crate::FormatError;
 /// file offset `head_len`.
 pub trait AppendSink {
     fn append(&mut self, data: &[u8]) -> std::io::Result<()>;
+    /// True when the sink gathers small appends into large writes itself:
+    /// the writer then hands it each cluster as is, instead of copying
+    /// clusters into a buffer of its own first (one copy of every byte
+    /// fewer).
+    fn buffers_appends(&self) -> bool {
+        false
+    }
 }
 
 impl AppendSink for Vec<u8> {
@@ -34,6 +41,9 @@ impl AppendSink for Vec<u8> {
 impl<T: AppendSink + ?Sized> AppendSink for &mut T {
     fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
         (**self).append(data)
+    }
+    fn buffers_appends(&self) -> bool {
+        (**self).buffers_appends()
     }
 }
 
@@ -120,7 +130,7 @@ impl<S: AppendSink> Qcow2Writer<S> {
             rt_clusters,
             head_len: head_clusters * CLUSTER,
             appended: 0,
-            buf: Vec::with_capacity(BUFFER + CLUSTER as usize),
+            buf: Vec::new(),
             l2: BTreeMap::new(),
             data_clusters: 0,
         })
@@ -145,6 +155,14 @@ impl<S: AppendSink> Qcow2Writer<S> {
     }
 
     fn push(&mut self, data: &[u8]) -> Result<(), FormatError> {
+        if self.sink.buffers_appends() {
+            self.sink.append(data).map_err(io)?;
+            self.appended += data.len() as u64;
+            return Ok(());
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(BUFFER + CLUSTER as usize);
+        }
         self.buf.extend_from_slice(data);
         self.appended += data.len() as u64;
         if self.buf.len() >= BUFFER {
@@ -297,6 +315,49 @@ mod tests {
         let mut f = head;
         f.extend_from_slice(&tail);
         f
+    }
+
+    /// A sink that gathers appends itself, and counts how it was called.
+    struct Gathering {
+        bytes: Vec<u8>,
+        calls: usize,
+    }
+
+    impl AppendSink for Gathering {
+        fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
+            self.bytes.extend_from_slice(data);
+            self.calls += 1;
+            Ok(())
+        }
+        fn buffers_appends(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_gathering_sink_gets_clusters_directly_and_the_same_bytes() {
+        let vs = 2 * L2_COVERAGE + 1000;
+        fn write<S: AppendSink>(w: &mut Qcow2Writer<S>, vs: u64) {
+            for (i, g) in [L2_COVERAGE, 0, 2 * L2_COVERAGE].into_iter().enumerate() {
+                let len = (vs - g).min(CLUSTER) as usize;
+                w.write_cluster(g, &vec![i as u8 + 1; len]).unwrap();
+            }
+        }
+        let mut plain = Qcow2Writer::new(Vec::new(), vs, 0).unwrap();
+        write(&mut plain, vs);
+        let (plain_tail, plain_head, _) = plain.finish().unwrap();
+        let sink = Gathering {
+            bytes: Vec::new(),
+            calls: 0,
+        };
+        let mut direct = Qcow2Writer::new(sink, vs, 0).unwrap();
+        write(&mut direct, vs);
+        assert!(direct.buf.capacity() == 0, "no buffer of its own");
+        let (sink, head, _) = direct.finish().unwrap();
+        assert_eq!(head, plain_head);
+        assert_eq!(sink.bytes, plain_tail);
+        // Three data clusters (the last one padded), then the tables.
+        assert!(sink.calls >= 3);
     }
 
     #[test]

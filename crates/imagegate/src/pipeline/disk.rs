@@ -91,6 +91,12 @@ impl AppendSink for LimitedSink {
         crate::metrics::global().add_bytes_written(data.len() as u64);
         Ok(())
     }
+
+    /// Both blob stores gather appends into large writes (4 MiB aligned
+    /// buffers locally, multipart parts on S3).
+    fn buffers_appends(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -192,6 +198,12 @@ pub async fn import_disk(
         fetch_cancel.cancel();
     }
     let fetched = handle.done.await;
+    let (from_ring, from_file) = handle.spool.read_stats();
+    tracing::info!(
+        from_ring,
+        from_file,
+        "source bytes read by the converter and inspector"
+    );
     match (converted, fetched) {
         (Ok(mut c), Ok(Ok(f))) => {
             c.sha256 = hex::encode(f.sha256);
