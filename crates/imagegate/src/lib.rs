@@ -2,6 +2,7 @@
 //! API. This crate holds the service and its command-line interface.
 
 pub mod accounts;
+pub mod alloc_tuning;
 pub mod api;
 pub mod blobstore;
 pub mod catalog;

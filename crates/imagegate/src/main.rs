@@ -161,6 +161,9 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        imagegate::alloc_tuning::tune_for_streaming();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
