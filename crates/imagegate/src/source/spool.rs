@@ -4,19 +4,20 @@
 //! Data flows through three places, each on its own thread so that network,
 //! disk and hashing overlap:
 //! - the async download task hands received chunks to a bounded channel;
-//! - the writer thread gathers them into 1 MiB buffers aligned to absolute
-//!   file offsets, writes each buffer with as few `pwrite`s as it takes
-//!   (all-zero 64 KiB-aligned chunks are skipped: the file was sized with
-//!   holes, which read as zeros), then moves the frontier and wakes readers;
-//! - the hasher thread takes the written buffers (bounded channel, buffers
-//!   recycled) and runs SHA-256 over them in order.
+//! - the writer thread finds the all-zero 64 KiB-aligned chunks, hands each
+//!   network chunk (as it came: no copy) to the file thread and the hasher,
+//!   keeps it in the ring, then moves the frontier and wakes readers;
+//! - the file thread writes the chunks with as few `pwrite`s as it takes
+//!   (zero chunks are skipped: the file was sized with holes, which read
+//!   as zeros);
+//! - the hasher thread runs SHA-256 over the chunks in order.
 //!
 //! Readers block (Mutex + Condvar) until their range lies below the frontier,
 //! or fail once the transfer has failed or been cancelled. Memory is bounded
 //! by the channel capacities, whatever the size of the source.
 //!
 //! The data is read once, soon after it arrived: the writer keeps the last
-//! [`RECENT_BUFS`] buffers in memory, where readers near the frontier (every
+//! [`RECENT_BYTES`] in memory, where readers near the frontier (every
 //! sequential format) find them; older bytes are read from the file. The
 //! file is written through the page cache on a thread of its own: it is
 //! scratch, deleted after the import, so its pages are usually dropped
@@ -45,7 +46,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use diskformat::is_zero;
 
-use crate::directio::AlignedBuf;
 use sha2::{Digest, Sha256};
 
 /// Progress of one fetch, shared with whoever reports it.
@@ -70,17 +70,17 @@ impl FetchProgress {
     }
 }
 
-/// Size of the writer's buffers: the unit of `pwrite`, of hashing hand-off
-/// and of frontier moves.
+/// Unit of re-reading a resumed prefix and an in-place file for hashing.
 pub const WRITE_BUF: usize = 1 << 20;
 /// Granularity of zero detection (the qcow2 cluster size we write).
 pub const ZERO_CHUNK: usize = 64 << 10;
-/// Chunks queued from the network to the writer.
+/// Chunks queued from the network to the writer (a chunk is what the HTTP
+/// client read at once: up to a few hundred KiB).
 const NET_QUEUE: usize = 64;
-/// Buffers queued from the writer to the hasher (each [`WRITE_BUF`]).
-const HASH_QUEUE: usize = 16;
-/// The newest buffers kept in memory for readers (each [`WRITE_BUF`]).
-pub const RECENT_BUFS: usize = 24;
+/// Chunks queued from the writer to the hasher.
+const HASH_QUEUE: usize = 48;
+/// The newest bytes kept in memory for readers.
+pub const RECENT_BYTES: usize = 24 << 20;
 /// Sources up to this many [`ZERO_CHUNK`]s (1 TiB, a 2 MiB bitmap) have
 /// their zero chunks tracked for [`ReadAt::extent_hint`].
 ///
@@ -90,9 +90,16 @@ const MAX_TRACKED_CHUNKS: u64 = 1 << 24;
 /// describes a useful run rather than the last few bytes that arrived.
 const HINT_SPAN: u64 = 4 << 20;
 
-/// A written buffer: its file offset and bytes, shared by the hasher and
-/// the readers.
-type Written = (u64, Arc<AlignedBuf>);
+/// An arrived chunk: its file offset and bytes, shared by the hasher, the
+/// file thread and the readers.
+type Written = (u64, Bytes);
+
+/// The newest chunks, in file order, and how many bytes they hold.
+#[derive(Default)]
+struct Ring {
+    chunks: VecDeque<Written>,
+    bytes: usize,
+}
 
 #[derive(Debug)]
 struct State {
@@ -111,11 +118,15 @@ pub struct Spool {
     len: u64,
     state: Mutex<State>,
     arrived: Condvar,
-    /// The newest written buffers, in file order.
-    recent: Mutex<VecDeque<Written>>,
+    /// The newest chunks, for readers near the frontier.
+    recent: Mutex<Ring>,
     /// Bit `c`: chunk `[c, c + 1) × ZERO_CHUNK` arrived and is all zeros.
     /// Empty (nothing known) for sources too large to track.
     zeros: Mutex<Vec<u64>>,
+    /// Bytes read from the ring and from the file (how often readers fell
+    /// behind the ring).
+    read_from_ring: AtomicU64,
+    read_from_file: AtomicU64,
 }
 
 impl std::fmt::Debug for Spool {
@@ -133,12 +144,14 @@ impl Spool {
     /// bytes are present.
     pub(crate) fn new(file: File, path: PathBuf, len: u64, frontier: u64) -> Spool {
         Spool {
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_BUFS + 1)),
+            recent: Mutex::new(Ring::default()),
             zeros: Mutex::new(if len / ZERO_CHUNK as u64 <= MAX_TRACKED_CHUNKS {
                 vec![0u64; (len / ZERO_CHUNK as u64).div_ceil(64) as usize]
             } else {
                 Vec::new()
             }),
+            read_from_ring: AtomicU64::new(0),
+            read_from_file: AtomicU64::new(0),
             file,
             path,
             len,
@@ -164,6 +177,15 @@ impl Spool {
 
     pub fn is_complete(&self) -> bool {
         self.frontier() == self.len
+    }
+
+    /// Bytes served to readers so far: (from the in-memory ring, from the
+    /// file).
+    pub fn read_stats(&self) -> (u64, u64) {
+        (
+            self.read_from_ring.load(Ordering::Relaxed),
+            self.read_from_file.load(Ordering::Relaxed),
+        )
     }
 
     /// The failure that ended the transfer, if any.
@@ -208,11 +230,13 @@ impl Spool {
         let end = offset + buf.len() as u64;
         let pieces: Vec<Written> = {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            // The first buffer that ends after `offset`.
-            let first = recent.partition_point(|(at, b)| at + b.len() as u64 <= offset);
+            // The first chunk that ends after `offset`.
+            let first = recent
+                .chunks
+                .partition_point(|(at, b)| at + b.len() as u64 <= offset);
             let mut pieces = Vec::new();
             let mut covered = offset;
-            for (at, b) in recent.iter().skip(first) {
+            for (at, b) in recent.chunks.iter().skip(first) {
                 if covered >= end {
                     break;
                 }
@@ -230,36 +254,35 @@ impl Spool {
         for (at, b) in pieces {
             let from = offset.max(at);
             let to = end.min(at + b.len() as u64);
-            let src = &b.as_slice()[(from - at) as usize..(to - at) as usize];
+            let src = &b[(from - at) as usize..(to - at) as usize];
             buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
         }
         true
     }
 
-    /// Records the zero chunks of a buffer that is about to be readable.
-    fn mark_zeros(&self, at: u64, len: usize, mask: u32) {
-        if mask == 0 {
+    /// Records zero chunks (indices of [`ZERO_CHUNK`]s) about to be readable.
+    fn mark_zeros(&self, chunks: &[u64]) {
+        if chunks.is_empty() {
             return;
         }
         let mut zeros = self.zeros.lock().unwrap_or_else(|p| p.into_inner());
-        for (k, (i, n)) in pieces(at, len).enumerate().take(32) {
-            if mask & (1 << k) != 0 && n == ZERO_CHUNK {
-                let c = ((at + i as u64) / ZERO_CHUNK as u64) as usize;
-                if let Some(word) = zeros.get_mut(c / 64) {
-                    *word |= 1 << (c % 64);
-                }
+        for &c in chunks {
+            if let Some(word) = zeros.get_mut((c / 64) as usize) {
+                *word |= 1 << (c % 64);
             }
         }
     }
 
-    /// Keeps a written buffer for readers; returns the buffer it evicts.
-    fn remember(&self, at: u64, buf: Arc<AlignedBuf>) -> Option<Arc<AlignedBuf>> {
+    /// Keeps an arrived chunk for readers, forgetting the oldest ones past
+    /// [`RECENT_BYTES`].
+    fn remember(&self, at: u64, chunk: Bytes) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.push_back((at, buf));
-        if recent.len() > RECENT_BUFS {
-            recent.pop_front().map(|(_, b)| b)
-        } else {
-            None
+        recent.bytes += chunk.len();
+        recent.chunks.push_back((at, chunk));
+        while recent.bytes > RECENT_BYTES && recent.chunks.len() > 1 {
+            if let Some((_, old)) = recent.chunks.pop_front() {
+                recent.bytes -= old.len();
+            }
         }
     }
 
@@ -307,9 +330,13 @@ impl diskformat::ReadAt for Spool {
         }
         self.wait_for(end, |st| st.frontier)?;
         if self.read_recent(offset, buf) {
+            self.read_from_ring
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
             return Ok(());
         }
         self.wait_for(end, |st| st.on_disk)?;
+        self.read_from_file
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.file.read_exact_at(buf, offset)
     }
 
@@ -371,35 +398,68 @@ fn pieces(at: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Bit `k` set: piece `k` of `buf` (see [`pieces`]) is a whole all-zero
-/// chunk. A 1 MiB buffer has at most 17 pieces.
-fn zero_mask(at: u64, buf: &[u8]) -> u32 {
-    let mut mask = 0u32;
-    for (k, (i, n)) in pieces(at, buf.len()).enumerate().take(32) {
-        if n == ZERO_CHUNK && is_zero(&buf[i..i + n]) {
-            mask |= 1 << k;
-        }
-    }
-    mask
+/// Follows the stream across chunks and finds its all-zero [`ZERO_CHUNK`]s,
+/// including those split between two network chunks.
+struct ZeroScan {
+    /// Every byte seen so far of the zero chunk being crossed is zero (false
+    /// when the stream began inside it: the bytes before are not known).
+    all_zero: bool,
 }
 
-/// Writes `buf` at absolute offset `at`, skipping the zero chunks `mask`
-/// names (see [`zero_mask`]); runs of data are written at once.
-fn write_skipping_zeros(file: &File, at: u64, buf: &[u8], mask: u32) -> io::Result<()> {
-    let mut run_start: Option<usize> = None;
-    for (k, (i, _)) in pieces(at, buf.len()).enumerate() {
-        let skip = k < 32 && mask & (1 << k) != 0;
-        match (skip, run_start) {
-            (true, Some(s)) => {
-                file.write_all_at(&buf[s..i], at + s as u64)?;
-                run_start = None;
-            }
-            (false, None) => run_start = Some(i),
-            _ => {}
+/// The zero chunks one network chunk completed.
+#[derive(Default)]
+struct ZeroFound {
+    /// Indices of the zero chunks it completed (for the hint bitmap).
+    chunks: Vec<u64>,
+    /// Zero chunks lying wholly inside it, as (start, len) within it: the
+    /// file thread leaves them as holes.
+    holes: Vec<(usize, usize)>,
+}
+
+impl ZeroScan {
+    fn starting_at(pos: u64) -> ZeroScan {
+        ZeroScan {
+            all_zero: pos.is_multiple_of(ZERO_CHUNK as u64),
         }
     }
-    if let Some(s) = run_start {
-        file.write_all_at(&buf[s..], at + s as u64)?;
+
+    fn scan(&mut self, at: u64, chunk: &[u8]) -> ZeroFound {
+        let mut found = ZeroFound::default();
+        for (i, n) in pieces(at, chunk.len()) {
+            let abs = at + i as u64;
+            if abs.is_multiple_of(ZERO_CHUNK as u64) {
+                self.all_zero = true;
+            }
+            self.all_zero = self.all_zero && is_zero(&chunk[i..i + n]);
+            let ends_chunk = (abs + n as u64).is_multiple_of(ZERO_CHUNK as u64);
+            if ends_chunk && self.all_zero {
+                found.chunks.push(abs / ZERO_CHUNK as u64);
+                if n == ZERO_CHUNK {
+                    found.holes.push((i, n));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Writes `chunk` at absolute offset `at`, skipping the `holes` in it (see
+/// [`ZeroFound::holes`], in order); the runs between are written at once.
+fn write_skipping_zeros(
+    file: &File,
+    at: u64,
+    chunk: &[u8],
+    holes: &[(usize, usize)],
+) -> io::Result<()> {
+    let mut next = 0usize;
+    for &(start, len) in holes {
+        if start > next {
+            file.write_all_at(&chunk[next..start], at + next as u64)?;
+        }
+        next = start + len;
+    }
+    if next < chunk.len() {
+        file.write_all_at(&chunk[next..], at + next as u64)?;
     }
     Ok(())
 }
@@ -428,7 +488,7 @@ impl SpoolSink {
     pub(crate) fn start(spool: Arc<Spool>, checkpoint: Checkpoint) -> io::Result<SpoolSink> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(NET_QUEUE);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (hash_tx, hash_rx) = sync_channel::<Arc<AlignedBuf>>(HASH_QUEUE);
+        let (hash_tx, hash_rx) = sync_channel::<Bytes>(HASH_QUEUE);
         let prefix = spool.frontier();
         let out = spool.file.try_clone()?;
         let hasher_spool = spool.clone();
@@ -474,11 +534,14 @@ impl SpoolSink {
     }
 }
 
+/// What the writer hands the file thread: a chunk, its offset, its holes.
+type ToFile = (u64, Bytes, Vec<(usize, usize)>);
+
 fn write_thread(
     spool: &Arc<Spool>,
     out: File,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-    hash_tx: SyncSender<Arc<AlignedBuf>>,
+    hash_tx: SyncSender<Bytes>,
     mut checkpoint: Checkpoint,
 ) -> Result<u64, String> {
     let total = spool.len;
@@ -486,10 +549,11 @@ fn write_thread(
     // The file writes run on their own thread (copying into the page cache
     // costs about a second per GiB here): this one must keep taking bytes
     // off the network.
-    // Readers find the newest buffers in the ring meanwhile; the ring is
-    // longer than the file queue, so a buffer leaves the ring only after its
-    // write has returned. `on_disk` is what the resume sidecar may name.
-    let (file_tx, file_rx) = sync_channel::<(u64, Arc<AlignedBuf>, u32)>(FILE_QUEUE);
+    // Readers find the newest chunks in the ring meanwhile; the ring is
+    // much longer than the file queue, so a chunk normally leaves the ring
+    // after its write has returned (a reader that misses it waits for the
+    // file). `on_disk` is what the resume sidecar may name.
+    let (file_tx, file_rx) = sync_channel::<ToFile>(FILE_QUEUE);
     let file_thread = {
         let spool = spool.clone();
         std::thread::Builder::new()
@@ -497,99 +561,62 @@ fn write_thread(
             .spawn(move || file_thread(out, file_rx, &spool))
             .map_err(|e| format!("cannot start the spool file thread: {e}"))?
     };
-    let join_file = |file_tx: SyncSender<(u64, Arc<AlignedBuf>, u32)>,
-                     file_thread: std::thread::JoinHandle<_>| {
+    let join_file = |file_tx: SyncSender<ToFile>, file_thread: std::thread::JoinHandle<_>| {
         drop(file_tx);
         file_thread
             .join()
             .unwrap_or_else(|_| Err("the spool file thread panicked".to_string()))
     };
-    // Buffers back from the readers' ring, for reuse (fresh ones cost a
-    // page fault per 4 KiB).
-    let mut free: Vec<AlignedBuf> = Vec::new();
-    let mut buf = AlignedBuf::with_capacity(WRITE_BUF);
+    let mut zeros = ZeroScan::starting_at(pos);
     let mut last_checkpoint = Instant::now();
-    // Flush so that every buffer but the first ends on a WRITE_BUF boundary:
-    // zero chunks line up with the file, and writes are large and aligned.
-    let next_end = |start: u64| -> u64 {
-        let aligned = (start / WRITE_BUF as u64 + 1) * WRITE_BUF as u64;
-        aligned.min(total)
-    };
-    let mut buf_start = pos;
-    let mut flush_at = next_end(buf_start);
-    while let Some(mut chunk) = rx.blocking_recv() {
-        while !chunk.is_empty() {
-            let end = buf_start + buf.len() as u64;
-            if end >= total {
-                let _ = join_file(file_tx, file_thread);
-                return Err(format!(
-                    "the source sent more than the {total} bytes it promised"
-                ));
-            }
-            let room = (flush_at - end) as usize;
-            let n = room.min(chunk.len());
-            buf.extend(&chunk.split_to(n));
-            if buf_start + buf.len() as u64 == flush_at {
-                let next = free
-                    .pop()
-                    .unwrap_or_else(|| AlignedBuf::with_capacity(WRITE_BUF));
-                let full = Arc::new(std::mem::replace(&mut buf, next));
-                buf.clear();
-                // Zero chunks: holes in the file, and known to readers.
-                let mask = zero_mask(buf_start, full.as_slice());
-                spool.mark_zeros(buf_start, full.len(), mask);
-                let handed = file_tx.send((buf_start, full.clone(), mask)).is_ok()
-                    && hash_tx.send(full.clone()).is_ok();
-                if !handed {
-                    // A thread stopped: its own error says why.
-                    let file_err = join_file(file_tx, file_thread).err();
-                    return Err(file_err.unwrap_or_else(|| "the hashing thread stopped".into()));
-                }
-                if let Some(old) = spool.remember(buf_start, full) {
-                    // Reused unless a reader or the hasher still holds it.
-                    if let Ok(b) = Arc::try_unwrap(old) {
-                        free.push(b);
-                    }
-                }
-                pos = flush_at;
-                spool.advance_in_memory(pos);
-                if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                    checkpoint(spool.on_disk());
-                    last_checkpoint = Instant::now();
-                }
-                buf_start = pos;
-                flush_at = next_end(buf_start);
-            }
+    while let Some(chunk) = rx.blocking_recv() {
+        if chunk.is_empty() {
+            continue;
+        }
+        if pos + chunk.len() as u64 > total {
+            let _ = join_file(file_tx, file_thread);
+            return Err(format!(
+                "the source sent more than the {total} bytes it promised"
+            ));
+        }
+        // Zero chunks: holes in the file, and known to readers.
+        let found = zeros.scan(pos, &chunk);
+        spool.mark_zeros(&found.chunks);
+        let handed = file_tx.send((pos, chunk.clone(), found.holes)).is_ok()
+            && hash_tx.send(chunk.clone()).is_ok();
+        if !handed {
+            // A thread stopped: its own error says why.
+            let file_err = join_file(file_tx, file_thread).err();
+            return Err(file_err.unwrap_or_else(|| "the hashing thread stopped".into()));
+        }
+        let len = chunk.len() as u64;
+        spool.remember(pos, chunk);
+        pos += len;
+        spool.advance_in_memory(pos);
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            checkpoint(spool.on_disk());
+            last_checkpoint = Instant::now();
         }
     }
     let written = join_file(file_tx, file_thread)?;
-    if pos != total || !buf.is_empty() {
-        checkpoint(written);
-        return Err(format!(
-            "the transfer ended after {} of {total} bytes",
-            buf_start + buf.len() as u64
-        ));
-    }
     checkpoint(written);
+    if pos != total {
+        return Err(format!("the transfer ended after {pos} of {total} bytes"));
+    }
     Ok(pos)
 }
 
-/// Buffers queued from the writer to the file thread; must stay well below
-/// [`RECENT_BUFS`] (see `write_thread`).
-const FILE_QUEUE: usize = 8;
+/// Chunks queued from the writer to the file thread.
+const FILE_QUEUE: usize = 24;
 
-/// Writes the buffers to the spool file in order, leaving all-zero chunks
+/// Writes the chunks to the spool file in order, leaving all-zero chunks
 /// as holes; returns the offset written up to.
-fn file_thread(
-    out: File,
-    rx: Receiver<(u64, Arc<AlignedBuf>, u32)>,
-    spool: &Spool,
-) -> Result<u64, String> {
+fn file_thread(out: File, rx: Receiver<ToFile>, spool: &Spool) -> Result<u64, String> {
     let mut done = spool.on_disk();
-    while let Ok((at, buf, mask)) = rx.recv() {
-        write_skipping_zeros(&out, at, buf.as_slice(), mask)
+    while let Ok((at, chunk, holes)) = rx.recv() {
+        write_skipping_zeros(&out, at, &chunk, &holes)
             .map_err(|e| format!("writing the spool file failed: {e}"))?;
-        done = at + buf.len() as u64;
+        done = at + chunk.len() as u64;
         spool.advance_on_disk(done);
     }
     Ok(done)
@@ -598,11 +625,7 @@ fn file_thread(
 /// How often the writer updates the resume sidecar.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
-fn hash_thread(
-    spool: &Spool,
-    prefix: u64,
-    rx: Receiver<Arc<AlignedBuf>>,
-) -> Result<[u8; 32], String> {
+fn hash_thread(spool: &Spool, prefix: u64, rx: Receiver<Bytes>) -> Result<[u8; 32], String> {
     let mut h = Sha256::new();
     // A resumed spool: hash what an earlier run left, from the file.
     let mut buf = vec![0u8; WRITE_BUF];
@@ -618,7 +641,7 @@ fn hash_thread(
     }
     drop(buf);
     while let Ok(b) = rx.recv() {
-        h.update(b.as_slice());
+        h.update(&b);
     }
     Ok(h.finalize().into())
 }
@@ -755,7 +778,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_from_the_ring_and_from_the_file_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let data = pattern((RECENT_BUFS + 8) * WRITE_BUF + 4321);
+        let data = pattern(RECENT_BYTES + 8 * WRITE_BUF + 4321);
         let spool = new_spool(dir.path(), data.len() as u64, 0);
         let sink = SpoolSink::start(spool.clone(), Box::new(|_| {})).unwrap();
         // A reader following the download in 3 MiB steps, unaligned.
@@ -780,7 +803,7 @@ mod tests {
         for (off, len) in [
             (0usize, 5usize << 20),
             (data.len() - (3 << 20), 3 << 20),
-            (data.len() - (RECENT_BUFS + 2) * WRITE_BUF, 4 * WRITE_BUF),
+            (data.len() - RECENT_BYTES - 2 * WRITE_BUF, 4 * WRITE_BUF),
         ] {
             let mut b = vec![0u8; len];
             spool.read_at(off as u64, &mut b).unwrap();
@@ -828,6 +851,25 @@ mod tests {
             }
             off += hh.len as usize;
         }
+    }
+
+    #[test]
+    fn zero_scan_follows_chunks_across_network_chunks() {
+        let z = ZERO_CHUNK;
+        // Zero chunk 0 split 1000 | rest; chunk 1 whole inside the second
+        // network chunk; chunk 2 has data.
+        let mut data = vec![0u8; 3 * z];
+        data[2 * z + 9] = 1;
+        let mut scan = ZeroScan::starting_at(0);
+        let a = scan.scan(0, &data[..1000]);
+        assert!(a.chunks.is_empty() && a.holes.is_empty());
+        let b = scan.scan(1000, &data[1000..]);
+        assert_eq!(b.chunks, vec![0, 1]);
+        assert_eq!(b.holes, vec![(z - 1000, z)], "only a whole piece is a hole");
+        // A stream resumed inside a chunk cannot vouch for its start.
+        let mut resumed = ZeroScan::starting_at(10);
+        assert!(resumed.scan(10, &data[10..z]).chunks.is_empty());
+        assert_eq!(resumed.scan(z as u64, &data[z..2 * z]).chunks, vec![1]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
