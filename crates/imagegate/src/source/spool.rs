@@ -43,7 +43,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use diskformat::is_zero;
 
 use sha2::{Digest, Sha256};
@@ -79,11 +79,6 @@ pub const ZERO_CHUNK: usize = 64 << 10;
 const NET_QUEUE: usize = 64;
 /// Chunks queued from the writer to the hasher.
 const HASH_QUEUE: usize = 48;
-/// Network chunks smaller than this are gathered (copied) until they reach
-/// it, so that a peer trickling tiny chunks cannot fill the ring and the
-/// queues with millions of entries; the usual chunk is larger and passes
-/// through as it came.
-const MIN_CHUNK: usize = 64 << 10;
 /// The newest bytes kept in memory for readers.
 pub const RECENT_BYTES: usize = 24 << 20;
 /// Sources up to this many [`ZERO_CHUNK`]s (1 TiB, a 2 MiB bitmap) have
@@ -574,22 +569,10 @@ fn write_thread(
     };
     let mut zeros = ZeroScan::starting_at(pos);
     let mut last_checkpoint = Instant::now();
-    let mut small = BytesMut::new();
-    let mut input = std::iter::from_fn(|| rx.blocking_recv()).fuse();
-    loop {
-        let chunk = match input.next() {
-            Some(c) if c.is_empty() => continue,
-            Some(c) if small.is_empty() && c.len() >= MIN_CHUNK => c,
-            Some(c) => {
-                small.extend_from_slice(&c);
-                if small.len() < MIN_CHUNK {
-                    continue;
-                }
-                small.split().freeze()
-            }
-            None if !small.is_empty() => small.split().freeze(),
-            None => break,
-        };
+    while let Some(chunk) = rx.blocking_recv() {
+        if chunk.is_empty() {
+            continue;
+        }
         if pos + chunk.len() as u64 > total {
             let _ = join_file(file_tx, file_thread);
             return Err(format!(
@@ -887,31 +870,6 @@ mod tests {
         let mut resumed = ZeroScan::starting_at(10);
         assert!(resumed.scan(10, &data[10..z]).chunks.is_empty());
         assert_eq!(resumed.scan(z as u64, &data[z..2 * z]).chunks, vec![1]);
-    }
-
-    /// A peer sending tiny chunks gets them gathered: the ring holds few,
-    /// large entries, and the bytes are intact.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tiny_chunks_are_gathered() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = pattern(2 * WRITE_BUF + 333);
-        let spool = new_spool(dir.path(), data.len() as u64, 0);
-        let sink = SpoolSink::start(spool.clone(), Box::new(|_| {})).unwrap();
-        for piece in data.chunks(100) {
-            sink.send(Bytes::copy_from_slice(piece)).await.unwrap();
-        }
-        let done = sink.finish().await.unwrap();
-        assert_eq!(done.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
-        let ring = spool.recent.lock().unwrap();
-        let entries: Vec<&Written> = ring.chunks.iter().collect();
-        let (last, rest) = entries.split_last().unwrap();
-        assert!(rest.iter().all(|(_, b)| b.len() >= MIN_CHUNK));
-        assert!(!last.1.is_empty());
-        assert!(ring.chunks.len() <= data.len() / MIN_CHUNK + 1);
-        drop(ring);
-        let mut all = vec![0u8; data.len()];
-        spool.read_at(0, &mut all).unwrap();
-        assert_eq!(all, data);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
