@@ -81,6 +81,10 @@ const NET_QUEUE: usize = 64;
 const HASH_QUEUE: usize = 48;
 /// The newest bytes kept in memory for readers.
 pub const RECENT_BYTES: usize = 24 << 20;
+/// At most this many chunks in the ring, however small: a peer trickling
+/// tiny chunks only makes the ring cover less (readers then use the file),
+/// never makes it hold millions of entries.
+const RECENT_CHUNKS: usize = 2048;
 /// Sources up to this many [`ZERO_CHUNK`]s (1 TiB, a 2 MiB bitmap) have
 /// their zero chunks tracked for [`ReadAt::extent_hint`].
 ///
@@ -274,12 +278,14 @@ impl Spool {
     }
 
     /// Keeps an arrived chunk for readers, forgetting the oldest ones past
-    /// [`RECENT_BYTES`].
+    /// [`RECENT_BYTES`] or [`RECENT_CHUNKS`].
     fn remember(&self, at: u64, chunk: Bytes) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.bytes += chunk.len();
         recent.chunks.push_back((at, chunk));
-        while recent.bytes > RECENT_BYTES && recent.chunks.len() > 1 {
+        while (recent.bytes > RECENT_BYTES || recent.chunks.len() > RECENT_CHUNKS)
+            && recent.chunks.len() > 1
+        {
             if let Some((_, old)) = recent.chunks.pop_front() {
                 recent.bytes -= old.len();
             }
@@ -870,6 +876,25 @@ mod tests {
         let mut resumed = ZeroScan::starting_at(10);
         assert!(resumed.scan(10, &data[10..z]).chunks.is_empty());
         assert_eq!(resumed.scan(z as u64, &data[z..2 * z]).chunks, vec![1]);
+    }
+
+    /// A peer sending tiny chunks: the ring keeps a bounded number of them,
+    /// older bytes come from the file, all intact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tiny_chunks_bound_the_ring_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(RECENT_CHUNKS * 100 + 4321);
+        let spool = new_spool(dir.path(), data.len() as u64, 0);
+        let sink = SpoolSink::start(spool.clone(), Box::new(|_| {})).unwrap();
+        for piece in data.chunks(100) {
+            sink.send(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        let done = sink.finish().await.unwrap();
+        assert_eq!(done.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(spool.recent.lock().unwrap().chunks.len(), RECENT_CHUNKS);
+        let mut all = vec![0u8; data.len()];
+        spool.read_at(0, &mut all).unwrap();
+        assert_eq!(all, data);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
