@@ -8,7 +8,7 @@
 //!   network chunk (as it came: no copy) to the file thread and the hasher,
 //!   keeps it in the ring, then moves the frontier and wakes readers;
 //! - the file thread writes the chunks with as few `pwrite`s as it takes
-//!   (zero chunks are skipped: the file was sized with holes, which read
+//!   (zero runs are skipped: the file was sized with holes, which read
 //!   as zeros);
 //! - the hasher thread runs SHA-256 over the chunks in order.
 //!
@@ -404,6 +404,10 @@ fn pieces(at: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Zero runs shorter than this are written (a hole would only split a
+/// write in two).
+const MIN_HOLE: usize = 4096;
+
 /// Follows the stream across chunks and finds its all-zero [`ZERO_CHUNK`]s,
 /// including those split between two network chunks.
 struct ZeroScan {
@@ -417,8 +421,9 @@ struct ZeroScan {
 struct ZeroFound {
     /// Indices of the zero chunks it completed (for the hint bitmap).
     chunks: Vec<u64>,
-    /// Zero chunks lying wholly inside it, as (start, len) within it: the
-    /// file thread leaves them as holes.
+    /// Its all-zero pieces of at least [`MIN_HOLE`] bytes (whole zero chunks,
+    /// and the parts of zero chunks split with a neighbour), as (start, len)
+    /// within it: the file thread leaves them as holes.
     holes: Vec<(usize, usize)>,
 }
 
@@ -436,13 +441,14 @@ impl ZeroScan {
             if abs.is_multiple_of(ZERO_CHUNK as u64) {
                 self.all_zero = true;
             }
-            self.all_zero = self.all_zero && is_zero(&chunk[i..i + n]);
+            let piece_zero = is_zero(&chunk[i..i + n]);
+            if piece_zero && n >= MIN_HOLE {
+                found.holes.push((i, n));
+            }
+            self.all_zero = self.all_zero && piece_zero;
             let ends_chunk = (abs + n as u64).is_multiple_of(ZERO_CHUNK as u64);
             if ends_chunk && self.all_zero {
                 found.chunks.push(abs / ZERO_CHUNK as u64);
-                if n == ZERO_CHUNK {
-                    found.holes.push((i, n));
-                }
             }
         }
         found
@@ -451,6 +457,10 @@ impl ZeroScan {
 
 /// Writes `chunk` at absolute offset `at`, skipping the `holes` in it (see
 /// [`ZeroFound::holes`], in order); the runs between are written at once.
+/// A skipped range reads as zeros: the file is new and sparse, or it is a
+/// resumed spool whose bytes past the recorded frontier were written by the
+/// earlier process from the same version of the source (the sidecar's
+/// validator matched), so they are these same zeros.
 fn write_skipping_zeros(
     file: &File,
     at: u64,
@@ -868,10 +878,11 @@ mod tests {
         data[2 * z + 9] = 1;
         let mut scan = ZeroScan::starting_at(0);
         let a = scan.scan(0, &data[..1000]);
-        assert!(a.chunks.is_empty() && a.holes.is_empty());
+        assert!(a.chunks.is_empty());
+        assert_eq!(a.holes, vec![], "too short to be worth a hole");
         let b = scan.scan(1000, &data[1000..]);
         assert_eq!(b.chunks, vec![0, 1]);
-        assert_eq!(b.holes, vec![(z - 1000, z)], "only a whole piece is a hole");
+        assert_eq!(b.holes, vec![(0, z - 1000), (z - 1000, z)]);
         // A stream resumed inside a chunk cannot vouch for its start.
         let mut resumed = ZeroScan::starting_at(10);
         assert!(resumed.scan(10, &data[10..z]).chunks.is_empty());
