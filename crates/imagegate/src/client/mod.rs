@@ -81,6 +81,12 @@ pub enum ImagesCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Stop an import in progress (CancelImportImageTask); the image then
+    /// ends IMPORTFAILED with ImportCancelled and its partial data is removed.
+    Cancel {
+        /// Image ID (img-…).
+        id: String,
+    },
     /// Follow an import until it ends; exit 0 on NORMAL, 1 on IMPORTFAILED.
     Watch {
         /// Image ID (img-…).
@@ -222,6 +228,7 @@ pub async fn run_with(
         ImagesCommand::List(a) => list(&client, a, io).await,
         ImagesCommand::Show { id, json } => show(&client, &id, json, io).await,
         ImagesCommand::Delete { ids, dry_run } => delete(&client, &ids, dry_run, io).await,
+        ImagesCommand::Cancel { id } => cancel(&client, &id, io).await,
         ImagesCommand::Watch { id, interval } => {
             return watch::watch(&client, &id, interval, io).await;
         }
@@ -521,6 +528,19 @@ async fn delete(
         io.out,
         "{verb} {} (RequestId {})",
         ids.join(", "),
+        request_id(&resp)
+    )?;
+    Ok(EXIT_OK)
+}
+
+async fn cancel(client: &ApiClient, id: &str, io: &mut Io<'_>) -> Result<i32, Failure> {
+    let resp = client
+        .call("CancelImportImageTask", &json!({ "ImageId": id }))
+        .await?;
+    writeln!(
+        io.out,
+        "Cancelling the import of {id} (RequestId {}); `imagegate images watch {id}` \
+         follows it to the end",
         request_id(&resp)
     )?;
     Ok(EXIT_OK)

@@ -433,6 +433,49 @@ async fn api_errors_print_code_message_request_id() {
 }
 
 #[tokio::test]
+async fn cancel_asks_for_the_image_and_says_how_to_follow_it() {
+    let stub = Stub::start(vec![(
+        "CancelImportImageTask",
+        vec![
+            json!({}),
+            error(
+                "InvalidImageId.IncorrectState",
+                "The import of img-test0001 has already ended.",
+            ),
+        ],
+    )])
+    .await;
+    let cancel = || ImagesCommand::Cancel {
+        id: "img-test0001".into(),
+    };
+    let o = run(&stub.options(), cancel()).await;
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert_eq!(
+        o.out,
+        "Cancelling the import of img-test0001 (RequestId req-1); \
+         `imagegate images watch img-test0001` follows it to the end\n"
+    );
+    assert_eq!(
+        stub.calls(),
+        vec![(
+            "CancelImportImageTask".to_string(),
+            json!({"ImageId": "img-test0001"})
+        )]
+    );
+    // Too late: the API's answer, exit 1.
+    let o = run(&stub.options(), cancel()).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.err.starts_with(
+            "InvalidImageId.IncorrectState: The import of img-test0001 has already ended."
+        ),
+        "{}",
+        o.err
+    );
+    stub.stop().await;
+}
+
+#[tokio::test]
 async fn list_and_show_render_tables_and_details() {
     let two = json!({"TotalCount": 2, "ImageSet": [
         {"ImageId": "img-test0001", "ImageName": "web", "ImageState": "IMPORTING", "OsName": "CentOS 7",
