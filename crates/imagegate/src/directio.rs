@@ -255,6 +255,16 @@ mod tests {
         }
     }
 
+    /// A new file at `path`, opened both ways.
+    fn new_dual(path: &Path) -> DualFile {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .unwrap();
+        DualFile::new(path, file)
+    }
+
     /// Appends of odd sizes from an odd offset, plus a write through the
     /// cache before them: the file holds exactly the bytes, on a file system
     /// with O_DIRECT (the temp dir is usually one) and without.
@@ -263,12 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for offset in [0u64, 65536, 12345] {
             let path = dir.path().join(format!("f{offset}"));
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .unwrap();
-            let mut dual = DualFile::new(&path, file);
+            let mut dual = new_dual(&path);
             let head = pattern(offset as usize, 9);
             dual.write_all_at(&head, 0).unwrap();
             let mut app = Appender::start(dual, offset).unwrap();
@@ -292,12 +297,7 @@ mod tests {
     fn unaligned_writes_fall_back_to_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        let mut dual = DualFile::new(&path, file);
+        let mut dual = new_dual(&path);
         let mut buf = AlignedBuf::with_capacity(3 * ALIGN);
         buf.extend(&pattern(3 * ALIGN, 3));
         // Aligned, then misaligned in memory, offset and length.
