@@ -31,7 +31,7 @@ impl Drop for FileServer {
     }
 }
 
-pub async fn start(dir: PathBuf) -> anyhow::Result<FileServer> {
+pub fn start(dir: PathBuf) -> anyhow::Result<FileServer> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -135,7 +135,7 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         run_cmd(cmd).with_context(|| format!("making the {} fixture", f.name))?;
     }
 
-    let fileserver = crate::fileserver::start(files.clone()).await?;
+    let fileserver = crate::fileserver::start(files.clone())?;
     let origin = format!("http://{}", fileserver.addr);
     let server_dir = work.join("server");
     let _ = std::fs::remove_dir_all(&server_dir);
