@@ -114,6 +114,57 @@ impl DualFile {
     }
 }
 
+/// Runs `fdatasync` on a file whenever nudged (at most one pending).
+struct Syncer {
+    tx: Option<SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> io::Result<Syncer> {
+        let file = file.try_clone()?;
+        let (tx, rx) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("blob-sync".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })?;
+        Ok(Syncer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn nudge(&self) {
+        if let Some(tx) = &self.tx {
+            // Full: a sync is already due, which covers these bytes too.
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Waits for the syncs in flight; their error, if any.
+    fn finish(mut self) -> io::Result<()> {
+        self.tx.take();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the blob sync thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Appends at increasing offsets from a writer thread: `append` copies into
 /// an aligned buffer and hands full buffers over (two in flight, recycled),
 /// so the caller overlaps its own work with the device.
@@ -131,6 +182,10 @@ pub struct Appender {
 pub const APPEND_BUF: usize = 4 << 20;
 /// Buffers queued to the writer thread.
 const IN_FLIGHT: usize = 2;
+/// The writer thread makes what it wrote durable every this many bytes
+/// (the device's cache flush takes up to a second per GiB on a VM's disk;
+/// done at the end alone, it would add that to every import).
+const SYNC_EVERY: usize = 64 << 20;
 
 impl Appender {
     /// Appends to `file` from `offset` on.
@@ -141,10 +196,21 @@ impl Appender {
             .name("blob-write".into())
             .spawn(move || {
                 let mut file = file;
+                // What is written is made durable as it goes, on a thread of
+                // its own (writes go on meanwhile), instead of all in the
+                // final fsync.
+                let syncer = Syncer::start(file.buffered())?;
+                let mut unsynced = 0usize;
                 while let Ok((offset, buf)) = rx.recv() {
                     file.write_all_at(buf.as_slice(), offset)?;
+                    unsynced += buf.len();
                     let _ = back_tx.try_send(buf);
+                    if unsynced >= SYNC_EVERY {
+                        syncer.nudge();
+                        unsynced = 0;
+                    }
                 }
+                syncer.finish()?;
                 Ok(file)
             })?;
         Ok(Appender {
