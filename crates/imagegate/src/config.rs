@@ -108,6 +108,27 @@ pub struct SourceConfig {
     /// A download that receives no byte for this long is broken (it is
     /// resumed, then failed with SourceStalled).
     pub stall_timeout_secs: u64,
+    /// Where the download is kept while it is converted (see
+    /// [`SpoolPolicy`]).
+    pub spool: SpoolPolicy,
+}
+
+/// How a download is kept while the converter and the guest inspector read
+/// it (`source.spool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolPolicy {
+    /// Memory when the source can be read again with ranged requests and
+    /// arrives fast; disk otherwise.
+    #[default]
+    Auto,
+    /// In memory; bytes a reader still needs go to the spool file, bytes it
+    /// asks for again are fetched again (checked against the first hash). A
+    /// restarted process starts the download over.
+    Memory,
+    /// Every byte in the spool file as it arrives; a restarted process
+    /// continues the download where the file ends.
+    Disk,
 }
 
 impl Default for SourceConfig {
@@ -121,6 +142,7 @@ impl Default for SourceConfig {
             allow_hosts: Vec::new(),
             allow_private_networks: false,
             stall_timeout_secs: 60,
+            spool: SpoolPolicy::Auto,
         }
     }
 }
@@ -139,6 +161,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("allow_hosts", &self.allow_hosts)
             .field("allow_private_networks", &self.allow_private_networks)
             .field("stall_timeout_secs", &self.stall_timeout_secs)
+            .field("spool", &self.spool)
             .finish()
     }
 }

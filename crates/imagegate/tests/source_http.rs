@@ -19,9 +19,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use diskformat::ReadAt;
-use imagegate::config::{LimitsConfig, SourceConfig};
+use imagegate::config::{LimitsConfig, SourceConfig, SpoolPolicy};
 use imagegate::source::{
-    parse_image_url, start_fetch_with, FetchError, FetchOptions, FetchProgress, ImageSource,
+    parse_image_url, spool, start_fetch_with, FetchError, FetchOptions, FetchProgress, ImageSource,
+    SpoolTuning,
 };
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -62,8 +63,18 @@ struct Server {
 type St = Arc<Server>;
 
 fn requested_start(h: &HeaderMap) -> Option<u64> {
+    requested_range(h).map(|(a, _)| a)
+}
+
+/// `Range: bytes=a-` or `bytes=a-b`: (a, b + 1).
+fn requested_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
     let v = h.get(header::RANGE)?.to_str().ok()?;
-    v.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
+    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    let end = match b {
+        "" => None,
+        b => Some(b.parse::<u64>().ok()? + 1),
+    };
+    Some((a.parse().ok()?, end))
 }
 
 /// A body that yields `data[from..upto]` in 64 KiB pieces, then either ends,
@@ -75,11 +86,21 @@ enum Tail {
 }
 
 fn body(data: Arc<Vec<u8>>, from: usize, upto: usize, tail: Tail) -> Body {
+    body_paced(data, from, upto, tail, Duration::ZERO)
+}
+
+/// [`body`], waiting `pace` before each piece.
+fn body_paced(data: Arc<Vec<u8>>, from: usize, upto: usize, tail: Tail, pace: Duration) -> Body {
     let pieces: Vec<Result<Bytes, std::io::Error>> = (from..upto)
         .step_by(64 << 10)
         .map(|s| Ok(Bytes::copy_from_slice(&data[s..(s + (64 << 10)).min(upto)])))
         .collect();
-    let head = futures::stream::iter(pieces);
+    let head = futures::StreamExt::then(futures::stream::iter(pieces), move |p| async move {
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+        p
+    });
     let tail: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match tail {
         Tail::End => Box::pin(futures::stream::empty()),
         Tail::Drop => Box::pin(futures::stream::once(async {
@@ -90,8 +111,9 @@ fn body(data: Arc<Vec<u8>>, from: usize, upto: usize, tail: Tail) -> Body {
     Body::from_stream(futures::StreamExt::chain(head, tail))
 }
 
-/// Serves `data` honestly from the requested start (Range `bytes=N-`),
-/// honouring If-Range against `etag`; `upto` and `tail` shape the end.
+/// Serves `data` honestly from the requested start (Range `bytes=N-` or
+/// `bytes=N-M`), honouring If-Range against `etag`; `upto` and `tail` shape
+/// the end.
 fn serve(
     data: Arc<Vec<u8>>,
     etag: &str,
@@ -101,13 +123,36 @@ fn serve(
     upto: Option<usize>,
     tail: Tail,
 ) -> Response {
+    serve_paced(
+        data,
+        etag,
+        headers,
+        honour_range,
+        declared_len,
+        upto,
+        tail,
+        Duration::ZERO,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_paced(
+    data: Arc<Vec<u8>>,
+    etag: &str,
+    headers: &HeaderMap,
+    honour_range: bool,
+    declared_len: usize,
+    upto: Option<usize>,
+    tail: Tail,
+    pace: Duration,
+) -> Response {
     let if_range_ok = headers
         .get(header::IF_RANGE)
         .map(|v| v.as_bytes() == etag.as_bytes())
         .unwrap_or(true);
-    let start = match requested_start(headers) {
-        Some(s) if honour_range && if_range_ok => Some(s as usize),
-        _ => None,
+    let (start, range_end) = match requested_range(headers) {
+        Some((s, e)) if honour_range && if_range_ok => (Some(s as usize), e.map(|e| e as usize)),
+        _ => (None, None),
     };
     let mut r = Response::builder().header(header::ETAG, etag);
     match start {
@@ -117,22 +162,23 @@ fn serve(
             .body(Body::empty())
             .unwrap(),
         Some(s) => {
+            let last = range_end.unwrap_or(declared_len).min(declared_len);
             r = r
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(
                     header::CONTENT_RANGE,
-                    format!("bytes {s}-{}/{declared_len}", declared_len - 1),
+                    format!("bytes {s}-{}/{declared_len}", last - 1),
                 )
-                .header(header::CONTENT_LENGTH, declared_len - s);
-            let end = upto.unwrap_or(data.len()).max(s).min(data.len());
-            r.body(body(data, s, end, tail)).unwrap()
+                .header(header::CONTENT_LENGTH, last - s);
+            let end = upto.unwrap_or(last).min(last).max(s).min(data.len());
+            r.body(body_paced(data, s, end, tail, pace)).unwrap()
         }
         None => {
             r = r
                 .status(StatusCode::OK)
                 .header(header::CONTENT_LENGTH, declared_len);
             let end = upto.unwrap_or(data.len()).min(data.len());
-            r.body(body(data, 0, end, tail)).unwrap()
+            r.body(body_paced(data, 0, end, tail, pace)).unwrap()
         }
     }
 }
@@ -169,6 +215,17 @@ async fn handler(
             serve(data, &etag, &headers, true, LEN, Some(3 << 20), Tail::Hang)
         }
         "file" => serve(data, &etag, &headers, true, LEN, None, Tail::End),
+        // 64 KiB per millisecond: a reader keeps up with it easily.
+        "paced" => serve_paced(
+            data,
+            &etag,
+            &headers,
+            true,
+            LEN,
+            None,
+            Tail::End,
+            Duration::from_millis(1),
+        ),
         // Drops every response 3 MiB after where it started.
         "drop" => {
             let start = requested_start(&headers).unwrap_or(0) as usize;
@@ -302,6 +359,7 @@ fn opts() -> FetchOptions {
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
         connect_timeout: Duration::from_secs(2),
+        spool: SpoolTuning::default(),
     }
 }
 
@@ -728,6 +786,113 @@ async fn restart_after_the_object_changed_starts_over() {
     assert_eq!(out.sha256, sha(&new));
     assert_eq!(read, new);
     assert_eq!(out.reused_bytes, 0);
+}
+
+/// Memory mode, as the pipeline runs it over a fast source: a follower (the
+/// converter) reads right behind the download; afterwards an untracked
+/// reader (the inspector) asks for the old bytes again.
+async fn memory_fetch(
+    srv: &TestServer,
+    dir: &std::path::Path,
+) -> (imagegate::source::FetchHandle, Vec<u8>) {
+    let cfg = SourceConfig {
+        spool: SpoolPolicy::Memory,
+        ..cfg()
+    };
+    let o = FetchOptions {
+        spool: SpoolTuning {
+            ring_bytes: 1 << 20,
+            keep_behind: 0,
+            ..SpoolTuning::default()
+        },
+        ..opts()
+    };
+    let mut h = start_fetch_with(
+        &source(srv, "paced"),
+        &cfg,
+        &LimitsConfig::default(),
+        dir,
+        Arc::new(FetchProgress::default()),
+        CancellationToken::new(),
+        &o,
+    )
+    .await
+    .unwrap();
+    let spool = h.spool.clone();
+    let follower = tokio::task::spawn_blocking(move || {
+        let mut all = vec![0u8; spool.len() as usize];
+        for (i, c) in all.chunks_mut(64 << 10).enumerate() {
+            spool.read_at((i << 16) as u64, c).unwrap();
+        }
+        all
+    });
+    let out = tokio::time::timeout(TEST_LIMIT, &mut h.done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let read = follower.await.unwrap();
+    assert_eq!(out.sha256, sha(&read));
+    (h, read)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_mode_reads_dropped_bytes_again_with_ranged_requests() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, read) = memory_fetch(&srv, dir.path()).await;
+    let data = test_data(7);
+    assert_eq!(read, data);
+    srv.st.ranges.lock().unwrap().clear();
+    let spool = h.spool.clone();
+    let again = tokio::task::spawn_blocking(move || {
+        spool::untracked(|| {
+            let mut all = vec![0u8; spool.len() as usize];
+            for (i, c) in all.chunks_mut(100_000).enumerate() {
+                spool.read_at(i as u64 * 100_000, c)?;
+            }
+            Ok::<_, std::io::Error>(all)
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(again, data);
+    let stats = h.spool.stats();
+    assert_eq!(stats.mode, "memory");
+    assert!(stats.reread >= 4 << 20, "{stats:?}");
+    // Each granule once, with a bounded range.
+    let ranges = srv.st.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len() as u64, stats.reread >> 20, "{ranges:?}");
+    for r in &ranges {
+        let spec = r.strip_prefix("paced bytes=").unwrap();
+        let (a, b) = spec.split_once('-').unwrap();
+        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+        assert_eq!(a % (1 << 20), 0, "{r}");
+        assert_eq!(b + 1 - a, 1 << 20, "{r}");
+    }
+    assert!(h.reread_failure().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_mode_refuses_bytes_of_a_changed_object() {
+    let srv = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = memory_fetch(&srv, dir.path()).await;
+    // The object is replaced after the download: a re-read must not mix
+    // its bytes into the old version.
+    *srv.st.data.lock().unwrap() = Arc::new(test_data(99));
+    *srv.st.etag.lock().unwrap() = "\"v2\"".into();
+    let spool = h.spool.clone();
+    let e = tokio::task::spawn_blocking(move || {
+        spool::untracked(|| spool.read_at(10, &mut [0u8; 100]))
+    })
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(e.to_string().contains("again"), "{e}");
+    let f = h.reread_failure().expect("a re-read failure");
+    assert_eq!(f.code(), "SourceChanged", "{f}");
 }
 
 /// A benchmark, not a check of speed: fetches 512 MiB from a loopback

@@ -17,7 +17,7 @@ use crate::blobstore::{BlobStore, BlobUpload};
 use crate::config::Config;
 use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
-use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress};
+use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress, Spool};
 use crate::source::url::parse_image_url;
 
 /// What one imported disk turned out to be.
@@ -172,10 +172,12 @@ pub async fn import_disk(
     let (force, guest_check) = (task.force, task.guest_check.clone());
     let conv_progress = progress.clone();
     let conv_cancel = cancel.clone();
+    let download = handle.spool.clone();
 
     let convert = tokio::task::spawn_blocking(move || {
         convert_blocking(
             spool,
+            &download,
             limits,
             max_stored,
             force,
@@ -197,13 +199,22 @@ pub async fn import_disk(
     if converted.is_err() {
         fetch_cancel.cancel();
     }
-    let fetched = handle.done.await;
-    let (from_ring, from_file) = handle.spool.read_stats();
+    let fetched = (&mut handle.done).await;
+    let stats = handle.spool.stats();
     tracing::info!(
-        from_ring,
-        from_file,
+        spool = stats.mode,
+        from_ring = stats.from_ring,
+        from_file = stats.from_file,
+        reread = stats.reread,
+        spilled = stats.spilled,
         "source bytes read by the converter and inspector"
     );
+    // A reader that had to fetch bytes again and could not: that is why the
+    // converter or the inspector stopped.
+    let converted = match (converted, handle.reread_failure()) {
+        (Err(_), Some(e)) => Err(ImportFailure::from_fetch(e)),
+        (c, _) => c,
+    };
     match (converted, fetched) {
         (Ok(mut c), Ok(Ok(f))) => {
             c.sha256 = hex::encode(f.sha256);
@@ -225,6 +236,7 @@ pub async fn import_disk(
 #[allow(clippy::too_many_arguments)]
 fn convert_blocking(
     spool: Arc<dyn ReadAt>,
+    download: &Spool,
     limits: diskformat::Limits,
     max_stored: u64,
     force: bool,
@@ -264,7 +276,12 @@ fn convert_blocking(
         let verdict = verdict.clone();
         std::thread::spawn(move || {
             let container_error = || shared.first_error.lock().ok().and_then(|mut e| e.take());
-            let outcome = match guestinspect::inspect(disk, &Default::default()) {
+            // The inspector's reads jump around the disk: they must not
+            // count as the converter's progress (see `spool::untracked`).
+            let inspected = crate::source::spool::untracked(|| {
+                guestinspect::inspect(disk, &Default::default())
+            });
+            let outcome = match inspected {
                 Ok(report) => match container_error() {
                     Some(f) => Err(f),
                     None => match check(&report) {
@@ -309,6 +326,8 @@ fn convert_blocking(
         progress.bytes_converted.store(done, Ordering::Relaxed);
         !cancel.is_cancelled() && !verdict.failed.load(Ordering::SeqCst)
     });
+    // Whatever is left of the download need not wait for the converter.
+    download.release();
     let join_guest = |guest: Option<
         std::thread::JoinHandle<Result<guestinspect::GuestReport, ImportFailure>>,
     >| {

@@ -54,10 +54,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::netpolicy::{redact_query, DnsFailure, NetPolicy, PolicyRefusal};
-use super::spool::{hash_file_in_place, SpoolSink};
-pub use super::spool::{FetchProgress, Spool};
+use super::spool::{hash_file_in_place, Reread, RereadFailure, SpoolSink};
+pub use super::spool::{FetchProgress, Spool, SpoolTuning};
 use super::url::ImageSource;
-use crate::config::{LimitsConfig, SourceConfig};
+use crate::config::{LimitsConfig, SourceConfig, SpoolPolicy};
 
 /// Why a fetch failed. [`FetchError::code`] is the import failure code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +154,8 @@ pub struct FetchOptions {
     pub backoff_max: Duration,
     /// Connect timeout of one attempt.
     pub connect_timeout: Duration,
+    /// The spool's sizes and thresholds.
+    pub spool: SpoolTuning,
 }
 
 impl Default for FetchOptions {
@@ -165,6 +167,7 @@ impl Default for FetchOptions {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(15),
+            spool: SpoolTuning::default(),
         }
     }
 }
@@ -183,6 +186,17 @@ pub struct FetchHandle {
     pub done: tokio::task::JoinHandle<Result<FetchOutcome, FetchError>>,
 }
 
+impl FetchHandle {
+    /// Why reading bytes of the source again failed, if that is what
+    /// stopped a reader (see [`Spool`]'s memory mode).
+    pub fn reread_failure(&self) -> Option<FetchError> {
+        self.spool.reread_failure().map(|f| match f {
+            RereadFailure::Unreachable(m) => FetchError::Unreachable(m),
+            RereadFailure::Changed(m) => FetchError::Changed(m),
+        })
+    }
+}
+
 /// How much of the end of a remote object is fetched ahead.
 pub const TAIL_PREFETCH: u64 = 64 << 10;
 
@@ -193,7 +207,7 @@ async fn prefetch_tail(remote: &Remote, total: u64, validator: &Validator) -> Op
         return None;
     }
     let from = total - TAIL_PREFETCH;
-    let opened = remote.open(from, Some(validator)).await.ok()?;
+    let opened = remote.open(from, None, Some(validator)).await.ok()?;
     // A 200 (range ignored or object changed) starts at 0: not the tail.
     if opened.start != from || opened.total != total {
         return None;
@@ -282,7 +296,7 @@ pub async fn start_fetch_with(
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(FetchError::Cancelled),
-        r = start_remote(remote, limits, scratch, progress, cancel.clone(), opts.clone()) => r,
+        r = start_remote(remote, cfg.spool, limits, scratch, progress, cancel.clone(), opts.clone()) => r,
     }
 }
 
@@ -308,7 +322,7 @@ fn start_local(
         });
     }
     progress.bytes_total.store(len, Ordering::Relaxed);
-    let spool = Arc::new(Spool::new(file, path, len, len));
+    let spool = Arc::new(Spool::complete_file(file, path, len));
     let hashed = hash_file_in_place(spool.clone(), progress, cancel.clone());
     let done = tokio::spawn(async move {
         let r = tokio::select! {
@@ -458,6 +472,8 @@ impl Validator {
 struct Opened {
     /// Offset of the body's first byte in the object.
     start: u64,
+    /// Offset just past its last byte.
+    end: u64,
     total: u64,
     validator: Validator,
     body: BoxStream<'static, Result<Bytes, FetchError>>,
@@ -569,9 +585,14 @@ impl Remote {
         }
     }
 
-    /// GET from `from` (a ranged request when > 0, conditional on
-    /// `validator`).
-    async fn open(&self, from: u64, validator: Option<&Validator>) -> Result<Opened, FetchError> {
+    /// GET from `from` to `to` (exclusive) or the end: a ranged request
+    /// when it is not the whole object, conditional on `validator`.
+    async fn open(
+        &self,
+        from: u64,
+        to: Option<u64>,
+        validator: Option<&Validator>,
+    ) -> Result<Opened, FetchError> {
         match self {
             Remote::Http {
                 client,
@@ -584,8 +605,12 @@ impl Remote {
                     .check_url(url)
                     .map_err(|e| FetchError::AddressRefused(e.0))?;
                 let mut req = client.get(url.clone());
-                if from > 0 {
-                    req = req.header(header::RANGE, format!("bytes={from}-"));
+                let range = match to {
+                    Some(to) => Some(format!("bytes={from}-{}", to.saturating_sub(1))),
+                    None => (from > 0).then(|| format!("bytes={from}-")),
+                };
+                if let Some(range) = range {
+                    req = req.header(header::RANGE, range);
                     if let Some(v) = validator.and_then(Validator::if_range) {
                         req = req.header(header::IF_RANGE, v);
                     }
@@ -604,8 +629,12 @@ impl Remote {
                 http_opened(resp, from, url, *stall)
             }
             Remote::S3 { store, path, shown } => {
+                let range = match to {
+                    Some(to) => Some(object_store::GetRange::Bounded(from..to)),
+                    None => (from > 0).then_some(object_store::GetRange::Offset(from)),
+                };
                 let options = object_store::GetOptions {
-                    range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+                    range,
                     if_match: validator.and_then(|v| v.etag.clone()),
                     ..Default::default()
                 };
@@ -616,6 +645,7 @@ impl Remote {
                 let shown = shown.clone();
                 Ok(Opened {
                     start: r.range.start,
+                    end: r.range.end,
                     total: r.meta.size,
                     validator: Validator {
                         etag: r.meta.e_tag.clone(),
@@ -640,7 +670,7 @@ fn http_opened(
     let status = resp.status();
     let shown = redact_query(url);
     let validator = Validator::from_headers(resp.headers());
-    let (start, total) = match status.as_u16() {
+    let (start, end, total) = match status.as_u16() {
         200 => {
             let total = resp
                 .headers()
@@ -653,7 +683,7 @@ fn http_opened(
                          serve the image as a plain file"
                     ))
                 })?;
-            (0, total)
+            (0, total, total)
         }
         206 => {
             let cr = resp
@@ -666,7 +696,7 @@ fn http_opened(
                         "{shown} answered a range request without a usable Content-Range"
                     ))
                 })?;
-            (cr.0, cr.2)
+            (cr.0, cr.1 + 1, cr.2)
         }
         416 => {
             return Err(FetchError::LengthMismatch(format!(
@@ -697,6 +727,7 @@ fn http_opened(
         .boxed();
     Ok(Opened {
         start,
+        end,
         total,
         validator,
         body,
@@ -813,7 +844,7 @@ async fn open_with_retry(
 ) -> Result<Opened, FetchError> {
     let mut failures = 0;
     loop {
-        match remote.open(from, validator).await {
+        match remote.open(from, None, validator).await {
             Ok(o) => return Ok(o),
             Err(e) if e.is_retryable() && failures + 1 < opts.max_consecutive_failures => {
                 failures += 1;
@@ -833,6 +864,7 @@ fn backoff(opts: &FetchOptions, failures: u32) -> Duration {
 
 async fn start_remote(
     remote: Remote,
+    policy: SpoolPolicy,
     limits: &LimitsConfig,
     scratch: &Path,
     progress: Arc<FetchProgress>,
@@ -908,15 +940,18 @@ async fn start_remote(
         validator: opened.validator.clone(),
         frontier: reused,
     };
-    // Without a validator a later process could not tell whether the object
-    // changed: no sidecar then, and no resume.
+    // A sidecar left by an earlier process names bytes of a file that was
+    // just truncated: gone before anything else happens. The spool's keeper
+    // writes a new one if it keeps the file complete (disk mode). Without a
+    // validator a later process could not tell whether the object changed:
+    // no sidecar then, and no resume.
+    if reused == 0 {
+        let _ = std::fs::remove_file(scratch.join(SIDECAR_NAME));
+    }
     let scratch_owned = scratch.to_path_buf();
     let checkpoint: super::spool::Checkpoint = if sidecar.validator.is_empty() {
-        let _ = std::fs::remove_file(scratch.join(SIDECAR_NAME));
         Box::new(|_| {})
     } else {
-        write_sidecar(scratch, &sidecar)
-            .map_err(|e| FetchError::Internal(format!("cannot write the spool sidecar: {e}")))?;
         let mut sc = sidecar.clone();
         Box::new(move |frontier| {
             sc.frontier = frontier;
@@ -924,8 +959,28 @@ async fn start_remote(
             let _ = write_sidecar(&scratch_owned, &sc);
         })
     };
+    let remote = Arc::new(remote);
     let tail = prefetch_tail(&remote, total, &opened.validator).await;
-    let spool = Arc::new(Spool::new(file, spool_path, total, reused));
+    // A server that answered the tail's range request for this version can
+    // serve any range again: the spool may then keep the download in memory.
+    let reread: Option<Arc<dyn Reread>> = tail.as_ref().map(|_| {
+        Arc::new(RemoteReread {
+            remote: remote.clone(),
+            validator: opened.validator.clone(),
+            total,
+            runtime: tokio::runtime::Handle::current(),
+            opts: opts.clone(),
+        }) as Arc<dyn Reread>
+    });
+    let spool = Arc::new(Spool::new(
+        file,
+        spool_path,
+        total,
+        reused,
+        policy,
+        reread,
+        opts.spool.clone(),
+    ));
     progress.bytes_total.store(total, Ordering::Relaxed);
     progress.bytes_fetched.store(reused, Ordering::Relaxed);
     let initial_resumes = u32::from(reused > 0);
@@ -946,27 +1001,23 @@ async fn start_remote(
             opts,
             resumes: initial_resumes,
         };
-        let r = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err(FetchError::Cancelled),
-            r = dl.run(opened, reused, sink) => r,
-        };
+        let r = dl.run(opened, reused, sink, cancel).await;
         match r {
             Ok(mut outcome) => {
                 outcome.reused_bytes = reused;
                 Ok(outcome)
             }
             Err(e) => {
-                task_spool.fail(e.to_string());
                 if matches!(e, FetchError::Changed(_) | FetchError::LengthMismatch(_)) {
                     // What is spooled belongs to another version: never resume it.
                     let _ = std::fs::remove_file(scratch_owned.join(SIDECAR_NAME));
                 } else if !sidecar.validator.is_empty() {
-                    // Record exactly how far we got, for the next attempt.
-                    // (The writer thread may still write an older frontier
-                    // after this; that only costs re-downloading a little.)
+                    // Record how far the file is complete, for the next
+                    // attempt (disk mode; in memory mode it holds no prefix
+                    // and a frontier of 0 is never resumed). The keeper may
+                    // still write a later one.
                     let mut sc = sidecar;
-                    sc.frontier = task_spool.frontier();
+                    sc.frontier = task_spool.on_disk();
                     let _ = write_sidecar(&scratch_owned, &sc);
                 }
                 Err(e)
@@ -981,8 +1032,96 @@ async fn start_remote(
     })
 }
 
+/// Bytes of the object fetched again for the spool: ranged requests on the
+/// version being downloaded (`If-Range` / `If-Match` on its validator),
+/// through the same client and network policy. The spool checks what
+/// arrives against the first download's hash chain.
+struct RemoteReread {
+    remote: Arc<Remote>,
+    validator: Validator,
+    total: u64,
+    runtime: tokio::runtime::Handle,
+    opts: FetchOptions,
+}
+
+impl RemoteReread {
+    async fn read_range(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
+        let end = offset + len as u64;
+        let o = self
+            .remote
+            .open(offset, Some(end), Some(&self.validator))
+            .await?;
+        if o.total != self.total || o.start != offset || o.end != end {
+            return Err(FetchError::Changed(format!(
+                "asked for bytes {offset}-{} of {} again, the source answered with bytes \
+                 {}-{} of {} (the object changed, or the server ignores ranges)",
+                end - 1,
+                self.total,
+                o.start,
+                o.end.saturating_sub(1),
+                o.total
+            )));
+        }
+        let mut data = Vec::with_capacity(len);
+        let mut body = o.body;
+        loop {
+            let next = tokio::time::timeout(self.opts.stall_timeout, body.next()).await;
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    if data.len() + chunk.len() > len {
+                        return Err(FetchError::LengthMismatch(format!(
+                            "the source sent more than the {len} bytes asked for again"
+                        )));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(None) if data.len() == len => return Ok(data),
+                Ok(None) => {
+                    return Err(FetchError::Unreachable(format!(
+                        "the connection ended after {} of the {len} bytes asked for again",
+                        data.len()
+                    )))
+                }
+                Err(_) => {
+                    return Err(FetchError::Stalled {
+                        secs: self.opts.stall_timeout.as_secs(),
+                        at: offset + data.len() as u64,
+                        total: self.total,
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Reread for RemoteReread {
+    fn reread(&self, offset: u64, len: usize) -> Result<Vec<u8>, RereadFailure> {
+        let mut failures = 0;
+        loop {
+            match self.runtime.block_on(self.read_range(offset, len)) {
+                Ok(data) => return Ok(data),
+                Err(e) if e.is_retryable() && failures + 1 < self.opts.max_consecutive_failures => {
+                    failures += 1;
+                    std::thread::sleep(backoff(&self.opts, failures));
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "reading bytes {offset}-{} of the source again failed: {e}",
+                        offset + len as u64 - 1
+                    );
+                    return Err(match e {
+                        FetchError::Changed(_) => RereadFailure::Changed(msg),
+                        _ => RereadFailure::Unreachable(msg),
+                    });
+                }
+            }
+        }
+    }
+}
+
 struct Download {
-    remote: Remote,
+    remote: Arc<Remote>,
     total: u64,
     validator: Validator,
     progress: Arc<FetchProgress>,
@@ -991,13 +1130,62 @@ struct Download {
 }
 
 impl Download {
+    /// Runs the transfer into `sink` until it is complete, fails or is
+    /// cancelled. A failure reaches the spool's readers before its input
+    /// closes, so they report the download's reason, not an early end.
     async fn run(
         mut self,
         first: Opened,
         from: u64,
         sink: SpoolSink,
+        cancel: CancellationToken,
     ) -> Result<FetchOutcome, FetchError> {
         let started = std::time::Instant::now();
+        let transferred = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(FetchError::Cancelled),
+            r = self.transfer(first, from, &sink) => r,
+        };
+        let chunks = match transferred {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                sink.abort(&e.to_string());
+                return Err(e);
+            }
+        };
+        let total = self.total;
+        let done = sink.finish().await.map_err(FetchError::Internal)?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            bytes = done.bytes - from,
+            seconds = secs,
+            mib_per_s = (done.bytes - from) as f64 / secs.max(1e-9) / 1048576.0,
+            resumes = self.resumes,
+            chunks,
+            "source fetched and hashed"
+        );
+        if done.bytes != total {
+            return Err(FetchError::LengthMismatch(format!(
+                "{} bytes arrived, {total} were promised",
+                done.bytes
+            )));
+        }
+        Ok(FetchOutcome {
+            sha256: done.sha256,
+            bytes: done.bytes,
+            resumes: self.resumes,
+            reused_bytes: 0,
+        })
+    }
+
+    /// Receives the body (resuming after breaks) and hands it to the
+    /// spool; returns the number of chunks.
+    async fn transfer(
+        &mut self,
+        first: Opened,
+        from: u64,
+        sink: &SpoolSink,
+    ) -> Result<u64, FetchError> {
         let total = self.total;
         let mut pos = from;
         let mut body = first.body;
@@ -1047,28 +1235,7 @@ impl Download {
             drop(body);
             (body, skip) = self.resume(pos, err, &mut failures).await?;
         }
-        let done = sink.finish().await.map_err(FetchError::Internal)?;
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(
-            bytes = done.bytes - from,
-            seconds = secs,
-            mib_per_s = (done.bytes - from) as f64 / secs.max(1e-9) / 1048576.0,
-            resumes = self.resumes,
-            chunks,
-            "source fetched and hashed"
-        );
-        if done.bytes != total {
-            return Err(FetchError::LengthMismatch(format!(
-                "{} bytes arrived, {total} were promised",
-                done.bytes
-            )));
-        }
-        Ok(FetchOutcome {
-            sha256: done.sha256,
-            bytes: done.bytes,
-            resumes: self.resumes,
-            reused_bytes: 0,
-        })
+        Ok(chunks)
     }
 
     /// After a break at `pos`: back off and re-request from `pos`, until a
@@ -1099,7 +1266,7 @@ impl Download {
             tokio::time::sleep(backoff(&self.opts, *failures)).await;
             self.resumes += 1;
             self.progress.resumes.fetch_add(1, Ordering::Relaxed);
-            let o = match self.remote.open(pos, Some(&self.validator)).await {
+            let o = match self.remote.open(pos, None, Some(&self.validator)).await {
                 Ok(o) => o,
                 Err(FetchError::Stalled { .. }) => {
                     err = FetchError::Stalled {
