@@ -163,6 +163,11 @@ impl BlobUpload for LocalUpload {
         let size = file.metadata()?.len();
         file.sync_all()?;
         std::fs::rename(&self.partial, &self.target)?;
+        // The rename is durable once the folder is: NORMAL must survive a
+        // power loss.
+        if let Some(dir) = self.target.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Ok(size)
     }
 
