@@ -24,8 +24,9 @@ use super::zeros::ZeroScan;
 use super::{FetchProgress, Mode, Spool, State, WRITE_BUF};
 
 /// Chunks queued from the network to the pusher (a chunk is what the HTTP
-/// client read at once: up to a few hundred KiB).
-const NET_QUEUE: usize = 64;
+/// client read at once: up to a few hundred KiB). Small: the ring is the
+/// buffer, and a full ring leaves this queue full too.
+const NET_QUEUE: usize = 16;
 /// How often the keeper updates the resume sidecar (disk mode).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
@@ -286,6 +287,9 @@ enum Job {
     Write(u64, Bytes),
     /// Memory mode: write the ring's oldest chunk before it leaves.
     Spill(u64, Bytes),
+    /// Disk mode: the chunk at the file's frontier is missing (a broken
+    /// invariant: failing beats waiting for it forever).
+    Lost(u64),
 }
 
 fn keep_thread(spool: &Spool, out: &File, mut checkpoint: Checkpoint) -> Result<(), String> {
@@ -353,6 +357,11 @@ fn keep_thread(spool: &Spool, out: &File, mut checkpoint: Checkpoint) -> Result<
             }
         };
         match job {
+            Job::Lost(at) => {
+                return Err(format!(
+                    "internal: the spool lost the chunk at byte {at} before writing it"
+                ))
+            }
             Job::Write(at, chunk) => {
                 spool
                     .zeros
@@ -397,9 +406,10 @@ fn next_job(spool: &Spool, st: &mut MutexGuard<'_, State>) -> Option<Job> {
             let at = st.on_disk;
             // Written once hashed, so that the zero chunks are known (holes).
             if at < st.hashed {
-                if let Some(chunk) = st.ring.chunk_at(at) {
-                    return Some(Job::Write(at, chunk));
-                }
+                return Some(match st.ring.chunk_at(at) {
+                    Some(chunk) => Job::Write(at, chunk),
+                    None => Job::Lost(at),
+                });
             }
             None
         }
