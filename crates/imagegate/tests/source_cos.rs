@@ -234,6 +234,11 @@ fn start_moto() -> Option<Moto> {
     {
         Ok(c) => c,
         Err(e) => {
+            // scripts/test installs moto and sets this: there, a missing
+            // server is a failure, not a skip.
+            if std::env::var_os("IMAGEGATE_REQUIRE_MOTO").is_some() {
+                panic!("moto_server is not available ({e}) but IMAGEGATE_REQUIRE_MOTO is set");
+            }
             eprintln!("SKIPPED: moto_server is not available ({e}); pip install 'moto[server]'");
             return None;
         }
@@ -325,4 +330,112 @@ async fn cos_endpoint_s3_compatible() {
     .expect("missing object");
     assert_eq!(e.code(), "InvalidUrl", "{e}");
     assert!(e.to_string().contains("404"), "{e}");
+}
+
+/// Memory mode over `cos_endpoint`: bytes that left memory are fetched
+/// again with bounded ranged GETs on the same object version (`If-Match`),
+/// and a replaced object is refused, not mixed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cos_endpoint_rereads_in_memory_mode() {
+    use imagegate::config::SpoolPolicy;
+    use imagegate::source::{spool, SpoolTuning};
+    let Some(moto) = start_moto() else { return };
+    let bucket = format!("images-{APP}");
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/{bucket}", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&bucket)
+        .with_region("us-east-1")
+        .with_virtual_hosted_style_request(false)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from("big.raw");
+    let body = data(8 << 20);
+    object_store::ObjectStoreExt::put(&store, &path, body.clone().into())
+        .await
+        .unwrap();
+    let cfg = SourceConfig {
+        cos_endpoint: Some(moto.endpoint.clone()),
+        cos_access_key: Some("test".into()),
+        cos_secret_key: Some("test".into()),
+        spool: SpoolPolicy::Memory,
+        ..SourceConfig::default()
+    };
+    let opts = FetchOptions {
+        spool: SpoolTuning {
+            ring_bytes: 1 << 20,
+            keep_behind: 0,
+            ..SpoolTuning::default()
+        },
+        ..FetchOptions::default()
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let mut h = start_fetch_with(
+        &cos("big.raw"),
+        &cfg,
+        &LimitsConfig::default(),
+        scratch.path(),
+        Arc::new(FetchProgress::default()),
+        CancellationToken::new(),
+        &opts,
+    )
+    .await
+    .unwrap();
+    // The converter: right behind the download.
+    let s = h.spool.clone();
+    let follower = tokio::task::spawn_blocking(move || {
+        let mut all = vec![0u8; s.len() as usize];
+        for (i, c) in all.chunks_mut(64 << 10).enumerate() {
+            s.read_at((i << 16) as u64, c).unwrap();
+        }
+        all
+    });
+    let out = tokio::time::timeout(TEST_LIMIT, &mut h.done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(follower.await.unwrap(), body);
+    assert_eq!(out.sha256, <[u8; 32]>::from(Sha256::digest(&body)));
+
+    // The inspector, afterwards: the first granule again.
+    let s = h.spool.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        spool::untracked(|| {
+            let mut b = vec![0u8; 4096];
+            s.read_at(100, &mut b).map(|_| b)
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(&first[..], &body[100..4196]);
+    assert!(h.spool.stats().reread >= 1 << 20, "{:?}", h.spool.stats());
+
+    // Replaced: the next granule is refused by the precondition.
+    object_store::ObjectStoreExt::put(
+        &store,
+        &path,
+        data(8 << 20).into_iter().rev().collect::<Vec<u8>>().into(),
+    )
+    .await
+    .unwrap();
+    let s = h.spool.clone();
+    let e = tokio::task::spawn_blocking(move || {
+        spool::untracked(|| s.read_at(3 << 20, &mut [0u8; 100]))
+    })
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(e.to_string().contains("again"), "{e}");
+    assert_eq!(h.reread_failure().expect("failure").code(), "SourceChanged");
 }
