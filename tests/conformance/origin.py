@@ -1,7 +1,7 @@
 """A loopback HTTP origin for import tests, with Range support and faults.
 
 Each served name maps to a file and a behaviour:
-- "ok": Content-Length, ETag, Range (206) like any object store;
+- "ok": Content-Length, ETag, Range (`bytes=N-` and `bytes=N-M`, 206) like any object store;
 - "drop": the first response stops after half the body (the client must resume);
 - "lie": Content-Length promises more bytes than are sent, then closes;
 - "stall": headers, some bytes, then silence;
@@ -64,13 +64,17 @@ class Origin:
                     return
                 size = path.stat().st_size
                 etag = f'"{size:x}-{int(path.stat().st_mtime_ns):x}"'
-                start = 0
-                if rng and behaviour != "norange" and rng.startswith("bytes=") and rng.endswith("-"):
-                    start = int(rng[6:-1])
-                length = size - start
-                if start:
+                start, end = 0, size
+                ranged = bool(rng) and behaviour != "norange" and rng.startswith("bytes=")
+                if ranged:
+                    first, _, last = rng[6:].partition("-")
+                    start = int(first)
+                    if last:
+                        end = min(size, int(last) + 1)
+                length = end - start
+                if ranged and (start, end) != (0, size):
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 else:
                     self.send_response(200)
                 promised = length + (4096 if behaviour == "lie" else 0)
@@ -91,7 +95,7 @@ class Origin:
                     if behaviour == "stall":
                         cut = min(length, 64 * 1024)
                     while True:
-                        want = 256 * 1024
+                        want = min(256 * 1024, length - sent)
                         if cut is not None:
                             want = min(want, cut - sent)
                         if want <= 0:

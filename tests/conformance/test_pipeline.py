@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -191,6 +192,48 @@ def test_every_format_imports_identically(pipe, images, fmt):
     assert t["SourceFormat"].split(" ")[0] == {"vpc": "vhd"}.get(di.QEMU_FMT[fmt], di.QEMU_FMT[fmt])
     assert t["VirtualSize"] == virtual
     assert img["SnapshotSet"][0]["DiskUsage"] == "SYSTEM_DISK"
+
+
+@pytest.fixture(scope="module")
+def memory_pipe(tmp_path_factory):
+    """A server that keeps downloads in memory (`source.spool = "memory"`): a 48 MiB ring,
+    the converter right behind the download, re-reads for what leaves it."""
+    tmp = tmp_path_factory.mktemp("memory-pipe")
+    dep = _start_deployment(tmp, rate_limits=False,
+                            workers="concurrency = 2\nlease_seconds = 5",
+                            source_extra='stall_timeout_secs = 10\nspool = "memory"\n')
+    yield dep
+    dep.server.stop()
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A 256 MiB disk with 120 MiB of scattered data: several times the spool's ring."""
+    work = tmp_path_factory.mktemp("big")
+    src = di.linux_disk(work / "big-source.raw", size_mib=256, data_mib=120, seed=5)
+    return src, work
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2-4k", "vmdk-stream", "vhdx-dynamic"])
+def test_memory_spool_imports_disks_larger_than_its_ring(memory_pipe, big, origin, fmt):
+    """Bytes leave memory while the converter and the guest inspector still read: the
+    stored image is still exactly the source, and the download was hashed once."""
+    src, work = big
+    path = di.convert(src, work / f"big.{fmt}", fmt)
+    url = origin.serve(f"big-{fmt}.img", path)
+    image_id = start_import(memory_pipe, url)
+    img = wait_done(memory_pipe, image_id)
+    t = task(memory_pipe, image_id)
+    assert img["ImageState"] == "NORMAL", t
+    assert_stored_equals(memory_pipe, image_id, src)
+    assert t["Sha256"] == di.sha256(path)
+    assert t["BytesFetched"] == path.stat().st_size
+    log = re.sub(r"\x1b\[[0-9;]*m", "", memory_pipe.server.log_path.read_text(errors="replace"))
+    line = next(ln for ln in log.splitlines() if "source bytes read" in ln and image_id in ln)
+    stats = dict(re.findall(r"(\w+)=(\S+)", line))
+    assert stats["spool"] == '"memory"', line
+    # Nothing fetched more than twice: re-reads stay far below the source.
+    assert int(stats["reread"]) <= path.stat().st_size // 4, line
 
 
 def test_import_over_http_from_allowed_host(pipe, images, origin):

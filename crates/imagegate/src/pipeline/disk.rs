@@ -208,6 +208,7 @@ pub async fn import_disk(
     let fetched = (&mut handle.done).await;
     let stats = handle.spool.stats();
     tracing::info!(
+        blob = %task.blob_key,
         spool = stats.mode,
         from_ring = stats.from_ring,
         from_file = stats.from_file,
