@@ -41,6 +41,11 @@ pub struct ImportArgs {
     /// workdir instead of making them again.
     #[arg(long)]
     reuse_fixtures: bool,
+    /// The server's folder (its data_dir, where images are stored), instead
+    /// of <workdir>/server: e.g. on another device, or on tmpfs to see the
+    /// import without the store's device.
+    #[arg(long)]
+    server_dir: Option<PathBuf>,
 }
 
 struct Fmt {
@@ -150,7 +155,10 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
 
     let fileserver = crate::fileserver::start(files.clone())?;
     let origin = format!("http://{}", fileserver.addr);
-    let server_dir = work.join("server");
+    let server_dir = args
+        .server_dir
+        .clone()
+        .unwrap_or_else(|| work.join("server"));
     let _ = std::fs::remove_dir_all(&server_dir);
     std::fs::create_dir_all(&server_dir)?;
     let server = Server::start(
@@ -219,6 +227,10 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
                 std::fs::metadata(server_dir.join("data/images").join(format!("{id}.qcow2")))
                     .map(|m| m.len())
                     .unwrap_or(0);
+            // Stored images are not kept: a full run would need tens of GiB.
+            client
+                .call("DeleteImages", &json!({"ImageIds": [id]}))
+                .await?;
             settle()?;
             d_runs.push(store_floor(&server_dir.join("data"), stored)?);
         }
