@@ -17,9 +17,7 @@ use crate::blobstore::{BlobStore, BlobUpload};
 use crate::config::Config;
 use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
-use crate::source::fetch::{
-    start_fetch_with, FetchError, FetchOptions, FetchProgress, Spool, SpoolTuning,
-};
+use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress, Spool};
 use crate::source::url::parse_image_url;
 
 /// What one imported disk turned out to be.
@@ -139,10 +137,6 @@ pub async fn import_disk(
     let fetch_progress: Arc<FetchProgress> = progress.fetch.clone();
     let options = FetchOptions {
         stall_timeout: std::time::Duration::from_secs(config.source.stall_timeout_secs.max(1)),
-        spool: SpoolTuning {
-            ring_bytes: ring_bytes_for(config.workers.concurrency),
-            ..SpoolTuning::default()
-        },
         ..FetchOptions::default()
     };
     // The download stops with the job, or on its own when the converter
@@ -238,13 +232,6 @@ pub async fn import_disk(
             "download task crashed: {join}"
         ))),
     }
-}
-
-/// The spool's memory per import: 48 MiB, shared out when a process runs
-/// more than two imports at once (at least 24 MiB each: a ring must hold
-/// the converter's windows in flight and some slack behind them).
-fn ring_bytes_for(concurrency: usize) -> usize {
-    ((96 << 20) / concurrency.max(1)).clamp(24 << 20, 48 << 20)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -59,7 +59,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,10 @@ pub struct SpoolTuning {
     /// Chunks leave the ring once it holds more than this. The download
     /// waits when it holds a quarter more (the hasher or the keeper behind).
     pub ring_bytes: usize,
+    /// What the rings of all downloads in the process hold together: with
+    /// more than `ring_shared_bytes / ring_bytes` at once, each gets its
+    /// share, but never less than half of `ring_bytes`.
+    pub ring_shared_bytes: usize,
     /// The same bound by count, so that a peer trickling tiny chunks only
     /// makes the ring cover less, never makes it hold millions of entries.
     pub ring_chunks: usize,
@@ -132,6 +136,7 @@ impl Default for SpoolTuning {
     fn default() -> Self {
         SpoolTuning {
             ring_bytes: 48 << 20,
+            ring_shared_bytes: 96 << 20,
             ring_chunks: 2048,
             keep_behind: 16 << 20,
             spill_after_rereads: 32 << 20,
@@ -234,6 +239,8 @@ pub struct Spool {
     /// The keeper holds a chunk the converter has not read: its reads wake
     /// the keeper.
     holding: AtomicBool,
+    /// Counted in [`RINGS`].
+    counted: AtomicBool,
     stats: Stats,
 }
 
@@ -296,7 +303,33 @@ fn eof() -> io::Error {
     )
 }
 
+/// Spools whose downloads are in memory, in this process (they share
+/// [`SpoolTuning::ring_shared_bytes`]).
+static RINGS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if self.counted.load(Ordering::Relaxed) {
+            RINGS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Spool {
+    /// Counts this spool's ring among the process's (once).
+    fn count_ring(&self) {
+        if !self.counted.swap(true, Ordering::Relaxed) {
+            RINGS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// This ring's budget now: its share of what all rings may hold.
+    fn ring_budget(&self) -> usize {
+        let rings = RINGS.load(Ordering::Relaxed).max(1);
+        let t = &self.tuning;
+        (t.ring_shared_bytes / rings).clamp(t.ring_bytes / 2, t.ring_bytes)
+    }
+
     /// A spool over `file` (already `len` bytes long) for a download whose
     /// first `frontier` bytes are already in the file (a resumed spool: disk
     /// mode). `reread` can fetch bytes again (ranged requests on the same
@@ -326,6 +359,7 @@ impl Spool {
             last_read_ms: AtomicU64::new(0),
             created: Instant::now(),
             holding: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
             stats: Stats::default(),
             file,
             path,

@@ -52,6 +52,7 @@ impl Reread for Source {
 fn small() -> SpoolTuning {
     SpoolTuning {
         ring_bytes: 1 << 20,
+        ring_shared_bytes: 1 << 40,
         ring_chunks: 64,
         keep_behind: 256 << 10,
         spill_after_rereads: 1 << 40,
@@ -489,6 +490,34 @@ async fn released_spools_drop_without_holding() {
     // Late reads are fetched again.
     assert_eq!(read_all(&spool), data);
     assert!(spool.stats().reread > 0);
+}
+
+#[test]
+fn rings_share_the_process_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = SpoolTuning {
+        ring_bytes: 8 << 20,
+        ring_shared_bytes: 16 << 20,
+        ..SpoolTuning::default()
+    };
+    let spools: Vec<Spool> = (0..3)
+        .map(|i| {
+            let sub = dir.path().join(format!("{i}"));
+            std::fs::create_dir(&sub).unwrap();
+            let (f, path) = open_file(&sub, 10, true);
+            Spool::new(f, path, 10, 0, SpoolPolicy::Disk, None, tuning.clone())
+        })
+        .collect();
+    let alone = spools[0].ring_budget();
+    assert!(alone <= 8 << 20);
+    for s in &spools {
+        s.count_ring();
+    }
+    // Other tests' spools may be counted too: at most a third each, at
+    // least half the most.
+    let shared = spools[0].ring_budget();
+    assert!((4 << 20..=(16 << 20) / 3).contains(&shared), "{shared}");
+    drop(spools);
 }
 
 #[test]

@@ -53,6 +53,7 @@ impl SpoolSink {
     /// already in the file (a resumed spool): the hasher reads them from the
     /// file first, then continues with what arrives.
     pub(crate) fn start(spool: Arc<Spool>, checkpoint: Checkpoint) -> std::io::Result<SpoolSink> {
+        spool.count_ring();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(NET_QUEUE);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let sink_spool = spool.clone();
@@ -143,18 +144,20 @@ impl SpoolSink {
 
 impl Spool {
     fn ring_over_budget(&self, st: &State) -> bool {
-        st.ring.bytes() > self.tuning.ring_bytes || st.ring.len() > self.tuning.ring_chunks
+        st.ring.bytes() > self.ring_budget() || st.ring.len() > self.tuning.ring_chunks
     }
 
     /// Once over budget, chunks leave until the ring is back under this
     /// (fewer, larger hand-offs between the threads).
     fn ring_above_low_water(&self, st: &State) -> bool {
-        st.ring.bytes() > self.tuning.ring_bytes - self.tuning.ring_bytes / 8
+        let budget = self.ring_budget();
+        st.ring.bytes() > budget - budget / 8
             || st.ring.len() > self.tuning.ring_chunks - self.tuning.ring_chunks / 8
     }
 
     fn ring_full(&self, st: &State) -> bool {
-        st.ring.bytes() >= self.tuning.ring_bytes + self.tuning.ring_bytes / 4
+        let budget = self.ring_budget();
+        st.ring.bytes() >= budget + budget / 4
             || st.ring.len() >= self.tuning.ring_chunks + self.tuning.ring_chunks / 4
     }
 
