@@ -192,13 +192,17 @@ pub fn inspect_file(path: &Path) -> InspectReport {
 fn inspect_source(report: &mut InspectReport, counter: &Arc<Counting>) {
     let src: Arc<dyn ReadAt> = counter.clone();
 
-    // Detection is run here (and again inside `open`) so that every
-    // matching signature can be named, not only the first two in a message.
-    match probe_all(&*src) {
+    // Detection is run here, probe by probe, so that every matching
+    // signature can be named, not only the first two in a message; `open_as`
+    // then inspects the container it found.
+    let format = match probe_all(&*src) {
         Ok((matched, detected)) => {
             report.container.formats_matched = matched;
             match detected {
-                Ok(f) => report.container.format = Some(f),
+                Ok(f) => {
+                    report.container.format = Some(f);
+                    f
+                }
                 Err(e) => {
                     refuse(report, "detect", &e);
                     return;
@@ -209,9 +213,9 @@ fn inspect_source(report: &mut InspectReport, counter: &Arc<Counting>) {
             refuse(report, "detect", &e);
             return;
         }
-    }
+    };
 
-    let image: Arc<dyn DiskImage> = match diskformat::open(src, &Limits::default()) {
+    let image: Arc<dyn DiskImage> = match diskformat::open_as(format, src, &Limits::default()) {
         Ok(i) => Arc::from(i),
         Err(e) => {
             refuse(report, "open", &e);
