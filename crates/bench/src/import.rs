@@ -174,7 +174,7 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         args.virtual_gib, args.data_mib
     );
     println!("a = imagegate ImportImage → NORMAL; b = curl -o + qemu-img convert -O qcow2 + sha256sum; c = max(curl -o /dev/null, openssl dgst -sha256)");
-    println!("d = the store's floor: writing as many bytes as the stored image holds into the server's data folder (O_DIRECT, then fsync), which an importer cannot skip either");
+    println!("d = the store's floor: writing as many bytes as the stored image holds into the server's data folder (O_DIRECT, made durable as it goes), which an importer cannot skip either");
     println!(
         "cpu = CPU-seconds the whole machine spent (user + system, all cores) during a, and during c's download + hash passes; medians of {} run(s)\n",
         args.repeat.max(1)

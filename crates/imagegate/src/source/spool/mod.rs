@@ -142,7 +142,10 @@ impl Default for SpoolTuning {
             spill_after_rereads: 32 << 20,
             hold_limit: Duration::from_secs(1),
             decide_after: Duration::from_millis(500),
-            disk_below_bytes_per_sec: (128 << 20) as f64,
+            // Below it, a GiB takes 16 s or more (a restart would lose
+            // that, or minutes for a large image), and the page-cache
+            // copies cost at most a few percent of a core.
+            disk_below_bytes_per_sec: (64 << 20) as f64,
         }
     }
 }
