@@ -9,7 +9,9 @@
 //! `pwrite`, or the first part of an S3 multipart upload, which is why the
 //! head may be padded to `min_head_len`).
 //!
-//! Memory: one 64 KiB L2 table per touched 512 MiB of guest space, plus a
+//! Memory: 16 bytes per written cluster in each touched 512 MiB of guest
+//! space, up to a 64 KiB L2 table once a quarter of it is written (so a
+//! sparse disk costs what it holds, not what its virtual size spans), plus a
 //! 2 MiB append buffer. Refcounts are computed at `finish` one block at a
 //! time, since every appended cluster has refcount 1.
 
@@ -55,6 +57,59 @@ const L2_COVERAGE: u64 = L2_ENTRIES * CLUSTER;
 const RB_ENTRIES: u64 = CLUSTER / 2;
 const COPIED: u64 = 1 << 63;
 const BUFFER: usize = 2 << 20;
+/// An L2 table is kept as (index, entry) pairs up to this many entries (a
+/// quarter of the table, 32 KiB), then as the table itself.
+const SPARSE_MAX: usize = (L2_ENTRIES / 4) as usize;
+
+/// The entries of one L2 table written so far.
+enum L2Table {
+    /// Sorted by index.
+    Sparse(Vec<(u16, u64)>),
+    Dense(Box<[u64]>),
+}
+
+impl L2Table {
+    /// Sets entry `idx`; false if it was set already.
+    fn set(&mut self, idx: usize, entry: u64) -> bool {
+        match self {
+            L2Table::Dense(t) => {
+                if t[idx] != 0 {
+                    return false;
+                }
+                t[idx] = entry;
+            }
+            L2Table::Sparse(v) => {
+                // Clusters mostly arrive in order: the search ends at once.
+                let at = match v.last() {
+                    Some(&(last, _)) if (last as usize) < idx => v.len(),
+                    _ => match v.binary_search_by_key(&(idx as u16), |&(i, _)| i) {
+                        Ok(_) => return false,
+                        Err(at) => at,
+                    },
+                };
+                v.insert(at, (idx as u16, entry));
+                if v.len() > SPARSE_MAX {
+                    let mut t = vec![0u64; L2_ENTRIES as usize].into_boxed_slice();
+                    for &(i, e) in v.iter() {
+                        t[i as usize] = e;
+                    }
+                    *self = L2Table::Dense(t);
+                }
+            }
+        }
+        true
+    }
+
+    /// The table as it is stored: big-endian entries.
+    fn render(&self, out: &mut [u8]) {
+        out.fill(0);
+        let mut put = |i: usize, e: u64| out[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
+        match self {
+            L2Table::Dense(t) => t.iter().enumerate().for_each(|(i, &e)| put(i, e)),
+            L2Table::Sparse(v) => v.iter().for_each(|&(i, e)| put(i as usize, e)),
+        }
+    }
+}
 
 /// Totals of a finished image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +133,7 @@ pub struct Qcow2Writer<S: AppendSink> {
     /// Bytes accepted for the stream (flushed or still in `buf`).
     appended: u64,
     buf: Vec<u8>,
-    l2: BTreeMap<u64, Box<[u64]>>,
+    l2: BTreeMap<u64, L2Table>,
     data_clusters: u64,
 }
 
@@ -207,13 +262,12 @@ impl<S: AppendSink> Qcow2Writer<S> {
         let table = self
             .l2
             .entry(l1_idx)
-            .or_insert_with(|| vec![0u64; L2_ENTRIES as usize].into_boxed_slice());
-        if table[l2_idx] != 0 {
+            .or_insert_with(|| L2Table::Sparse(Vec::new()));
+        if !table.set(l2_idx, host | COPIED) {
             return Err(FormatError::Corrupt(format!(
                 "qcow2 writer: cluster at guest offset {guest_offset} written twice"
             )));
         }
-        table[l2_idx] = host | COPIED;
         self.push(data)?;
         if (data.len() as u64) < CLUSTER {
             self.push_zeros(CLUSTER as usize - data.len())?;
@@ -231,9 +285,7 @@ impl<S: AppendSink> Qcow2Writer<S> {
         let mut raw = vec![0u8; CLUSTER as usize];
         for (idx, table) in tables {
             let host = self.head_len + self.appended;
-            for (dst, e) in raw.chunks_exact_mut(8).zip(table.iter()) {
-                dst.copy_from_slice(&e.to_be_bytes());
-            }
+            table.render(&mut raw);
             self.push(&raw)?;
             l1[idx as usize] = host | COPIED;
         }
@@ -358,6 +410,34 @@ mod tests {
         assert_eq!(sink.bytes, plain_tail);
         // Three data clusters (the last one padded), then the tables.
         assert!(sink.calls >= 3);
+    }
+
+    /// Tables fill sparse then dense, in any order; every entry lands and a
+    /// second write of a cluster is refused either way.
+    #[test]
+    fn l2_tables_go_from_sparse_to_dense() {
+        let mut t = L2Table::Sparse(Vec::new());
+        let order: Vec<usize> = (0..L2_ENTRIES as usize).rev().step_by(3).collect();
+        for (n, &i) in order.iter().enumerate() {
+            assert!(t.set(i, (i as u64 + 1) << 16));
+            assert_eq!(
+                matches!(t, L2Table::Dense(_)),
+                n + 1 > SPARSE_MAX,
+                "after {n}"
+            );
+            assert!(!t.set(i, 7), "twice");
+        }
+        let mut raw = vec![1u8; CLUSTER as usize];
+        t.render(&mut raw);
+        for i in 0..L2_ENTRIES as usize {
+            let e = u64::from_be_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
+            let want = if order.contains(&i) {
+                (i as u64 + 1) << 16
+            } else {
+                0
+            };
+            assert_eq!(e, want, "entry {i}");
+        }
     }
 
     #[test]
