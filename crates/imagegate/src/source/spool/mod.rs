@@ -109,9 +109,12 @@ pub struct SpoolTuning {
     /// Chunks leave the ring once it holds more than this. The download
     /// waits when it holds a quarter more (the hasher or the keeper behind).
     pub ring_bytes: usize,
-    /// What the rings of all downloads in the process hold together: with
-    /// more than `ring_shared_bytes / ring_bytes` at once, each gets its
-    /// share, but never less than half of `ring_bytes`.
+    /// What the rings of all downloads in the process hold together: a
+    /// download that starts while more than `ring_shared_bytes / ring_bytes`
+    /// run gets its share, but never less than half of `ring_bytes`. (Fixed
+    /// for the download's life: a budget that moved while the download
+    /// waited for room would leave it waiting for a wake-up that never
+    /// comes.)
     pub ring_shared_bytes: usize,
     /// The same bound by count, so that a peer trickling tiny chunks only
     /// makes the ring cover less, never makes it hold millions of entries.
@@ -244,6 +247,8 @@ pub struct Spool {
     holding: AtomicBool,
     /// Counted in [`RINGS`].
     counted: AtomicBool,
+    /// Bytes the ring may hold (see [`SpoolTuning::ring_shared_bytes`]).
+    budget: AtomicUsize,
     stats: Stats,
 }
 
@@ -319,18 +324,20 @@ impl Drop for Spool {
 }
 
 impl Spool {
-    /// Counts this spool's ring among the process's (once).
+    /// Counts this spool's ring among the process's (once) and fixes its
+    /// budget: its share of what all rings may hold.
     fn count_ring(&self) {
         if !self.counted.swap(true, Ordering::Relaxed) {
-            RINGS.fetch_add(1, Ordering::Relaxed);
+            let rings = RINGS.fetch_add(1, Ordering::Relaxed) + 1;
+            let t = &self.tuning;
+            let share = (t.ring_shared_bytes / rings).clamp(t.ring_bytes / 2, t.ring_bytes);
+            self.budget.store(share, Ordering::Relaxed);
         }
     }
 
-    /// This ring's budget now: its share of what all rings may hold.
+    /// This ring's budget.
     fn ring_budget(&self) -> usize {
-        let rings = RINGS.load(Ordering::Relaxed).max(1);
-        let t = &self.tuning;
-        (t.ring_shared_bytes / rings).clamp(t.ring_bytes / 2, t.ring_bytes)
+        self.budget.load(Ordering::Relaxed)
     }
 
     /// A spool over `file` (already `len` bytes long) for a download whose
@@ -363,6 +370,7 @@ impl Spool {
             created: Instant::now(),
             holding: AtomicBool::new(false),
             counted: AtomicBool::new(false),
+            budget: AtomicUsize::new(tuning.ring_bytes),
             stats: Stats::default(),
             file,
             path,

@@ -27,6 +27,9 @@ use super::{FetchProgress, Mode, Spool, State, WRITE_BUF};
 /// client read at once: up to a few hundred KiB). Small: the ring is the
 /// buffer, and a full ring leaves this queue full too.
 const NET_QUEUE: usize = 16;
+/// The pusher and the keeper wait to be woken, and look again after this
+/// anyway.
+const RECHECK: Duration = Duration::from_millis(100);
 /// How often the keeper updates the resume sidecar (disk mode).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
@@ -188,7 +191,13 @@ fn push_thread(spool: &Spool, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> Res
             }
             st.pusher_waiting = true;
             spool.nudge_keeper(&st);
-            st = spool.space.wait(st).unwrap_or_else(|p| p.into_inner());
+            // Woken when chunks leave; the timeout only re-checks, so that
+            // no missed wake-up can stop a download.
+            st = spool
+                .space
+                .wait_timeout(st, RECHECK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
             st.pusher_waiting = false;
         }
         if st.started.is_none() {
@@ -346,16 +355,11 @@ fn keep_thread(spool: &Spool, out: &File, mut checkpoint: Checkpoint) -> Result<
                     ),
                     _ => None,
                 };
-                st = match timeout {
-                    Some(t) => {
-                        spool
-                            .work
-                            .wait_timeout(st, t)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
-                    None => spool.work.wait(st).unwrap_or_else(|p| p.into_inner()),
-                };
+                st = spool
+                    .work
+                    .wait_timeout(st, timeout.unwrap_or(RECHECK))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
                 st.keeper_waiting = false;
             }
         };
