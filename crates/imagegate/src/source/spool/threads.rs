@@ -345,19 +345,17 @@ fn keep_thread(spool: &Spool, out: &File, mut checkpoint: Checkpoint) -> Result<
                 st.keeper_waiting = true;
                 // Deciding and holding look at the clock again.
                 let timeout = match st.mode {
-                    Mode::Deciding => Some(spool.tuning.decide_after / 4),
-                    _ if spool.holding.load(Ordering::Relaxed) => Some(
-                        spool
-                            .tuning
-                            .hold_limit
-                            .saturating_sub(spool.since_last_read())
-                            .max(Duration::from_millis(10)),
-                    ),
-                    _ => None,
+                    Mode::Deciding => spool.tuning.decide_after / 4,
+                    _ if spool.holding.load(Ordering::Relaxed) => spool
+                        .tuning
+                        .hold_limit
+                        .saturating_sub(spool.since_last_read())
+                        .max(Duration::from_millis(10)),
+                    _ => RECHECK,
                 };
                 st = spool
                     .work
-                    .wait_timeout(st, timeout.unwrap_or(RECHECK))
+                    .wait_timeout(st, timeout)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 st.keeper_waiting = false;
