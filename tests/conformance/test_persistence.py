@@ -12,7 +12,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.cvm.v20170312 import cvm_client, models
 
 from conftest import Deployment, cos_url, describe, do_import, filt, image_by_id, make_accounts, \
-    pipeline_present, unique, write_config
+    unique, write_config
 
 
 def test_restart_keeps_images_names_and_quota(tmp_path, fresh_server):
@@ -38,7 +38,7 @@ def test_restart_keeps_images_names_and_quota(tmp_path, fresh_server):
     # own: wait for that before the restart, so the state compared is a settled one.
     deadline = time.time() + 60
     before = image_by_id(sdk, image_id)
-    while before.ImageState == "IMPORTING" and pipeline_present(dep) and time.time() < deadline:
+    while before.ImageState == "IMPORTING" and time.time() < deadline:
         time.sleep(0.5)
         before = image_by_id(sdk, image_id)
     first.stop()

@@ -3,6 +3,8 @@
 //! where loop mounting works, a kernel-written one with openSUSE's
 //! subvolume layout and zlib/zstd compressed files; plus mutations.
 
+#[path = "common/skip.rs"]
+mod skip;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -34,7 +36,9 @@ fn missing_tool() -> Option<&'static str> {
 fn tools(test: &str) -> bool {
     match missing_tool() {
         Some(t) => {
-            eprintln!("SKIPPED {test}: `{t}` is not installed (apt-get install btrfs-progs)");
+            skip::skip(&format!(
+                "{test}: `{t}` is not installed (apt-get install btrfs-progs)"
+            ));
             false
         }
         None => true,
@@ -206,7 +210,9 @@ fn opensuse_subvolumes_and_compression() {
         .arg(&img)
         .arg(&mnt))
     {
-        eprintln!("SKIPPED opensuse_subvolumes_and_compression: cannot loop-mount btrfs here: {e}");
+        skip::skip(&format!(
+            "opensuse_subvolumes_and_compression: cannot loop-mount btrfs here: {e}"
+        ));
         return;
     }
     let build = || -> Result<(), String> {

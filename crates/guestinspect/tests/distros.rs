@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::skip;
 use common::*;
 use guestinspect::fs::path;
 use guestinspect::os::DriverPresence;
@@ -60,7 +61,7 @@ fn centos7_root_on_lvm_with_separate_boot() {
     let pieces = match make_linear_lv(w, &pv, "centos", "root", 6, &[(5, 3), (0, 3)]) {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIPPED centos7_root_on_lvm_with_separate_boot: {why}");
+            skip::skip(&format!("centos7_root_on_lvm_with_separate_boot: {why}"));
             return;
         }
     };
@@ -421,7 +422,7 @@ fn real_debian_bookworm_from_debootstrap() {
     let tree = match debootstrap_tree() {
         Ok(t) => t,
         Err(why) => {
-            eprintln!("SKIPPED real_debian_bookworm_from_debootstrap: {why}");
+            skip::skip(&format!("real_debian_bookworm_from_debootstrap: {why}"));
             return;
         }
     };
@@ -492,12 +493,12 @@ fn centos7_default_layout_xfs_root_on_lvm() {
     let pieces = match make_linear_lv_at(w, &disk, p2, p2_size, "centos", "root", 80, &[]) {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIPPED centos7_default_layout_xfs_root_on_lvm: {why}");
+            skip::skip(&format!("centos7_default_layout_xfs_root_on_lvm: {why}"));
             return;
         }
     };
     if let Err(why) = mkfs_xfs(w, &disk, p2 + pieces[0].0, pieces[0].1, &root) {
-        eprintln!("SKIPPED centos7_default_layout_xfs_root_on_lvm: {why}");
+        skip::skip(&format!("centos7_default_layout_xfs_root_on_lvm: {why}"));
         return;
     }
     let r = inspect(open_disk(&disk), &opts()).unwrap();
@@ -670,10 +671,10 @@ fn windows_root_on_mbr_ntfs_with_a_damaged_hive() {
         .output()
         .unwrap();
     if !mounted.status.success() {
-        eprintln!(
-            "SKIPPED windows_root_on_mbr_ntfs_with_a_damaged_hive: ntfs-3g cannot mount here: {}",
+        skip::skip(&format!(
+            "windows_root_on_mbr_ntfs_with_a_damaged_hive: ntfs-3g cannot mount here: {}",
             String::from_utf8_lossy(&mounted.stderr).trim()
-        );
+        ));
         return;
     }
     let fill = || -> std::io::Result<()> {

@@ -2,6 +2,8 @@
 //! through `ntfs-3g` (FUSE) with a Windows-like tree; and mutations of that
 //! real image.
 
+#[path = "common/skip.rs"]
+mod skip;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -32,7 +34,9 @@ fn missing_tool() -> Option<&'static str> {
 fn tools(test: &str) -> bool {
     match missing_tool() {
         Some(t) => {
-            eprintln!("SKIPPED {test}: `{t}` is not installed (apt-get install ntfs-3g fuse3)");
+            skip::skip(&format!(
+                "{test}: `{t}` is not installed (apt-get install ntfs-3g fuse3)"
+            ));
             false
         }
         None => true,
@@ -168,7 +172,9 @@ fn fixture() -> Option<&'static Fixture> {
                 _dir: dir,
             }),
             Err(e) => {
-                eprintln!("SKIPPED: cannot populate NTFS through ntfs-3g/FUSE here: {e}");
+                skip::skip(&format!(
+                    "ntfs fixture: cannot populate NTFS through ntfs-3g/FUSE here: {e}"
+                ));
                 None
             }
         }

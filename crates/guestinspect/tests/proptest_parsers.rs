@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::skip;
 use common::*;
 use diskformat::ReadAt;
 use guestinspect::fs::{self, FileType, Filesystem};
@@ -120,7 +121,7 @@ fn lvm_fixture() -> Option<&'static Fixture> {
         let pieces = match make_linear_lv(dir.path(), &pv, "vgprop", "root", 2, &[]) {
             Ok(p) => p,
             Err(why) => {
-                eprintln!("SKIPPED proptest lvm fixture: {why}");
+                skip::skip(&format!("proptest lvm fixture: {why}"));
                 return None;
             }
         };

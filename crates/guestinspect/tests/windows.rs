@@ -5,6 +5,8 @@
 //! filesystem for the product/edition/architecture mapping cases; mutated
 //! hives must fail cleanly.
 
+#[path = "common/skip.rs"]
+mod skip;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -653,7 +655,9 @@ fn missing_tool() -> Option<&'static str> {
 fn tools(test: &str) -> bool {
     match missing_tool() {
         Some(t) => {
-            eprintln!("SKIPPED {test}: `{t}` is not installed (apt-get install ntfs-3g fuse3)");
+            skip::skip(&format!(
+                "{test}: `{t}` is not installed (apt-get install ntfs-3g fuse3)"
+            ));
             false
         }
         None => true,
@@ -750,9 +754,9 @@ fn windows_server_on_ntfs() {
         std::fs::create_dir_all(m.join("Program Files/Cloudbase Solutions/Cloudbase-Init/conf"))
     };
     if let Err(e) = populate(&img, fill) {
-        eprintln!(
-            "SKIPPED windows_server_on_ntfs: cannot populate NTFS through ntfs-3g/FUSE here: {e}"
-        );
+        skip::skip(&format!(
+            "windows_server_on_ntfs: cannot populate NTFS through ntfs-3g/FUSE here: {e}"
+        ));
         return;
     }
 

@@ -4,6 +4,8 @@
 //! across allocation groups; a kernel-made sparse file for the B+tree fork
 //! when loop mounting is available; and mutations of the real images.
 
+#[path = "common/skip.rs"]
+mod skip;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -40,7 +42,9 @@ fn missing_tool() -> Option<&'static str> {
 fn tools(test: &str) -> bool {
     match missing_tool() {
         Some(t) => {
-            eprintln!("SKIPPED {test}: `{t}` is not installed (apt-get install xfsprogs)");
+            skip::skip(&format!(
+                "{test}: `{t}` is not installed (apt-get install xfsprogs)"
+            ));
             false
         }
         None => true,
@@ -382,7 +386,7 @@ fn btree_fork_sparse_file() {
         return;
     }
     if !have("mount") {
-        eprintln!("SKIPPED btree_fork_sparse_file: no mount(8)");
+        skip::skip("btree_fork_sparse_file: no mount(8)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -401,10 +405,10 @@ fn btree_fork_sparse_file() {
         .output()
         .unwrap();
     if !out.status.success() {
-        eprintln!(
-            "SKIPPED btree_fork_sparse_file: cannot loop-mount XFS here: {}",
+        skip::skip(&format!(
+            "btree_fork_sparse_file: cannot loop-mount XFS here: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        );
+        ));
         return;
     }
     let long_target: String = (0..90).map(|i| format!("dir{i:05}/")).collect::<String>() + "end";

@@ -6,9 +6,12 @@
 //! device-mapper needed). Every builder works in a caller's temp dir.
 //!
 //! A missing tool is a skip with a printed reason naming the package, never
-//! a silent pass: tests call `require(&[...])` first.
+//! a silent pass: tests call `require(&[...])` first. Under scripts/test
+//! (`IMAGEGATE_REQUIRE_TOOLS=1`, see skip.rs) it is a failure instead.
 
 #![allow(dead_code)]
+
+pub mod skip;
 
 use diskformat::ReadAt;
 use std::fs;
@@ -55,10 +58,10 @@ pub fn have(tool: &str) -> bool {
 pub fn require(test: &str, tools: &[&str]) -> bool {
     for t in tools {
         if !have(t) {
-            eprintln!(
-                "SKIPPED {test}: `{t}` is not installed (apt-get install {})",
+            skip::skip(&format!(
+                "{test}: `{t}` is not installed (apt-get install {})",
                 package_of(t)
-            );
+            ));
             return false;
         }
     }

@@ -1,0 +1,33 @@
+"""A skipped test fails the suite when IMAGEGATE_FAIL_ON_SKIP is set (scripts/test sets it).
+
+scripts/test installs and starts everything the suites need, so a skip there means a
+missing install step or a test that hides a failure. The one exception is a test marked
+`@pytest.mark.needs_outside_ci("why")`: it needs something CI cannot have, and may skip.
+Both conftest files (tests/conformance, tests/cluster) import the hook below.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs_outside_ci(why): the test needs what CI cannot have and may skip there"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not os.environ.get("IMAGEGATE_FAIL_ON_SKIP"):
+        return
+    if item.get_closest_marker("needs_outside_ci") is not None:
+        return
+    if hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under IMAGEGATE_FAIL_ON_SKIP (not marked needs_outside_ci): {reason}"
