@@ -26,6 +26,7 @@
 pub mod convert;
 pub mod detect;
 pub mod error;
+pub mod export;
 pub mod iso;
 pub mod luks;
 pub mod qcow2;
@@ -41,6 +42,7 @@ pub mod vmdk;
 pub use convert::{convert, convert_with, ConvertStats};
 pub use detect::{detect, Detection};
 pub use error::FormatError;
+pub use export::{export, ExportError, ExportFormat, ExportSink, ExportSummary, FileSink};
 pub use source::{FileSource, Hint, PrefetchedTail, ReadAt, SliceSource};
 pub use util::is_zero;
 
