@@ -73,7 +73,11 @@ fn run(
             last = p;
             true
         },
-        &ExportOptions { workers },
+        &ExportOptions {
+            workers,
+            created_unix: Some(1_700_000_000),
+            disk_id: Some([7; 16]),
+        },
     )
     .unwrap_or_else(|e| panic!("{f}: {e}"));
     assert_eq!(
@@ -141,6 +145,16 @@ fn raw() {
 }
 
 #[test]
+fn qcow2() {
+    through(ExportFormat::Qcow2);
+}
+
+#[test]
+fn vhd() {
+    through(ExportFormat::Vhd);
+}
+
+#[test]
 fn raw_file_sink_keeps_holes() {
     if !tools() {
         return;
@@ -170,7 +184,7 @@ fn cancel_stops_the_export() {
     let (_, qcow2, _) = source(dir.path());
     let img = open_file(&qcow2).unwrap();
     // Grows to ExportFormat::ALL as the writers land.
-    let formats: &[ExportFormat] = &[ExportFormat::Raw];
+    let formats: &[ExportFormat] = &[ExportFormat::Raw, ExportFormat::Qcow2, ExportFormat::Vhd];
     for &f in formats {
         let mut sink = SequentialSink(Vec::new());
         let r = export_with(
@@ -178,7 +192,10 @@ fn cancel_stops_the_export() {
             f,
             &mut sink,
             &mut |p| p.guest_done < 4 << 20,
-            &ExportOptions { workers: 2 },
+            &ExportOptions {
+                workers: 2,
+                ..ExportOptions::default()
+            },
         );
         assert!(
             matches!(r, Err(diskformat::ExportError::Cancelled)),

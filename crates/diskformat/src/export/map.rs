@@ -83,13 +83,11 @@ impl AllocMap {
         self.words.len()
     }
 
-    #[allow(dead_code)] // the QCOW2 and VHD writers (next) plan with it
     pub(crate) fn is_set(&self, unit: u64) -> bool {
         self.word((unit / UNITS_PER_WORD) as usize) >> (unit % UNITS_PER_WORD) & 1 == 1
     }
 
     /// Allocated units in `[first, end)`.
-    #[allow(dead_code)] // the QCOW2 and VHD writers (next) plan with it
     pub(crate) fn count(&self, first: u64, end: u64) -> u64 {
         let end = end.min(self.units());
         let mut n = 0u64;

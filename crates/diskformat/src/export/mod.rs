@@ -154,6 +154,35 @@ pub struct ExportOptions {
     /// Threads that read (and for VMDK compress) ahead of the writer; 0 or
     /// 1 does everything on the calling thread.
     pub workers: usize,
+    /// Creation time written into VHD footers (Unix seconds); `None` is now.
+    pub created_unix: Option<u64>,
+    /// The disk's identity: VHD UUID, VMDK CID. `None` draws a random one
+    /// (two exports of one image attached to one VM must differ).
+    pub disk_id: Option<[u8; 16]>,
+}
+
+impl ExportOptions {
+    /// `disk_id`, or 16 random bytes (from the std hasher's random keys:
+    /// unique, not secret, and no dependency).
+    pub(crate) fn disk_id(&self) -> [u8; 16] {
+        use std::hash::{BuildHasher, Hasher};
+        self.disk_id.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            for half in id.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos()),
+                );
+                half.copy_from_slice(&h.finish().to_le_bytes());
+            }
+            // RFC 4122 version 4, variant 1.
+            id[6] = (id[6] & 0x0f) | 0x40;
+            id[8] = (id[8] & 0x3f) | 0x80;
+            id
+        })
+    }
 }
 
 impl Default for ExportOptions {
@@ -161,6 +190,8 @@ impl Default for ExportOptions {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ExportOptions {
             workers: cores.clamp(2, 4),
+            created_unix: None,
+            disk_id: None,
         }
     }
 }
@@ -188,10 +219,10 @@ pub fn export_with(
     let map = map::AllocMap::build(disk)?;
     let mut out = Out::new(sink, disk.virtual_size(), progress);
     let bytes_read = match format {
-        ExportFormat::Raw => raw::write(disk, &map, &mut out, opts.workers)?,
-        ExportFormat::Qcow2 => qcow2::write(disk, &map, &mut out, opts.workers)?,
-        ExportFormat::Vhd => vhd::write(disk, &map, &mut out, opts.workers)?,
-        ExportFormat::Vmdk => vmdk::write(disk, &map, &mut out, opts.workers)?,
+        ExportFormat::Raw => raw::write(disk, &map, &mut out, opts)?,
+        ExportFormat::Qcow2 => qcow2::write(disk, &map, &mut out, opts)?,
+        ExportFormat::Vhd => vhd::write(disk, &map, &mut out, opts)?,
+        ExportFormat::Vmdk => vmdk::write(disk, &map, &mut out, opts)?,
     };
     let bytes_written = out.finish()?;
     Ok(ExportSummary {

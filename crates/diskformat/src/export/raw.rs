@@ -8,7 +8,7 @@
 
 use super::map::{AllocMap, UNIT};
 use super::pipeline::{run, Out, Plain, Window};
-use super::ExportError;
+use super::{ExportError, ExportOptions};
 use crate::util::is_zero;
 use crate::DiskImage;
 
@@ -16,11 +16,11 @@ pub(super) fn write(
     disk: &dyn DiskImage,
     map: &AllocMap,
     out: &mut Out<'_>,
-    workers: usize,
+    opts: &ExportOptions,
 ) -> Result<u64, ExportError> {
     let vs = map.virtual_size();
     let mut pos = 0u64;
-    let read = run(disk, map, workers, &|| Plain, &mut |w: &Window| {
+    let read = run(disk, map, opts.workers, &|| Plain, &mut |w: &Window| {
         out.zeros(w.start - pos)?;
         write_window(out, w)?;
         pos = w.start + w.len as u64;

@@ -2,14 +2,14 @@
 
 use super::map::AllocMap;
 use super::pipeline::Out;
-use super::ExportError;
+use super::{ExportError, ExportOptions};
 use crate::DiskImage;
 
 pub(super) fn write(
     _disk: &dyn DiskImage,
     _map: &AllocMap,
     _out: &mut Out<'_>,
-    _workers: usize,
+    _opts: &ExportOptions,
 ) -> Result<u64, ExportError> {
     Err(ExportError::Unsupported(
         "VMDK export is not available yet".into(),
