@@ -28,10 +28,8 @@ pub(crate) struct Window {
     /// Guest data: `len` rounded up to whole units, zero beyond `len`.
     pub data: Vec<u8>,
     /// A transform's output (e.g. compressed grains).
-    #[allow(dead_code)] // the VMDK writer (next) compresses into it
     pub out: Vec<u8>,
     /// A transform's index into `out`: (unit in window, offset, length).
-    #[allow(dead_code)] // the VMDK writer (next)
     pub parts: Vec<(u32, u32, u32)>,
 }
 
@@ -122,7 +120,6 @@ impl<'a> Out<'a> {
     }
 
     /// Bytes written so far: the file offset of the next byte.
-    #[allow(dead_code)] // the VMDK writer (next)
     pub(crate) fn pos(&self) -> u64 {
         self.written
     }
