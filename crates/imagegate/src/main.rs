@@ -52,6 +52,11 @@ struct ServeArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A folder standing in for COS (overrides `source.cos_root`): the object
+    /// `https://<bucket>-<appid>.cos.<region>.myqcloud.com/<key>` is read from
+    /// `DIR/<bucket>-<appid>/<key>`. Without it, COS URLs are fetched from COS.
+    #[arg(long, value_name = "DIR")]
+    cos_root: Option<PathBuf>,
     /// Serve the API only; imports are run by `imagegate worker` processes.
     #[arg(long)]
     no_workers: bool,
@@ -65,6 +70,16 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
+    }
+    if let Some(c) = &args.cos_root {
+        // Made if missing, so that `serve --cos-root DIR` is the first step of
+        // the Quick start; absolute, so the log names the folder really read.
+        std::fs::create_dir_all(c)
+            .with_context(|| format!("creating --cos-root {}", c.display()))?;
+        let abs = c
+            .canonicalize()
+            .with_context(|| format!("--cos-root {}", c.display()))?;
+        config.source.cos_root = Some(abs);
     }
     config.validate()?;
     Ok(config)
