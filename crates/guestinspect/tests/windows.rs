@@ -810,3 +810,15 @@ fn hive_size_is_capped_not_trusted() {
     let fs = Huge(mem_windows(software(server_2019())));
     assert!(matches!(inspect(&fs), Err(FsError::Limit(_))));
 }
+
+/// Not a check: writes this file's hives as seeds of the `registry_hive`
+/// fuzz target. `scripts/make-fuzz-seeds` runs it (`--ignored`) with
+/// FUZZ_SEED_DIR set.
+#[test]
+#[ignore = "seed writer for scripts/make-fuzz-seeds"]
+fn write_fuzz_seed_hives() {
+    let dir = std::env::var("FUZZ_SEED_DIR").expect("FUZZ_SEED_DIR");
+    let dir = Path::new(&dir);
+    std::fs::write(dir.join("software"), software(server_2019())).unwrap();
+    std::fs::write(dir.join("system"), system_hive("AMD64", 1)).unwrap();
+}
