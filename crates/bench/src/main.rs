@@ -9,9 +9,13 @@
 //!   mixed data in every format, beside `curl + qemu-img convert + sha256sum`
 //!   and the floor `max(curl -o /dev/null, openssl dgst -sha256)`; peak RSS;
 //!   a 64 GiB-virtual variant; 4 concurrent imports.
+//! - `export`: diskformat's export of a 4 GiB-virtual qcow2 holding 1 GiB of
+//!   random data to RAW, QCOW2, VHD and VMDK, beside `qemu-img convert` of
+//!   the same image into the same folder; peak RSS of both.
 
 mod api;
 mod client;
+mod export;
 mod fileserver;
 mod import;
 mod server;
@@ -37,17 +41,29 @@ enum Cmd {
     Api(api::ApiArgs),
     /// Import time against the scripted baseline and the floor.
     Import(import::ImportArgs),
+    /// Export writers against qemu-img convert of the same image.
+    Export(export::ExportArgs),
+    /// (internal) One export, for `export` to time and measure.
+    #[command(hide = true)]
+    ExportOne(export::ExportOneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The export benchmark is synchronous: no runtime.
+    let cmd = match cli.cmd {
+        Cmd::Export(args) => return export::run(args),
+        Cmd::ExportOne(args) => return export::export_one(args),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        match cli.cmd {
+        match cmd {
             Cmd::Api(args) => api::run(&cli.bin, args).await,
             Cmd::Import(args) => import::run(&cli.bin, args).await,
+            Cmd::Export(_) | Cmd::ExportOne(_) => Ok(()),
         }
     })
 }

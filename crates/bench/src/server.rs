@@ -89,7 +89,7 @@ impl Drop for Server {
     }
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
