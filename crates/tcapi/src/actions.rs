@@ -18,6 +18,10 @@ pub enum ActionRequest {
     DescribeImportImageTasks(DescribeImportImageTasks),
     /// Extension: cancel an import that is still running.
     CancelImportImageTask(CancelImportImageTask),
+    ModifyImageSharePermission(ModifyImageSharePermission),
+    DescribeImageSharePermission(DescribeImageSharePermission),
+    SyncImages(SyncImages),
+    DescribeImageFromFamily(DescribeImageFromFamily),
 }
 
 impl ActionRequest {
@@ -32,6 +36,10 @@ impl ActionRequest {
             ActionRequest::ModifyImageAttribute(_) => "ModifyImageAttribute",
             ActionRequest::DescribeImportImageTasks(_) => "DescribeImportImageTasks",
             ActionRequest::CancelImportImageTask(_) => "CancelImportImageTask",
+            ActionRequest::ModifyImageSharePermission(_) => "ModifyImageSharePermission",
+            ActionRequest::DescribeImageSharePermission(_) => "DescribeImageSharePermission",
+            ActionRequest::SyncImages(_) => "SyncImages",
+            ActionRequest::DescribeImageFromFamily(_) => "DescribeImageFromFamily",
         }
     }
 }
@@ -46,6 +54,10 @@ pub const ACTIONS: &[&str] = &[
     "ModifyImageAttribute",
     "DescribeImportImageTasks",
     "CancelImportImageTask",
+    "ModifyImageSharePermission",
+    "DescribeImageSharePermission",
+    "SyncImages",
+    "DescribeImageFromFamily",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,4 +137,35 @@ pub struct DescribeImportImageTasks {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CancelImportImageTask {
     pub image_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModifyImageSharePermission {
+    pub image_id: String,
+    /// Absent (or empty) is kept apart from a list: CANCEL without accounts
+    /// is what the Go SDK sends for an empty list.
+    pub account_ids: Option<Vec<String>>,
+    pub permission: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeImageSharePermission {
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncImages {
+    pub image_ids: Vec<String>,
+    pub destination_regions: Vec<String>,
+    pub dry_run: bool,
+    pub image_name: Option<String>,
+    pub image_set_required: bool,
+    pub encrypt: Option<bool>,
+    pub kms_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeImageFromFamily {
+    /// Optional in the SDK model; the service refuses its absence.
+    pub image_family: Option<String>,
 }

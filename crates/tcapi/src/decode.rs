@@ -138,6 +138,52 @@ pub fn decode_action(action: &str, params: &Params) -> Result<ActionRequest, Api
                 },
             ))
         }
+        "ModifyImageSharePermission" => {
+            let f = top(&["ImageId", "AccountIds", "Permission"])?;
+            Ok(ActionRequest::ModifyImageSharePermission(
+                ModifyImageSharePermission {
+                    image_id: f.req_string("ImageId")?,
+                    account_ids: f.string_list("AccountIds")?,
+                    permission: f.req_string("Permission")?,
+                },
+            ))
+        }
+        "DescribeImageSharePermission" => {
+            let f = top(&["ImageId"])?;
+            Ok(ActionRequest::DescribeImageSharePermission(
+                DescribeImageSharePermission {
+                    image_id: f.req_string("ImageId")?,
+                },
+            ))
+        }
+        "SyncImages" => {
+            let f = top(&[
+                "ImageIds",
+                "DestinationRegions",
+                "DryRun",
+                "ImageName",
+                "ImageSetRequired",
+                "Encrypt",
+                "KmsKeyId",
+            ])?;
+            Ok(ActionRequest::SyncImages(SyncImages {
+                image_ids: f.req_string_list("ImageIds")?,
+                destination_regions: f.req_string_list("DestinationRegions")?,
+                dry_run: f.bool("DryRun")?.unwrap_or(false),
+                image_name: f.string("ImageName")?,
+                image_set_required: f.bool("ImageSetRequired")?.unwrap_or(false),
+                encrypt: f.bool("Encrypt")?,
+                kms_key_id: f.string("KmsKeyId")?,
+            }))
+        }
+        "DescribeImageFromFamily" => {
+            let f = top(&["ImageFamily"])?;
+            Ok(ActionRequest::DescribeImageFromFamily(
+                DescribeImageFromFamily {
+                    image_family: f.string("ImageFamily")?,
+                },
+            ))
+        }
         other => Err(ApiError::invalid_action(other)),
     }
 }

@@ -221,3 +221,119 @@ pub fn internal(request_id: &str) -> ApiError {
         format!("内部错误，详情见服务端日志（RequestId {request_id}）。"),
     )
 }
+
+// --- Sharing and copying (issue 14). A recipient of a shared image gets one
+// refusal per action it may not take; see `access`.
+
+pub fn shared_image_modify_unsupported(id: &str) -> ApiError {
+    e(
+        "UnsupportedOperation.SharedImageModifyUnsupported",
+        format!(
+            "The image `{id}` is shared with you by another account; only its owner can modify it."
+        ),
+        format!("镜像`{id}`是其他账号共享给您的镜像，仅其所有者可以修改。"),
+    )
+}
+
+pub fn image_id_is_shared(id: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidImageIdIsShared",
+        format!(
+            "The image `{id}` is shared with you by another account and cannot be deleted by you."
+        ),
+        format!("镜像`{id}`是其他账号共享给您的镜像，您不能删除。"),
+    )
+}
+
+pub fn shared_image_export_unsupported(id: &str) -> ApiError {
+    e(
+        "UnsupportedOperation.SharedImageExportUnsupported",
+        format!("The image `{id}` is shared with you by another account; shared images cannot be exported."),
+        format!("镜像`{id}`是其他账号共享给您的镜像，共享镜像不支持导出。"),
+    )
+}
+
+pub fn image_not_belong_to_account(id: &str) -> ApiError {
+    e(
+        "UnauthorizedOperation.ImageNotBelongToAccount",
+        format!("The image `{id}` does not belong to your account; only its owner can manage its sharing."),
+        format!("镜像`{id}`不属于您的账号，仅其所有者可以管理共享。"),
+    )
+}
+
+pub fn image_in_shared(id: &str) -> ApiError {
+    e(
+        "InvalidImageId.InShared",
+        format!("The image `{id}` is shared with other accounts; cancel every share before deleting it."),
+        format!("镜像`{id}`正在共享中，请先取消所有共享再删除。"),
+    )
+}
+
+pub fn invalid_image_state(id: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidImageState",
+        format!("The image `{id}` is not NORMAL; only NORMAL images can be shared."),
+        format!("镜像`{id}`状态不是NORMAL，仅NORMAL状态的镜像可以共享。"),
+    )
+}
+
+pub fn account_is_yourself(uin: &str) -> ApiError {
+    e(
+        "FailedOperation.AccountIsYourSelf",
+        format!("The account `{uin}` is your own; an image cannot be shared with its owner."),
+        format!("账号`{uin}`是您自己的账号，不能将镜像共享给自己。"),
+    )
+}
+
+pub fn account_not_found(uin: &str) -> ApiError {
+    e(
+        "InvalidAccountId.NotFound",
+        format!("The account `{uin}` does not exist (AccountIds are main-account ids)."),
+        format!("账号`{uin}`不存在（AccountIds须为主账号ID）。"),
+    )
+}
+
+pub fn account_already_exists(uin: &str) -> ApiError {
+    e(
+        "FailedOperation.AccountAlreadyExists",
+        format!("The image is already shared with the account `{uin}`."),
+        format!("镜像已共享给账号`{uin}`。"),
+    )
+}
+
+pub fn share_over_quota(max: i64) -> ApiError {
+    e(
+        "OverQuota",
+        format!("An image can be shared with at most {max} accounts."),
+        format!("一个镜像最多可共享给{max}个账号。"),
+    )
+}
+
+pub fn region_not_found(region: &str) -> ApiError {
+    e(
+        "InvalidRegion.NotFound",
+        format!("The region `{region}` does not exist or is not served here."),
+        format!("地域`{region}`不存在或本服务不提供。"),
+    )
+}
+
+pub fn sync_region_invalid(en: String, zh: String) -> ApiError {
+    e("InvalidParameterValue.InvalidRegion", en, zh)
+}
+
+pub fn encrypted_images_unsupported() -> ApiError {
+    e(
+        "UnsupportedOperation.EncryptedImagesNotSupported",
+        "Encrypted image copies (Encrypt) are not supported by this server.".into(),
+        "本服务不支持加密镜像复制（Encrypt）。".into(),
+    )
+}
+
+pub fn invalid_kms_key_id() -> ApiError {
+    e(
+        "InvalidParameter.InvalidKmsKeyId",
+        "KmsKeyId is not supported: this server keeps no KMS keys and makes no encrypted copies."
+            .into(),
+        "不支持KmsKeyId：本服务没有KMS密钥，也不制作加密镜像。".into(),
+    )
+}

@@ -2,6 +2,7 @@
 //! the service's error codes (`errors`) and one module per action
 //! (`actions`). The wire protocol itself is the `tcapi` crate.
 
+pub mod access;
 pub mod actions;
 pub mod cache;
 pub mod errors;

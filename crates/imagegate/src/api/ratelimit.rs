@@ -4,7 +4,8 @@
 //! Rates are Tencent's documented ones where it documents them (ImportImage
 //! 10/s, DescribeImages 40/s, DescribeImportImageOs 288/s) and otherwise a
 //! default of 20/s (10/s for the actions that write: DeleteImages,
-//! ModifyImageAttribute, CancelImportImageTask). Buckets live in the process:
+//! ModifyImageAttribute, CancelImportImageTask; 10/s documented for the share
+//! actions and SyncImages). Buckets live in the process:
 //! with several API nodes each node enforces the rate on its own, so an
 //! account can reach N times the rate across N nodes (as with Tencent's
 //! per-region limits, clients are expected to spread and retry).
@@ -22,6 +23,8 @@ pub fn rate_for(action: &str) -> u32 {
         "DescribeImages" => 40,
         "DescribeImportImageOs" => 288,
         "DeleteImages" | "ModifyImageAttribute" | "CancelImportImageTask" => 10,
+        // Documented: 10/s for sharing and copying, 20/s for the family lookup.
+        "ModifyImageSharePermission" | "DescribeImageSharePermission" | "SyncImages" => 10,
         _ => 20,
     }
 }

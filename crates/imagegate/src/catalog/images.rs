@@ -100,7 +100,11 @@ pub enum Condition {
         key: String,
         values: Vec<String>,
     },
-    /// Matches nothing (e.g. `image-type` without PRIVATE_IMAGE).
+    /// Only the caller's own images (`image-type` PRIVATE_IMAGE).
+    Owned,
+    /// Only images shared with the caller (`image-type` SHARED_IMAGE).
+    SharedWithCaller,
+    /// Matches nothing (e.g. `image-type` PUBLIC_IMAGE only).
     Nothing,
 }
 
@@ -137,6 +141,8 @@ pub enum DeleteOutcome {
     },
     NotFound(String),
     IncorrectState(String),
+    /// The owner's image is shared with some account (`InvalidImageId.InShared`).
+    InShared(String),
 }
 
 /// Builds a query with numbered `$n` placeholders and its arguments together,
@@ -213,12 +219,13 @@ fn like_pattern(v: &str) -> String {
     p
 }
 
-const IMAGE_COLUMNS: &str = "i.image_id, i.account_uin, i.region, i.image_name, i.description, \
+pub(super) const IMAGE_COLUMNS: &str =
+    "i.image_id, i.account_uin, i.region, i.image_name, i.description, \
      i.os_type, i.os_version, i.architecture, i.platform, i.os_name, i.state, i.image_size_gib, \
      i.license_type, i.boot_mode, i.image_family, i.deprecated, i.force, i.is_support_cloudinit, \
      i.created_at, i.updated_at";
 
-fn image_from_row(r: &AnyRow) -> Result<ImageRow, sqlx::Error> {
+pub(super) fn image_from_row(r: &AnyRow) -> Result<ImageRow, sqlx::Error> {
     Ok(ImageRow {
         image_id: col(r, "image_id")?,
         account_uin: col(r, "account_uin")?,
@@ -292,8 +299,9 @@ impl Catalog {
         })
     }
 
-    /// One page of the account's images in a region, newest first, with the
-    /// total number of matches.
+    /// One page of the images visible to the account in a region (its own
+    /// and those shared with it), newest first, with the total number of
+    /// matches.
     pub async fn describe_images(
         &self,
         uin: &str,
@@ -301,8 +309,9 @@ impl Catalog {
         q: &ImageQuery,
     ) -> Result<(i64, Vec<ImageView>), CatalogError> {
         let mut filter = Sql::default();
-        filter.push(" FROM images i WHERE i.account_uin = ");
-        filter.arg(uin).push(" AND i.region = ").arg(region);
+        filter.push(" FROM images i WHERE i.region = ").arg(region);
+        filter.push(" AND ");
+        self.push_visible_listing(&mut filter, uin).await?;
         for c in &q.conditions {
             match c {
                 Condition::ImageIds(ids) => {
@@ -347,6 +356,12 @@ impl Catalog {
                         .push(" AND t.tag_value IN ")
                         .list(values)
                         .push(")");
+                }
+                Condition::Owned => {
+                    filter.push(" AND i.account_uin = ").arg(uin);
+                }
+                Condition::SharedWithCaller => {
+                    filter.push(" AND i.account_uin <> ").arg(uin);
                 }
                 Condition::Nothing => {
                     filter.push(" AND 1 = 0");
@@ -396,7 +411,10 @@ impl Catalog {
     }
 
     /// Loads tags and disks of a page of images in two queries.
-    async fn attach_details(&self, images: Vec<ImageRow>) -> Result<Vec<ImageView>, CatalogError> {
+    pub(super) async fn attach_details(
+        &self,
+        images: Vec<ImageRow>,
+    ) -> Result<Vec<ImageView>, CatalogError> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
@@ -464,81 +482,6 @@ impl Catalog {
             out.insert(col(&r, "image_id")?, col(&r, "state")?);
         }
         Ok(out)
-    }
-
-    /// Deletes the images (all or none) with their tags, disks and jobs, and
-    /// gives their quota back, in one transaction. An id that is not the
-    /// account's, or an image that is busy, fails the whole call.
-    pub async fn delete_images(
-        &self,
-        uin: &str,
-        region: &str,
-        ids: &[String],
-    ) -> Result<DeleteOutcome, CatalogError> {
-        let _gate = self.write_gate().await;
-        let mut tx = self.pool.begin().await?;
-        let mut blob_keys = Vec::new();
-        let mut deleted = 0i64;
-        for id in ids {
-            let gone = sqlx::query(
-                "DELETE FROM images WHERE image_id = $1 AND account_uin = $2 AND region = $3 \
-                 AND state NOT IN ('IMPORTING', 'CREATING', 'SYNCING')",
-            )
-            .bind(id)
-            .bind(uin)
-            .bind(region)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if gone == 0 {
-                // Either it is not there (for this account) or it is busy;
-                // the caller checked before, so this is a race: say which.
-                let state = sqlx::query(
-                    "SELECT state FROM images WHERE image_id = $1 AND account_uin = $2 AND region = $3",
-                )
-                .bind(id)
-                .bind(uin)
-                .bind(region)
-                .fetch_optional(&mut *tx)
-                .await?;
-                tx.rollback().await?;
-                return Ok(match state {
-                    Some(_) => DeleteOutcome::IncorrectState(id.clone()),
-                    None => DeleteOutcome::NotFound(id.clone()),
-                });
-            }
-            deleted += 1;
-            let rows =
-                sqlx::query("DELETE FROM image_disks WHERE image_id = $1 RETURNING blob_key")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for r in rows {
-                if let Some(k) = col::<Option<String>>(&r, "blob_key")? {
-                    blob_keys.push(k);
-                }
-            }
-            sqlx::query("DELETE FROM image_tags WHERE image_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM import_jobs WHERE image_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE quota_usage SET used = CASE WHEN used > $3 THEN used - $3 ELSE 0 END \
-             WHERE account_uin = $1 AND region = $2",
-        )
-        .bind(uin)
-        .bind(region)
-        .bind(deleted)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.note_change();
-        Ok(DeleteOutcome::Deleted { blob_keys })
     }
 
     /// Applies ModifyImageAttribute changes to one of the account's images.

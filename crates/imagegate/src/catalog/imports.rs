@@ -158,6 +158,8 @@ impl Catalog {
             sql.query().execute(&mut *tx).await?;
         }
         disks_insert(items).query().execute(&mut *tx).await?;
+        // A key some copy still holds collides here like a taken id: retried.
+        blobs_insert(items, now).query().execute(&mut *tx).await?;
         jobs_insert(items, now).query().execute(&mut *tx).await?;
         tx.commit().await?;
         self.note_change();
@@ -266,6 +268,24 @@ fn disks_insert(items: &[(String, &NewImage, u32)]) -> Sql {
     sql
 }
 
+/// Registers each disk's blob key (see `visibility` for the reference rule).
+fn blobs_insert(items: &[(String, &NewImage, u32)], now: i64) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("INSERT INTO blobs (blob_key, created_at) VALUES ");
+    let mut rows = 0;
+    for (image_id, img, _) in items {
+        for index in 0..img.disk_urls.len() {
+            sql.push(if rows == 0 { "(" } else { ", (" })
+                .arg(blob_key_for(image_id, index))
+                .push(", ")
+                .int(now)
+                .push(")");
+            rows += 1;
+        }
+    }
+    sql
+}
+
 fn jobs_insert(items: &[(String, &NewImage, u32)], now: i64) -> Sql {
     let mut sql = Sql::default();
     sql.push(
@@ -302,33 +322,46 @@ async fn take_quotas(
         e.0 += 1;
     }
     for ((uin, region), (count, quota)) in wanted {
-        let take = || {
-            sqlx::query(
-                "UPDATE quota_usage SET used = used + $1 \
-                 WHERE account_uin = $2 AND region = $3 AND used + $1 <= $4",
-            )
-            .bind(count)
-            .bind(uin)
-            .bind(region)
-            .bind(i64::from(quota))
-        };
-        if take().execute(&mut **tx).await?.rows_affected() == 1 {
-            continue;
-        }
-        // The account's first images in the region: create its row, retry.
-        sqlx::query(
-            "INSERT INTO quota_usage (account_uin, region, used) VALUES ($1, $2, 0) \
-             ON CONFLICT (account_uin, region) DO NOTHING",
-        )
-        .bind(uin)
-        .bind(region)
-        .execute(&mut **tx)
-        .await?;
-        if take().execute(&mut **tx).await?.rows_affected() != 1 {
+        if !take_quota(tx, uin, region, count, quota).await? {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Takes `count` images of the account's quota in the region inside `tx`
+/// (false when the quota cannot take them): a conditional UPDATE, so
+/// concurrent writers never exceed it.
+pub(super) async fn take_quota(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    uin: &str,
+    region: &str,
+    count: i64,
+    quota: u32,
+) -> Result<bool, sqlx::Error> {
+    let take = || {
+        sqlx::query(
+            "UPDATE quota_usage SET used = used + $1 \
+             WHERE account_uin = $2 AND region = $3 AND used + $1 <= $4",
+        )
+        .bind(count)
+        .bind(uin)
+        .bind(region)
+        .bind(i64::from(quota))
+    };
+    if take().execute(&mut **tx).await?.rows_affected() == 1 {
+        return Ok(true);
+    }
+    // The account's first images in the region: create its row, retry.
+    sqlx::query(
+        "INSERT INTO quota_usage (account_uin, region, used) VALUES ($1, $2, 0) \
+         ON CONFLICT (account_uin, region) DO NOTHING",
+    )
+    .bind(uin)
+    .bind(region)
+    .execute(&mut **tx)
+    .await?;
+    Ok(take().execute(&mut **tx).await?.rows_affected() == 1)
 }
 
 #[cfg(test)]

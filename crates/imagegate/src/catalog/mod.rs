@@ -8,9 +8,13 @@
 //! enforced by the database itself: a UNIQUE index and a conditional UPDATE.
 
 pub mod blobs;
+mod delete;
 pub mod images;
 mod imports;
 pub mod jobs;
+pub mod shares;
+pub mod sync;
+pub mod visibility;
 
 use crate::config::Config;
 use rand::Rng;
@@ -53,16 +57,30 @@ pub enum CatalogError {
 /// File name of the SQLite catalog inside the data directory.
 pub const SQLITE_FILE: &str = "catalog.db";
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "lifecycle",
+        include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "lifecycle",
+        include_str!("../../migrations/postgres/0002_lifecycle.sql"),
+    ),
+];
 
 /// The catalog handle; cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod credentials;
+pub mod lifecycle;
 pub mod render;
 pub mod watch;
 
@@ -87,6 +88,18 @@ pub enum ImagesCommand {
         /// Image ID (img-…).
         id: String,
     },
+    /// Share an image with other accounts (ModifyImageSharePermission SHARE).
+    Share(lifecycle::ShareArgs),
+    /// Stop sharing an image with accounts (ModifyImageSharePermission CANCEL).
+    Unshare(lifecycle::ShareArgs),
+    /// List the accounts an image is shared with (DescribeImageSharePermission).
+    Shares {
+        /// Image ID (img-…).
+        id: String,
+    },
+    /// Copy an image to other regions, or an image shared with you into your
+    /// account (SyncImages); prints the new image ids.
+    Sync(lifecycle::SyncArgs),
     /// Follow an import until it ends; exit 0 on NORMAL, 1 on IMPORTFAILED.
     Watch {
         /// Image ID (img-…).
@@ -229,6 +242,10 @@ pub async fn run_with(
         ImagesCommand::Show { id, json } => show(&client, &id, json, io).await,
         ImagesCommand::Delete { ids, dry_run } => delete(&client, &ids, dry_run, io).await,
         ImagesCommand::Cancel { id } => cancel(&client, &id, io).await,
+        ImagesCommand::Share(a) => lifecycle::share(&client, &a, true, io).await,
+        ImagesCommand::Unshare(a) => lifecycle::share(&client, &a, false, io).await,
+        ImagesCommand::Shares { id } => lifecycle::shares(&client, &id, io).await,
+        ImagesCommand::Sync(a) => lifecycle::sync(&client, &a, io).await,
         ImagesCommand::Watch { id, interval } => {
             return watch::watch(&client, &id, interval, io).await;
         }
@@ -598,6 +615,20 @@ mod tests {
         assert_eq!(a.tags, [("env".to_string(), "prod".to_string())]);
         assert_eq!(a.interval, Duration::from_millis(500));
         assert!(a.wait && !a.force);
+        let cli = Cli::try_parse_from([
+            "images",
+            "sync",
+            "img-1",
+            "--to",
+            "ap-beijing",
+            "--to",
+            "ap-shanghai",
+        ])
+        .unwrap();
+        let ImagesCommand::Sync(s) = cli.cmd else {
+            panic!()
+        };
+        assert_eq!(s.regions, ["ap-beijing", "ap-shanghai"]);
 
         for bad in [
             vec![
@@ -631,6 +662,8 @@ mod tests {
             vec!["images", "watch", "img-1", "--interval", "0"],
             vec!["images", "list", "--limit", "0"],
             vec!["images", "delete"],
+            vec!["images", "share", "img-1"],
+            vec!["images", "sync", "img-1"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }

@@ -1,9 +1,12 @@
 //! DeleteImages: all or nothing. Every id must be well formed, the caller's
-//! and not busy (an IMPORTING image cannot be deleted); DryRun stops there.
-//! Rows, jobs and quota go in one transaction; the stored blobs after it
+//! (an image shared with it: `InvalidParameterValue.InvalidImageIdIsShared`),
+//! not busy (an IMPORTING image cannot be deleted) and shared with nobody
+//! (`InvalidImageId.InShared`); DryRun stops there. Rows, jobs and quota go
+//! in one transaction; the stored blobs no other image references after it
 //! (a blob without a row is harmless garbage, a row without a blob is not).
 
 use super::{internal, region, validate};
+use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::{DeleteOutcome, BUSY_STATES};
 use serde_json::{json, Value};
@@ -32,18 +35,18 @@ pub async fn delete_images(
         }
     }
     let uin = &caller.account.uin;
-    let states = state
-        .catalog
-        .image_states(uin, region, &ids)
-        .await
-        .map_err(|e| internal(caller, e))?;
     for id in &ids {
-        match states.get(id) {
-            None => return Err(errors::image_id_not_found(id)),
-            Some(s) if BUSY_STATES.contains(&s.as_str()) => {
-                return Err(errors::image_id_incorrect_state(id))
-            }
-            Some(_) => {}
+        let image = ensure_owned(state, caller, id, OwnerAction::Delete).await?;
+        if BUSY_STATES.contains(&image.state.as_str()) {
+            return Err(errors::image_id_incorrect_state(id));
+        }
+        let shares = state
+            .catalog
+            .image_shares(id)
+            .await
+            .map_err(|e| internal(caller, e))?;
+        if !shares.is_empty() {
+            return Err(errors::image_in_shared(id));
         }
     }
     if r.dry_run {
@@ -68,5 +71,6 @@ pub async fn delete_images(
         }
         DeleteOutcome::NotFound(id) => Err(errors::image_id_not_found(&id)),
         DeleteOutcome::IncorrectState(id) => Err(errors::image_id_incorrect_state(&id)),
+        DeleteOutcome::InShared(id) => Err(errors::image_in_shared(&id)),
     }
 }

@@ -1,11 +1,13 @@
-//! DescribeImages: the caller's images in the region, by ImageIds or by
+//! DescribeImages: the images the caller sees in the region (its own and
+//! those shared with it, see `catalog::visibility`), by ImageIds or by
 //! Filters (never both), newest first, paged, with the total count.
 //!
 //! Filters (different names AND, the values of one name OR; at most 10
 //! filters of at most 5 values):
 //! - `image-id`: exact ids (malformed ones are `InvalidImageId.Malformed`);
-//! - `image-type`: every image here is `PRIVATE_IMAGE`; `PUBLIC_IMAGE` and
-//!   `SHARED_IMAGE` match nothing;
+//! - `image-type`: the caller's own images are `PRIVATE_IMAGE`, images other
+//!   accounts share with it `SHARED_IMAGE`; `PUBLIC_IMAGE` and
+//!   `MARKET_IMAGE` match nothing (without the filter both kinds are listed);
 //! - `image-name`, `platform`: case-insensitive substring ("fuzzy");
 //! - `tag-key`, `tag-value`, `tag:<key>`;
 //! - `dedicated-cluster-id`, `cdc-cache-status`: documented by Tencent for
@@ -50,7 +52,10 @@ pub async fn describe_images(
                 .describe_images(&caller.account.uin, region, &query)
                 .await
                 .map_err(|e| internal(caller, e))?;
-            let set: Vec<Value> = views.iter().map(image_json).collect();
+            let set: Vec<Value> = views
+                .iter()
+                .map(|v| image_json(v, &caller.account.uin))
+                .collect();
             let text = json!({ "TotalCount": total, "ImageSet": set }).to_string();
             // `{…}` → `…`: the HTTP layer adds RequestId inside the same braces.
             let inner = text
@@ -110,10 +115,14 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
                     Condition::ImageIds(values)
                 }
                 "image-type" => {
-                    if values.iter().any(|v| v == "PRIVATE_IMAGE") {
-                        continue;
+                    let private = values.iter().any(|v| v == "PRIVATE_IMAGE");
+                    let shared = values.iter().any(|v| v == "SHARED_IMAGE");
+                    match (private, shared) {
+                        (true, true) => continue,
+                        (true, false) => Condition::Owned,
+                        (false, true) => Condition::SharedWithCaller,
+                        (false, false) => Condition::Nothing,
                     }
-                    Condition::Nothing
                 }
                 "image-name" => Condition::NameContains(values),
                 "platform" => Condition::PlatformContains(values),
@@ -189,9 +198,16 @@ pub fn iso8601(ms: i64) -> String {
     }
 }
 
-/// The Image structure, every field filled from the catalog.
-pub fn image_json(v: &ImageView) -> Value {
+/// The Image structure as `viewer` (an account uin) sees it, every field
+/// filled from the catalog: another account's image is one shared with the
+/// viewer (`SHARED_IMAGE`, the owner as creator).
+pub fn image_json(v: &ImageView, viewer: &str) -> Value {
     let i = &v.image;
+    let image_type = if i.account_uin == viewer {
+        "PRIVATE_IMAGE"
+    } else {
+        "SHARED_IMAGE"
+    };
     let architecture = match i.architecture.as_str() {
         "arm_64" => "arm",
         other => other,
@@ -215,7 +231,7 @@ pub fn image_json(v: &ImageView) -> Value {
     json!({
         "ImageId": i.image_id,
         "OsName": i.os_name,
-        "ImageType": "PRIVATE_IMAGE",
+        "ImageType": image_type,
         "CreatedTime": iso8601(i.created_at),
         "ImageName": i.image_name,
         "ImageDescription": i.description,
@@ -300,6 +316,8 @@ mod tests {
                 f("image-type", &["PRIVATE_IMAGE", "SHARED_IMAGE"]),
                 f("tag:env", &["prod", "dev"]),
                 f("image-type", &["PUBLIC_IMAGE"]),
+                f("image-type", &["SHARED_IMAGE"]),
+                f("image-type", &["PRIVATE_IMAGE", "PUBLIC_IMAGE"]),
             ]),
             ..Default::default()
         };
@@ -313,7 +331,9 @@ mod tests {
                     key: "env".into(),
                     values: vec!["prod".into(), "dev".into()]
                 },
-                Condition::Nothing
+                Condition::Nothing,
+                Condition::SharedWithCaller,
+                Condition::Owned,
             ]
         );
     }

@@ -4,10 +4,13 @@
 
 pub mod delete;
 pub mod describe;
+pub mod family;
 pub mod import;
 pub mod modify;
 pub mod os;
 pub mod quota;
+pub mod share;
+pub mod sync;
 pub mod tasks;
 pub mod validate;
 
@@ -52,6 +55,22 @@ pub async fn dispatch(
         }
         ActionRequest::CancelImportImageTask(r) => {
             tasks::cancel_import_image_task(state, caller, r)
+                .await
+                .map(Fields)
+        }
+        ActionRequest::ModifyImageSharePermission(r) => {
+            share::modify_image_share_permission(state, caller, r)
+                .await
+                .map(Fields)
+        }
+        ActionRequest::DescribeImageSharePermission(r) => {
+            share::describe_image_share_permission(state, caller, r)
+                .await
+                .map(Fields)
+        }
+        ActionRequest::SyncImages(r) => sync::sync_images(state, caller, r).await.map(Fields),
+        ActionRequest::DescribeImageFromFamily(r) => {
+            family::describe_image_from_family(state, caller, r)
                 .await
                 .map(Fields)
         }

@@ -1,8 +1,10 @@
 //! ModifyImageAttribute: rename (unique per account and region, enforced by
 //! the database), describe, set the family or the deprecation flag. An image
-//! that is still importing cannot be modified (`InvalidImageId.IncorrectState`).
+//! that is still importing cannot be modified (`InvalidImageId.IncorrectState`);
+//! an image shared with the caller cannot be modified by it.
 
 use super::{internal, region, validate};
+use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::{ImageChanges, ModifyOutcome};
 use serde_json::{json, Value};
@@ -24,6 +26,8 @@ pub async fn modify_image_attribute(
     if let Some(f) = &r.image_family {
         validate::image_family(f)?;
     }
+    // A recipient of a shared image may not change it; its owner may.
+    ensure_owned(state, caller, &r.image_id, OwnerAction::Modify).await?;
     let changes = ImageChanges {
         image_name: r.image_name.clone(),
         description: r.image_description.clone(),
