@@ -163,32 +163,22 @@ pub async fn import_disk(
         },
         None => handle.spool.clone(),
     };
-    let limits = diskformat::Limits {
-        max_virtual_size: config.limits.max_virtual_size,
+    let conversion = Conversion {
+        spool,
+        download: handle.spool.clone(),
+        limits: diskformat::Limits {
+            max_virtual_size: config.limits.max_virtual_size,
+        },
+        max_stored: config.limits.max_stored_size,
+        force: task.force,
+        guest_check: task.guest_check.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        blobs,
+        blob_key: task.blob_key.to_string(),
+        progress: progress.clone(),
+        cancel: cancel.clone(),
     };
-    let max_stored = config.limits.max_stored_size;
-    let runtime = tokio::runtime::Handle::current();
-    let blob_key = task.blob_key.to_string();
-    let (force, guest_check) = (task.force, task.guest_check.clone());
-    let conv_progress = progress.clone();
-    let conv_cancel = cancel.clone();
-    let download = handle.spool.clone();
-
-    let convert = tokio::task::spawn_blocking(move || {
-        convert_blocking(
-            spool,
-            &download,
-            limits,
-            max_stored,
-            force,
-            guest_check,
-            &runtime,
-            blobs,
-            &blob_key,
-            &conv_progress,
-            &conv_cancel,
-        )
-    });
+    let convert = tokio::task::spawn_blocking(move || conversion.run());
 
     let converted = match convert.await {
         Ok(result) => result,
@@ -234,154 +224,193 @@ pub async fn import_disk(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn convert_blocking(
+/// One disk's conversion, run on a blocking thread: open the container,
+/// check the guest beside the conversion, write the stored qcow2, publish.
+struct Conversion {
+    /// The source as the converter reads it (maybe with a prefetched tail).
     spool: Arc<dyn ReadAt>,
-    download: &Spool,
+    /// The download behind it, released once the converter is done.
+    download: Arc<Spool>,
     limits: diskformat::Limits,
     max_stored: u64,
     force: bool,
     guest_check: Option<GuestCheck>,
-    runtime: &tokio::runtime::Handle,
+    runtime: tokio::runtime::Handle,
     blobs: Arc<dyn BlobStore>,
-    blob_key: &str,
-    progress: &ImportProgress,
-    cancel: &CancellationToken,
-) -> Result<DiskOutcome, ImportFailure> {
-    progress.set_phase("INSPECTING_FORMAT");
-    let image: Arc<dyn DiskImage> =
-        Arc::from(diskformat::open(spool, &limits).map_err(ImportFailure::from_format)?);
-    let info = image.info().clone();
-    if info.format == Format::Iso && !force {
-        return Err(ImportFailure::new(
-            "InvalidParameterValue.ISOMustImportByForce",
-            "The image is an ISO 9660 file (an installer or a CD image), not a disk. \
-             Import ISO files with Force=true, or install the system and import its disk.",
-        ));
-    }
-    progress
-        .virtual_size
-        .store(info.virtual_size, Ordering::Relaxed);
-    progress.set_source_format(&info);
+    blob_key: String,
+    progress: Arc<ImportProgress>,
+    cancel: CancellationToken,
+}
 
-    // Guest inspection runs beside the conversion, on the same reader, and
-    // a failed check stops the conversion at once: a bad image fails in
-    // seconds, not after its whole download.
-    let verdict = Arc::new(GuestVerdict::default());
-    let guest = guest_check.map(|check| {
-        let shared = Arc::new(SharedGuest {
-            image: image.clone(),
-            first_error: std::sync::Mutex::new(None),
-        });
-        let disk: Arc<dyn ReadAt> = shared.clone();
-        let verdict = verdict.clone();
-        std::thread::spawn(move || {
-            let container_error = || shared.first_error.lock().ok().and_then(|mut e| e.take());
-            // The inspector's reads jump around the disk: they must not
-            // count as the converter's progress (see `spool::untracked`).
-            let inspected = crate::source::spool::untracked(|| {
-                guestinspect::inspect(disk, &Default::default())
-            });
-            let outcome = match inspected {
-                Ok(report) => match container_error() {
-                    Some(f) => Err(f),
-                    None => match check(&report) {
-                        Ok(()) => Ok(report),
-                        Err(mut f) => {
-                            f.guest = Some(Box::new(report));
-                            Err(f)
-                        }
-                    },
-                },
-                Err(e) => Err(container_error().unwrap_or_else(|| {
-                    ImportFailure::new(
-                        "GuestInspectionFailed",
-                        format!("the guest disk could not be read for inspection: {e}"),
-                    )
-                })),
-            };
-            if outcome.is_err() {
-                verdict.failed.store(true, Ordering::SeqCst);
-            }
-            outcome
-        })
-    });
+type GuestThread = std::thread::JoinHandle<Result<guestinspect::GuestReport, ImportFailure>>;
 
-    progress.set_phase("CONVERTING");
-    let min_head = blobs.min_head_len();
-    let head_len = Qcow2Writer::new(NullSink, info.virtual_size, min_head)
-        .map_err(ImportFailure::from_format)?
-        .head_len();
-    let upload = runtime
-        .block_on(blobs.create(blob_key, head_len))
-        .map_err(|e| ImportFailure::internal(format!("cannot write to the blob store: {e}")))?;
-    let sink = LimitedSink {
-        upload,
-        written: progress.bytes_written.clone(),
-        limit: max_stored,
-        head_len,
-    };
-    let mut writer =
-        Qcow2Writer::new(sink, info.virtual_size, min_head).map_err(ImportFailure::from_format)?;
-    let converted = diskformat::convert(image.as_ref(), &mut writer, &mut |done| {
-        progress.bytes_converted.store(done, Ordering::Relaxed);
-        !cancel.is_cancelled() && !verdict.failed.load(Ordering::SeqCst)
-    });
-    // Whatever is left of the download need not wait for the converter.
-    download.release();
-    let join_guest = |guest: Option<
-        std::thread::JoinHandle<Result<guestinspect::GuestReport, ImportFailure>>,
-    >| {
-        guest.map(|t| {
-            t.join()
-                .unwrap_or_else(|_| Err(ImportFailure::internal("guest inspection crashed")))
-        })
-    };
-    if let Err(e) = converted {
-        // Dropping the writer drops the upload, which removes what it wrote.
-        drop(writer);
-        if cancel.is_cancelled() {
-            return Err(ImportFailure::cancelled());
-        }
-        if verdict.failed.load(Ordering::SeqCst) {
-            if let Some(Err(f)) = join_guest(guest) {
+fn join_guest(
+    guest: Option<GuestThread>,
+) -> Option<Result<guestinspect::GuestReport, ImportFailure>> {
+    guest.map(|t| {
+        t.join()
+            .unwrap_or_else(|_| Err(ImportFailure::internal("guest inspection crashed")))
+    })
+}
+
+impl Conversion {
+    fn run(self) -> Result<DiskOutcome, ImportFailure> {
+        let (image, info) = self.open_image()?;
+        // Guest inspection runs beside the conversion, on the same reader,
+        // and a failed check stops the conversion at once: a bad image
+        // fails in seconds, not after its whole download.
+        let verdict = Arc::new(GuestVerdict::default());
+        let mut guest = self
+            .guest_check
+            .clone()
+            .map(|check| spawn_guest_check(image.clone(), check, verdict.clone()));
+        let (sink, head) = self.write_stored(image.as_ref(), &info, &verdict, &mut guest)?;
+        self.progress.set_phase("INSPECTING_GUEST");
+        let guest = match join_guest(guest) {
+            Some(Ok(report)) => Some(report),
+            Some(Err(f)) => {
+                sink.upload.abort();
                 return Err(f);
             }
+            None => None,
+        };
+        let published = sink.upload.finish(&head).map_err(|e| {
+            ImportFailure::internal(format!("publishing the stored image failed: {e}"))
+        })?;
+        crate::metrics::global().add_bytes_written(head.len() as u64);
+        Ok(DiskOutcome {
+            source_format: info.format.name().to_string(),
+            source_subformat: info.subformat.clone(),
+            virtual_size: info.virtual_size,
+            stored_size: published,
+            source_bytes: 0,
+            sha256: String::new(),
+            resumes: 0,
+            guest,
+        })
+    }
+
+    /// Detects the container and refuses what cannot be imported as a disk.
+    fn open_image(&self) -> Result<(Arc<dyn DiskImage>, diskformat::ImageInfo), ImportFailure> {
+        self.progress.set_phase("INSPECTING_FORMAT");
+        let image: Arc<dyn DiskImage> = Arc::from(
+            diskformat::open(self.spool.clone(), &self.limits)
+                .map_err(ImportFailure::from_format)?,
+        );
+        let info = image.info().clone();
+        if info.format == Format::Iso && !self.force {
+            return Err(ImportFailure::new(
+                "InvalidParameterValue.ISOMustImportByForce",
+                "The image is an ISO 9660 file (an installer or a CD image), not a disk. \
+                 Import ISO files with Force=true, or install the system and import its disk.",
+            ));
         }
-        return Err(stored_limit_or(e, max_stored));
+        self.progress
+            .virtual_size
+            .store(info.virtual_size, Ordering::Relaxed);
+        self.progress.set_source_format(&info);
+        Ok((image, info))
     }
-    progress.set_phase("STORING");
-    let (sink, head, _stats) = writer
-        .finish()
-        .map_err(|e| stored_limit_or(e, max_stored))?;
-    let stored_size = head.len() as u64 + sink.written.load(Ordering::Relaxed);
-    if stored_size > max_stored {
-        sink.upload.abort();
-        return Err(ImportFailure::stored_too_large(stored_size, max_stored));
-    }
-    progress.set_phase("INSPECTING_GUEST");
-    let guest = match join_guest(guest) {
-        Some(Ok(report)) => Some(report),
-        Some(Err(f)) => {
+
+    /// Converts into a new upload of the blob store and finishes the qcow2:
+    /// the sink (upload still open) and the head to publish with it.
+    fn write_stored(
+        &self,
+        image: &dyn DiskImage,
+        info: &diskformat::ImageInfo,
+        verdict: &GuestVerdict,
+        guest: &mut Option<GuestThread>,
+    ) -> Result<(LimitedSink, Vec<u8>), ImportFailure> {
+        let max_stored = self.max_stored;
+        self.progress.set_phase("CONVERTING");
+        let min_head = self.blobs.min_head_len();
+        let head_len = Qcow2Writer::new(NullSink, info.virtual_size, min_head)
+            .map_err(ImportFailure::from_format)?
+            .head_len();
+        let upload = self
+            .runtime
+            .block_on(self.blobs.create(&self.blob_key, head_len))
+            .map_err(|e| ImportFailure::internal(format!("cannot write to the blob store: {e}")))?;
+        let sink = LimitedSink {
+            upload,
+            written: self.progress.bytes_written.clone(),
+            limit: max_stored,
+            head_len,
+        };
+        let mut writer = Qcow2Writer::new(sink, info.virtual_size, min_head)
+            .map_err(ImportFailure::from_format)?;
+        let converted = diskformat::convert(image, &mut writer, &mut |done| {
+            self.progress.bytes_converted.store(done, Ordering::Relaxed);
+            !self.cancel.is_cancelled() && !verdict.failed.load(Ordering::SeqCst)
+        });
+        // Whatever is left of the download need not wait for the converter.
+        self.download.release();
+        if let Err(e) = converted {
+            // Dropping the writer drops the upload, which removes what it wrote.
+            drop(writer);
+            if self.cancel.is_cancelled() {
+                return Err(ImportFailure::cancelled());
+            }
+            if verdict.failed.load(Ordering::SeqCst) {
+                if let Some(Err(f)) = join_guest(guest.take()) {
+                    return Err(f);
+                }
+            }
+            return Err(stored_limit_or(e, max_stored));
+        }
+        self.progress.set_phase("STORING");
+        let (sink, head, _stats) = writer
+            .finish()
+            .map_err(|e| stored_limit_or(e, max_stored))?;
+        let stored_size = head.len() as u64 + sink.written.load(Ordering::Relaxed);
+        if stored_size > max_stored {
             sink.upload.abort();
-            return Err(f);
+            return Err(ImportFailure::stored_too_large(stored_size, max_stored));
         }
-        None => None,
-    };
-    let published = sink
-        .upload
-        .finish(&head)
-        .map_err(|e| ImportFailure::internal(format!("publishing the stored image failed: {e}")))?;
-    crate::metrics::global().add_bytes_written(head.len() as u64);
-    Ok(DiskOutcome {
-        source_format: info.format.name().to_string(),
-        source_subformat: info.subformat.clone(),
-        virtual_size: info.virtual_size,
-        stored_size: published,
-        source_bytes: 0,
-        sha256: String::new(),
-        resumes: 0,
-        guest,
+        Ok((sink, head))
+    }
+}
+
+/// Inspects the guest on a thread of its own; a failed check sets
+/// `verdict`, which stops the converter.
+fn spawn_guest_check(
+    image: Arc<dyn DiskImage>,
+    check: GuestCheck,
+    verdict: Arc<GuestVerdict>,
+) -> GuestThread {
+    let shared = Arc::new(SharedGuest {
+        image,
+        first_error: std::sync::Mutex::new(None),
+    });
+    let disk: Arc<dyn ReadAt> = shared.clone();
+    std::thread::spawn(move || {
+        let container_error = || shared.first_error.lock().ok().and_then(|mut e| e.take());
+        // The inspector's reads jump around the disk: they must not
+        // count as the converter's progress (see `spool::untracked`).
+        let inspected =
+            crate::source::spool::untracked(|| guestinspect::inspect(disk, &Default::default()));
+        let outcome = match inspected {
+            Ok(report) => match container_error() {
+                Some(f) => Err(f),
+                None => match check(&report) {
+                    Ok(()) => Ok(report),
+                    Err(mut f) => {
+                        f.guest = Some(Box::new(report));
+                        Err(f)
+                    }
+                },
+            },
+            Err(e) => Err(container_error().unwrap_or_else(|| {
+                ImportFailure::new(
+                    "GuestInspectionFailed",
+                    format!("the guest disk could not be read for inspection: {e}"),
+                )
+            })),
+        };
+        if outcome.is_err() {
+            verdict.failed.store(true, Ordering::SeqCst);
+        }
+        outcome
     })
 }
 

@@ -23,6 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::hosts::{cos_host, literal_ip};
 use crate::config::SourceConfig;
 
 /// The name of the refused range `ip` lies in, or `None` for a public
@@ -186,7 +187,7 @@ impl NetPolicy {
             return self.check_ip(ip, listed);
         }
         if !listed {
-            match super::url::cos_host(host_text) {
+            match cos_host(host_text) {
                 Some(h)
                     if self.account_app_id.is_some()
                         && (h.app_id.is_none() || h.app_id == self.account_app_id) => {}
@@ -269,14 +270,6 @@ pub fn redact_query(url: &reqwest::Url) -> String {
         u.set_query(Some("…"));
     }
     u.to_string()
-}
-
-/// The IP address a URL host (as `Url::host_str` gives it) spells, if any.
-pub fn literal_ip(host: &str) -> Option<IpAddr> {
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
-    }
-    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// The resolver that makes the connect-time check: only addresses the

@@ -1,6 +1,7 @@
 //! Parsing an `ImageUrl`: which COS object (or allowed http(s) resource) it
 //! names, and whether it may be fetched at all. Pure and synchronous: no DNS
-//! (connect-time checks live in [`super::netpolicy`]).
+//! (connect-time checks live in [`super::netpolicy`]; host names are
+//! recognised by [`super::hosts`]).
 //!
 //! COS host forms recognised (host names are case-insensitive):
 //! - `<bucket>-<appid>.cos.<region>.myqcloud.com` (the standard form);
@@ -20,7 +21,8 @@
 
 use std::net::IpAddr;
 
-use super::netpolicy::{literal_ip, NetPolicy};
+use super::hosts::{cos_host, literal_ip};
+use super::netpolicy::NetPolicy;
 use crate::config::SourceConfig;
 
 /// Longest `ImageUrl` accepted (pre-signed COS URLs are a few hundred bytes).
@@ -90,58 +92,6 @@ impl UrlError {
     pub fn code(&self) -> &'static str {
         "InvalidParameter.InvalidParameterUrlError"
     }
-}
-
-/// A COS host name taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CosHost {
-    pub bucket: String,
-    pub app_id: Option<u64>,
-    pub region: Option<String>,
-}
-
-fn is_name_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// Recognises a COS host (already lower-case, as `Url` gives it). `None` for
-/// any other host.
-pub fn cos_host(host: &str) -> Option<CosHost> {
-    let host = host.to_ascii_lowercase();
-    let rest = host.strip_suffix(".myqcloud.com")?;
-    let labels: Vec<&str> = rest.split('.').collect();
-    let (bucket_label, region) = match labels.as_slice() {
-        [b, "cos", "accelerate"] => (*b, None),
-        [b, "cos" | "cos-internal", region] if is_name_label(region) => {
-            (*b, Some((*region).to_owned()))
-        }
-        [b, "cosd"] => (*b, None),
-        _ => return None,
-    };
-    if !is_name_label(bucket_label) {
-        return None;
-    }
-    let (bucket, app_id) = match bucket_label.rsplit_once('-') {
-        Some((b, id)) if !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit()) => {
-            // All digits after the last '-': that is the appid, and one that
-            // does not fit is refused rather than read as part of the name.
-            match id.parse::<u64>() {
-                Ok(n) if !b.is_empty() => (b.to_owned(), Some(n)),
-                _ => return None,
-            }
-        }
-        _ => (bucket_label.to_owned(), None),
-    };
-    Some(CosHost {
-        bucket,
-        app_id,
-        region,
-    })
 }
 
 /// The pieces of the URL text before any normalisation.
@@ -642,23 +592,6 @@ mod tests {
             parse_image_url("http://10.0.0.1/x", APP, &cfg),
             Err(UrlError::NotCos(_))
         ));
-    }
-
-    #[test]
-    fn cos_host_parsing() {
-        assert_eq!(
-            cos_host("a-b-c-1250000000.cos.ap-guangzhou.myqcloud.com"),
-            Some(CosHost {
-                bucket: "a-b-c".into(),
-                app_id: Some(1250000000),
-                region: Some("ap-guangzhou".into())
-            })
-        );
-        assert_eq!(cos_host("cos.ap-guangzhou.myqcloud.com"), None);
-        assert_eq!(cos_host("x.y.cos.ap-guangzhou.myqcloud.com"), None);
-        assert_eq!(cos_host("-1250000000.cos.ap-guangzhou.myqcloud.com"), None);
-        // An appid that does not fit u64 is not silently something else.
-        assert_eq!(cos_host("b-99999999999999999999.cosd.myqcloud.com"), None);
     }
 
     #[test]
