@@ -12,7 +12,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -139,19 +138,14 @@ fn parse_range(spec: &str, len: u64) -> Option<(u64, u64)> {
 /// Sends `[from, to)` of `file` on `sock` without copying it through user
 /// space.
 fn send_file(sock: &TcpStream, file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    let mut offset = from as libc::off_t;
-    while (offset as u64) < to {
-        let want = ((to - offset as u64) as usize).min(1 << 30);
-        // SAFETY: both descriptors are open for the whole call and `offset`
-        // is a valid, exclusively borrowed off_t.
-        let sent = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut offset, want) };
-        if sent < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
+    let mut offset = from;
+    while offset < to {
+        let want = ((to - offset) as usize).min(1 << 30);
+        let sent = match rustix::fs::sendfile(sock, file, Some(&mut offset), want) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if sent == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }

@@ -13,6 +13,8 @@
 //!   random data to RAW, QCOW2, VHD and VMDK, beside `qemu-img convert` of
 //!   the same image into the same folder; peak RSS of both.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod client;
 mod export;

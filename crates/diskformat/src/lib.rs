@@ -23,6 +23,8 @@
 //!   encrypted.
 //! - VMDK, VHD, VHDX: see their modules.
 
+#![forbid(unsafe_code)]
+
 pub mod convert;
 pub mod detect;
 pub mod error;

@@ -2,6 +2,8 @@
 //! cloud-init and virtio, read from the guest bytes alone through
 //! `diskformat`'s block reader. Nothing is booted or run.
 
+#![forbid(unsafe_code)]
+
 pub mod fs;
 pub mod lvm;
 pub mod os;

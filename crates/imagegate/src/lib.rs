@@ -1,7 +1,12 @@
 //! imagegate: a self-hosted image service speaking Tencent Cloud's CVM image
 //! API. This crate holds the service and its command-line interface.
 
+// No unsafe code, except where a module says why it needs some.
+#![deny(unsafe_code)]
+
 pub mod accounts;
+// `mallopt` has no safe wrapper; one call at start-up (see the module).
+#[allow(unsafe_code)]
 pub mod alloc_tuning;
 pub mod api;
 pub mod blobstore;

@@ -4,6 +4,8 @@
 //! Configuration precedence: built-in defaults < config file (`--config` or
 //! `IMAGEGATE_CONFIG`) < `IMAGEGATE_*` environment variables < flags.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use imagegate::accounts::Bootstrap;

@@ -65,6 +65,8 @@
 //! # Ok::<(), ApiError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod actions;
 pub mod client;
 pub mod decode;
