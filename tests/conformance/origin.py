@@ -7,6 +7,7 @@ Each served name maps to a file and a behaviour:
 - "stall": headers, some bytes, then silence;
 - "norange": ignores Range and always answers 200 with the whole body;
 - "slow": the body trickles (256 KiB every 50 ms), for crash tests;
+- "throttle:<bytes/s>": the body arrives at that rate, in 64 KiB pieces;
 - "forbidden": 403;
 - "redirect:<url>": 302 to another URL.
 """
@@ -94,8 +95,10 @@ class Origin:
                         cut = length // 2
                     if behaviour == "stall":
                         cut = min(length, 64 * 1024)
+                    rate = int(behaviour.split(":", 1)[1]) if behaviour.startswith("throttle:") else 0
+                    piece = 64 * 1024 if rate else 256 * 1024
                     while True:
-                        want = min(256 * 1024, length - sent)
+                        want = min(piece, length - sent)
                         if cut is not None:
                             want = min(want, cut - sent)
                         if want <= 0:
@@ -110,6 +113,8 @@ class Origin:
                         sent += len(chunk)
                         if behaviour == "slow":
                             time.sleep(0.05)
+                        if rate:
+                            time.sleep(len(chunk) / rate)
                     if behaviour == "stall":
                         self.wfile.flush()
                         time.sleep(30)

@@ -95,6 +95,8 @@ pub struct Metrics {
     attempts_abandoned: Family<u64>,
     bytes_fetched: AtomicU64,
     bytes_written: AtomicU64,
+    /// Heartbeats that wrote an import's progress to the catalog.
+    progress_writes: AtomicU64,
     leases_held: AtomicI64,
 }
 
@@ -140,6 +142,7 @@ impl Metrics {
             attempts_abandoned: Family::new(),
             bytes_fetched: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            progress_writes: AtomicU64::new(0),
             leases_held: AtomicI64::new(0),
         }
     }
@@ -186,6 +189,11 @@ impl Metrics {
     /// Bytes written to the blob store by imports.
     pub fn add_bytes_written(&self, n: u64) {
         self.bytes_written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One write of an import's progress (and lease) to the catalog.
+    pub fn progress_written(&self) {
+        self.progress_writes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a lease held by this process until the guard is dropped.
@@ -269,6 +277,11 @@ impl Metrics {
                 "imagegate_import_bytes_written_total",
                 "Bytes written to the blob store by this process's imports.",
                 self.bytes_written.load(Ordering::Relaxed),
+            ),
+            (
+                "imagegate_import_progress_writes_total",
+                "Writes of import progress and leases to the catalog by this process's workers.",
+                self.progress_writes.load(Ordering::Relaxed),
             ),
         ] {
             header(&mut out, name, "counter", help);

@@ -309,6 +309,36 @@ impl Catalog {
         })
     }
 
+    /// What [`Catalog::heartbeat_job`] would answer, without writing: the
+    /// heartbeat asks this between writes, so a cancel or a lost lease is
+    /// seen at once while unchanged progress costs no write.
+    pub async fn job_standing(
+        &self,
+        image_id: &str,
+        owner: &str,
+    ) -> Result<Heartbeat, CatalogError> {
+        let row = sqlx::query(
+            "SELECT cancel_requested, lease_owner, state FROM import_jobs WHERE image_id = $1",
+        )
+        .bind(image_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(Heartbeat::Lost);
+        };
+        let lease_owner: Option<String> = col(&row, "lease_owner")?;
+        let state: String = col(&row, "state")?;
+        if lease_owner.as_deref() != Some(owner) || state != "RUNNING" {
+            return Ok(Heartbeat::Lost);
+        }
+        let cancel: i64 = col(&row, "cancel_requested")?;
+        Ok(if cancel != 0 {
+            Heartbeat::CancelRequested
+        } else {
+            Heartbeat::Held
+        })
+    }
+
     /// Record a successful import: the job succeeds and the image becomes
     /// NORMAL, in one transaction, only if `owner` still holds the lease.
     pub async fn finish_job_ok(

@@ -45,27 +45,46 @@ fn unsupported(e: &CallError) -> bool {
     )
 }
 
-/// Transfer rate from successive observations of the bytes fetched.
+/// How far back the rate looks: long enough that one late poll does not
+/// swing it, short enough to follow a source that speeds up or slows down.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Transfer rate from the observations of the bytes fetched over the last
+/// [`RATE_WINDOW`] (a moving window: the bytes that arrived in it over the
+/// time it spans).
 #[derive(Default)]
 struct RateMeter {
-    last: Option<(Instant, u64)>,
-    /// Bytes per second, smoothed so one slow poll does not swing the ETA.
+    /// Oldest first, never older than the window (except the one sample
+    /// that starts it).
+    samples: std::collections::VecDeque<(Instant, u64)>,
+    /// Bytes per second over the window; kept while the window is too
+    /// short to tell.
     rate: Option<f64>,
 }
 
 impl RateMeter {
     fn observe(&mut self, at: Instant, bytes: u64) {
-        if let Some((t0, b0)) = self.last {
-            let dt = at.duration_since(t0).as_secs_f64();
-            if dt > 0.0 && bytes >= b0 {
-                let now = (bytes - b0) as f64 / dt;
-                self.rate = Some(match self.rate {
-                    Some(r) => 0.7 * r + 0.3 * now,
-                    None => now,
-                });
+        if self.samples.back().is_some_and(|&(_, b)| bytes < b) {
+            // The counter went back (a new attempt): start a new window.
+            self.samples.clear();
+        }
+        self.samples.push_back((at, bytes));
+        // Keep one sample at or before the window's start, so the window
+        // always spans the whole period when enough was seen.
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|&(t, _)| at.duration_since(t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        if let (Some(&(t0, b0)), Some(&(t1, b1))) = (self.samples.front(), self.samples.back()) {
+            let dt = t1.duration_since(t0).as_secs_f64();
+            if dt > 0.0 {
+                self.rate = Some((b1 - b0) as f64 / dt);
             }
         }
-        self.last = Some((at, bytes));
     }
 }
 
@@ -139,11 +158,14 @@ impl Progress {
                     bar.set_position(f);
                 }
                 // The phase says it all while the task runs (QUEUED has none).
-                let msg = match field(task, "Phase") {
+                let phase = match field(task, "Phase") {
                     "-" => field(task, "TaskState"),
                     phase => phase,
                 };
-                bar.set_message(msg.to_string());
+                bar.set_prefix(phase.to_string());
+                // Our own windowed rate and ETA: indicatif's would count the
+                // gaps between polls as a stalled transfer.
+                bar.set_message(rate_suffix(self.meter.rate, fetched, total));
             }
         }
         Ok(())
@@ -156,9 +178,9 @@ impl Progress {
     }
 }
 
-/// Fits 80 columns with a 17-character phase (INSPECTING_FORMAT).
-const BAR_TEMPLATE: &str =
-    "{spinner} {msg:17} [{bar:16}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, ETA {eta})";
+/// Fits 80 columns with a 17-character phase (INSPECTING_FORMAT); the
+/// message is [`rate_suffix`].
+const BAR_TEMPLATE: &str = "{spinner} {prefix:17} [{bar:16}] {bytes}/{total_bytes}{msg}";
 
 /// Follow `image_id` until its import ends; returns the exit code.
 pub async fn watch(
@@ -338,5 +360,32 @@ mod tests {
         assert_eq!(m.rate, Some(10.0 * 1024.0 * 1024.0));
         assert_eq!(rate_suffix(None, Some(1), Some(2)), "");
         assert_eq!(rate_suffix(Some(2048.0), None, None), ", 2.0 KiB/s");
+    }
+
+    #[test]
+    fn the_rate_follows_the_last_window_only() {
+        let mut m = RateMeter::default();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        // 10 MiB/s for a minute, then 1 MiB/s: within a window of the
+        // change the rate is the new one, not an average of the two.
+        let mut bytes = 0;
+        for i in 0..=60 {
+            m.observe(s(i), bytes);
+            bytes += 10 << 20;
+        }
+        bytes -= 10 << 20;
+        for i in 61..=61 + RATE_WINDOW.as_secs() {
+            bytes += 1 << 20;
+            m.observe(s(i), bytes);
+        }
+        assert_eq!(m.rate, Some((1u64 << 20) as f64));
+        // Polls that see no new bytes bring the rate down within the window.
+        let stuck = bytes;
+        for i in 0..=RATE_WINDOW.as_secs() {
+            m.observe(s(72 + i), stuck);
+        }
+        assert_eq!(m.rate, Some(0.0));
+        assert_eq!(rate_suffix(m.rate, Some(stuck), Some(stuck * 2)), "");
     }
 }

@@ -1,11 +1,13 @@
 //! The import pipeline: workers claim queued imports from the catalog, run
 //! them (fetch, inspect, convert, store; see `disk.rs`) under a lease kept
-//! alive by a heartbeat, and record the outcome: `NORMAL`, or
+//! alive by a heartbeat (which also makes progress live and acts on a
+//! cancel; see `heartbeat.rs`), and record the outcome: `NORMAL`, or
 //! `IMPORTFAILED` with a precise reason.
 
 pub mod disk;
 pub mod failure;
 pub mod guest_checks;
+mod heartbeat;
 pub mod progress;
 pub mod tasks;
 
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
 use crate::blobstore::BlobStore;
-use crate::catalog::jobs::{ClaimedJob, FailureFacts, Heartbeat, ImportSuccess, JobProgress};
+use crate::catalog::jobs::{ClaimedJob, FailureFacts, ImportSuccess};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use disk::{import_disk, DiskOutcome, DiskTask, GuestCheck};
@@ -127,8 +129,14 @@ impl Workers {
         let progress = ImportProgress::for_image(&job.image_id);
         let cancel = CancellationToken::new();
         let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
-        let heartbeat =
-            self.spawn_heartbeat(&job, progress.clone(), cancel.clone(), stop_reason.clone());
+        let beat = heartbeat::Beat::new(
+            self,
+            &job,
+            progress.clone(),
+            cancel.clone(),
+            stop_reason.clone(),
+        );
+        let heartbeat = tokio::spawn(beat.run());
 
         let started = std::time::Instant::now();
         let result = self.import(&job, &progress, &cancel).await;
@@ -219,70 +227,6 @@ impl Workers {
                 }
             }
         }
-    }
-
-    fn spawn_heartbeat(
-        &self,
-        job: &ClaimedJob,
-        progress: Arc<ImportProgress>,
-        cancel: CancellationToken,
-        stop_reason: Arc<AtomicU8>,
-    ) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        let image_id = job.image_id.clone();
-        let mut details = job.details.clone();
-        let lease_ms = self.lease_ms();
-        // Three beats per lease: one lost beat never costs the lease.
-        let period = Duration::from_millis((lease_ms / 3).max(300) as u64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(period) => {}
-                    _ = me.shutdown.cancelled() => {
-                        stop_reason.compare_exchange(STOP_NONE, STOP_SHUTDOWN, Ordering::SeqCst, Ordering::SeqCst).ok();
-                        cancel.cancel();
-                        return;
-                    }
-                }
-                let snap = progress.snapshot();
-                details["progress"] = serde_json::json!({
-                    "bytes_converted": snap.bytes_converted,
-                    "bytes_written": snap.bytes_written,
-                });
-                let row = JobProgress {
-                    phase: snap.phase.clone(),
-                    bytes_fetched: snap.bytes_fetched as i64,
-                    bytes_total: (snap.bytes_total > 0).then_some(snap.bytes_total as i64),
-                    source_format: snap.source_format.clone(),
-                    virtual_size: (snap.virtual_size > 0).then_some(snap.virtual_size as i64),
-                    details: details.clone(),
-                };
-                match me
-                    .catalog
-                    .heartbeat_job(&image_id, &me.node, lease_ms, &row)
-                    .await
-                {
-                    Ok(Heartbeat::Held) => {}
-                    Ok(Heartbeat::CancelRequested) => {
-                        stop_reason
-                            .compare_exchange(
-                                STOP_NONE,
-                                STOP_USER,
-                                Ordering::SeqCst,
-                                Ordering::SeqCst,
-                            )
-                            .ok();
-                        cancel.cancel();
-                    }
-                    Ok(Heartbeat::Lost) => {
-                        stop_reason.store(STOP_LEASE_LOST, Ordering::SeqCst);
-                        cancel.cancel();
-                        return;
-                    }
-                    Err(e) => tracing::warn!(image_id = %image_id, error = %e, "heartbeat failed"),
-                }
-            }
-        })
     }
 
     async fn import(
