@@ -120,6 +120,7 @@ def test_cancel_is_seen_within_a_few_polls(live, origin, disk):
         if t["TaskState"] != "RUNNING":
             break
         time.sleep(0.1)
+    print(f"\ncancel seen after {polls} poll(s) 0.1 s apart")
     assert t["TaskState"] == "CANCELLED", (polls, t)
     assert t["ImageState"] == "IMPORTFAILED" and t["FailureCode"] == "ImportCancelled", t
 
