@@ -1,4 +1,4 @@
-// The console's TC3 signer (crates/imagegate/console/app.js) against
+// The console's TC3 signer (crates/imagegate/console/tc3.js) against
 // Tencent's published test vector and against every TC3 POST request the
 // official Python SDK signed in tcapi's recorded fixtures. No browser needed:
 // Node's WebCrypto is the same API the page uses.
@@ -6,21 +6,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import vm from "node:vm";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
+// The module as the page loads it (it imports nothing), from its source.
 function loadSigner() {
-  const code = readFileSync(root + "crates/imagegate/console/app.js", "utf8");
-  // Only what the signer touches; app.js starts its UI only when a document exists.
-  const sandbox = { crypto: globalThis.crypto, TextEncoder, console };
-  sandbox.globalThis = sandbox;
-  vm.runInNewContext(code, sandbox, { filename: "app.js" });
-  return sandbox.imagegateTC3;
+  const code = readFileSync(root + "crates/imagegate/console/tc3.js", "utf8");
+  return import("data:text/javascript;base64," + Buffer.from(code).toString("base64"));
 }
 
 test("published TC3 test vector", async () => {
-  const tc3 = loadSigner();
+  const tc3 = await loadSigner();
   const auth = await tc3.authorization(
     "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE",
     "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
@@ -37,7 +33,7 @@ test("published TC3 test vector", async () => {
 });
 
 test("same Authorization as the Python SDK for every recorded TC3 POST", async () => {
-  const tc3 = loadSigner();
+  const tc3 = await loadSigner();
   const lines = readFileSync(root + "crates/tcapi/tests/fixtures/python_sdk_requests.jsonl", "utf8")
     .split("\n")
     .filter((l) => l.trim());

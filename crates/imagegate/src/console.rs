@@ -13,9 +13,25 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX_HTML: &str = include_str!("../console/index.html");
-const APP_JS: &str = include_str!("../console/app.js");
 const STYLE_CSS: &str = include_str!("../console/style.css");
 const FAVICON_SVG: &str = include_str!("../console/favicon.svg");
+
+/// The page's JavaScript modules, one job each (see each file's head):
+/// loaded by `app.js` with `import`, from this origin only.
+const MODULES: &[(&str, &str)] = &[
+    ("app.js", include_str!("../console/app.js")),
+    ("api.js", include_str!("../console/api.js")),
+    ("detail.js", include_str!("../console/detail.js")),
+    ("dom.js", include_str!("../console/dom.js")),
+    ("facts.js", include_str!("../console/facts.js")),
+    ("format.js", include_str!("../console/format.js")),
+    ("importform.js", include_str!("../console/importform.js")),
+    ("list.js", include_str!("../console/list.js")),
+    ("progress.js", include_str!("../console/progress.js")),
+    ("route.js", include_str!("../console/route.js")),
+    ("store.js", include_str!("../console/store.js")),
+    ("tc3.js", include_str!("../console/tc3.js")),
+];
 
 /// `style-src 'self'` still lets the script set `element.style` properties
 /// (CSSOM is not inline style).
@@ -40,7 +56,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    // The files change with the binary; a stale app.js beside a new
+    // The files change with the binary; a stale module beside a new
     // index.html would break the page after an upgrade.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
@@ -48,10 +64,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
-}
-
-async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 async fn style_css() -> Response {
@@ -66,7 +78,7 @@ async fn favicon() -> Response {
 /// `/console/`.
 /// Merge into the server's router; it needs no state.
 pub fn router() -> Router {
-    Router::new()
+    let mut r = Router::new()
         // One canonical address, so relative links and bookmarks agree.
         .route(
             "/console",
@@ -74,9 +86,15 @@ pub fn router() -> Router {
         )
         .route("/console/", get(index))
         .route("/console/index.html", get(index))
-        .route("/console/app.js", get(app_js))
         .route("/console/style.css", get(style_css))
-        .route("/console/favicon.svg", get(favicon))
+        .route("/console/favicon.svg", get(favicon));
+    for &(name, body) in MODULES {
+        r = r.route(
+            &format!("/console/{name}"),
+            get(move || async move { asset("text/javascript; charset=utf-8", body) }),
+        );
+    }
+    r
 }
 
 #[cfg(test)]
@@ -105,9 +123,14 @@ mod tests {
         for (path, ctype, marker) in [
             ("/console/", "text/html; charset=utf-8", "<!doctype html>"),
             (
-                "/console/app.js",
+                "/console/tc3.js",
                 "text/javascript; charset=utf-8",
                 "TC3-HMAC-SHA256",
+            ),
+            (
+                "/console/app.js",
+                "text/javascript; charset=utf-8",
+                "import",
             ),
             ("/console/style.css", "text/css; charset=utf-8", "@media"),
             ("/console/favicon.svg", "image/svg+xml", "<svg"),
@@ -155,6 +178,17 @@ mod tests {
                 "inline handler on{name}"
             );
         }
+        // Every module the page imports is served, and nothing else is.
+        for (name, js) in MODULES {
+            for (i, _) in js.match_indices(" from \"./") {
+                let rest = &js[i + 9..];
+                let imported = &rest[..rest.find('"').unwrap()];
+                assert!(
+                    MODULES.iter().any(|(n, _)| *n == imported),
+                    "{name} imports {imported}, which is not served"
+                );
+            }
+        }
         for (i, _) in lower.match_indices("<script") {
             let tag_end = lower[i..].find('>').map(|e| i + e).unwrap();
             assert!(lower[i..tag_end].contains("src="), "inline <script> at {i}");
@@ -163,9 +197,18 @@ mod tests {
         assert!(!lower.contains(" style="), "inline style attribute");
         // Untrusted strings (image names, messages) must reach the page as
         // text only.
-        assert!(
-            !APP_JS.contains("innerHTML"),
-            "app.js must build nodes, not HTML"
-        );
+        for (name, js) in MODULES {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+            ] {
+                assert!(
+                    !js.contains(sink),
+                    "{name} must build nodes, not HTML ({sink})"
+                );
+            }
+        }
     }
 }
