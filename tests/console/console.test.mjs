@@ -243,38 +243,7 @@ const visibleText = (page, sel) => page.locator(sel).innerText();
 const rowNames = (page) => page.locator("#image-rows .name").allTextContents();
 const hashOf = (page) => decodeURIComponent(new URL(page.url()).hash);
 
-test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel, contrast, delete", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "imagegate-console-"));
-  makeImages(dir);
-  const origin = await slowOrigin();
-  const server = await startServer(writeConfig(dir));
-  const base = `http://${server.addr}`;
-  const api = await apiClient(server.addr);
-  const profile = mkdtempSync(join(tmpdir(), "imagegate-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: chromiumPath,
-    headless: true,
-    viewport: { width: 1280, height: 860 },
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  t.after(async () => {
-    await context.close().catch(() => {});
-    server.child.kill("SIGTERM");
-    origin.close();
-    rmSync(profile, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  const problems = [];
-  const page = context.pages()[0] || await context.newPage();
-  page.on("pageerror", (e) => problems.push("page error: " + e.message));
-  page.on("console", (m) => { if (m.type() === "error") problems.push("console error: " + m.text()); });
-  // Every request the page makes stays on this origin.
-  page.on("request", (r) => {
-    if (!r.url().startsWith(base + "/")) problems.push("request elsewhere: " + r.url());
-  });
-
+async function signIn(page, base) {
   // Sign in; a wrong key is refused with the API's own error.
   await page.goto(base + "/console");
   assert.equal(new URL(page.url()).pathname, "/console/");
@@ -297,6 +266,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   await page.locator("#quota", { hasText: "Quota: 0 / 500 images" }).waitFor();
   await shot(page, "02-empty-list");
 
+}
+
+async function importTwo(page) {
   // Import the good image and watch it to NORMAL; the form describes Force
   // as skipping only the cloud-init check.
   await importImage(page, { url: cosUrl("good.qcow2"), name: "good-image" });
@@ -316,6 +288,10 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   assert.match(failureText, /What to do: /, "the row says what to do");
   const hostileId = await row(page, "hostile-image").getAttribute("data-id");
 
+  return { goodId, hostileId };
+}
+
+async function pagesAndOrder(page, api) {
   // 21 more (they fail at once), declared Ubuntu: 23 images, two pages.
   for (let i = 0; i <= 20; i++) {
     await api("ImportImage", {
@@ -354,6 +330,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   assert.deepEqual((await rowNames(page)).slice(0, 2), ["bulk-00", "bulk-01"]);
   await page.selectOption("#sort", "newest");
 
+}
+
+async function filters(page, goodId) {
   // Filters: name, image ID, state, OS; each in the address.
   await page.fill("#filter", "bulk-1");
   await page.locator("#pager-text", { hasText: "1–10 of 10 images" }).waitFor();
@@ -385,6 +364,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   assert.equal(await page.inputValue("#filter"), "");
   assert.equal(await page.inputValue("#os-filter"), "");
 
+}
+
+async function addresses(page, goodId) {
   // A URL per image: reload keeps it, Back returns to the list, Forward to it.
   await page.fill("#filter", "good");
   await row(page, "good-image").waitFor();
@@ -399,6 +381,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   await page.goForward();
   await page.locator("#detail-title", { hasText: "good-image" }).waitFor();
 
+}
+
+async function guestAndSizes(page) {
   // Guest facts summarised; raw details folded; one size format.
   const summary = page.locator("#guest-summary");
   await summary.waitFor();
@@ -417,6 +402,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   assert.ok(sizes.includes("48 MiB"), "virtual size: " + sizes);
   await shot(page, "06-detail-desktop");
 
+}
+
+async function rename(page) {
   // Rename: success is a note; a refused rename shows its error at the form
   // and the earlier note is gone.
   await page.fill("#rename-form input[name=name]", "good-renamed");
@@ -432,6 +420,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   assert.ok(await page.locator("#banner").isHidden(), "the error is at the form, not in the banner");
   await shot(page, "07-rename-refused");
 
+}
+
+async function notInspectedAndCancel(page, base, api, origin, hostileId) {
   // An image never inspected shows no cloud-init claim.
   await page.goto(base + "/console/#/images/" + hostileId);
   await page.locator("#detail-title", { hasText: "hostile-image" }).waitFor();
@@ -450,6 +441,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   await page.locator("#detail-body .failure", { hasText: "ImportCancelled" }).waitFor({ timeout: IMPORT_TIMEOUT_MS });
   assert.ok(await page.locator("#cancel-task").isHidden());
 
+}
+
+async function contrast(page, base, t) {
   // State labels meet WCAG AA in the light and the dark scheme.
   await page.goto(base + "/console/#/images");
   await page.locator("#pager-text", { hasText: "of 24 images" }).waitFor();
@@ -463,6 +457,9 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
     await shot(page, `09-list-${scheme}`);
   }
 
+}
+
+async function phoneAndDelete(page, base, goodId) {
   // Phone-sized screen: list and detail, dark and light.
   await page.setViewportSize({ width: 390, height: 844 });
   await shot(page, "10-phone-list-dark");
@@ -486,6 +483,50 @@ test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel,
   await page.click("#signout");
   await page.locator("#signin-form").waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem("imagegate.session")), null);
+}
+
+test("console: sign in, import, list pages, filters, sort, URLs, errors, cancel, contrast, delete", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "imagegate-console-"));
+  makeImages(dir);
+  const origin = await slowOrigin();
+  const server = await startServer(writeConfig(dir));
+  const base = `http://${server.addr}`;
+  const api = await apiClient(server.addr);
+  const profile = mkdtempSync(join(tmpdir(), "imagegate-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1280, height: 860 },
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  t.after(async () => {
+    await context.close().catch(() => {});
+    server.child.kill("SIGTERM");
+    origin.close();
+    rmSync(profile, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const problems = [];
+  const page = context.pages()[0] || await context.newPage();
+  page.on("pageerror", (e) => problems.push("page error: " + e.message));
+  page.on("console", (m) => { if (m.type() === "error") problems.push("console error: " + m.text()); });
+  // Every request the page makes stays on this origin.
+  page.on("request", (r) => {
+    if (!r.url().startsWith(base + "/")) problems.push("request elsewhere: " + r.url());
+  });
+
+  await signIn(page, base);
+  const { goodId, hostileId } = await importTwo(page);
+  await pagesAndOrder(page, api);
+  await filters(page, goodId);
+  await addresses(page, goodId);
+  await guestAndSizes(page);
+  await rename(page);
+  await notInspectedAndCancel(page, base, api, origin, hostileId);
+  await contrast(page, base, t);
+  await phoneAndDelete(page, base, goodId);
 
   assert.deepEqual(problems, [], "the page reported problems:\n" + problems.join("\n") +
     "\nserver stderr:\n" + server.stderr().slice(-2000));
