@@ -22,6 +22,8 @@ pub enum ActionRequest {
     DescribeImageSharePermission(DescribeImageSharePermission),
     SyncImages(SyncImages),
     DescribeImageFromFamily(DescribeImageFromFamily),
+    /// CBS: the snapshots behind the images (what image tooling looks up).
+    DescribeSnapshots(DescribeSnapshots),
 }
 
 impl ActionRequest {
@@ -40,11 +42,63 @@ impl ActionRequest {
             ActionRequest::DescribeImageSharePermission(_) => "DescribeImageSharePermission",
             ActionRequest::SyncImages(_) => "SyncImages",
             ActionRequest::DescribeImageFromFamily(_) => "DescribeImageFromFamily",
+            ActionRequest::DescribeSnapshots(_) => "DescribeSnapshots",
         }
     }
 }
 
-/// Every action name imagegate knows, in the order of the reference.
+/// The Tencent Cloud product an action belongs to: its TC3 credential scope
+/// names it (`cvm`, `cbs`), and both speak version 2017-03-12.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    Cvm,
+    Cbs,
+}
+
+impl Product {
+    /// The service name of the product, as in a credential scope.
+    pub fn service(self) -> &'static str {
+        match self {
+            Product::Cvm => "cvm",
+            Product::Cbs => "cbs",
+        }
+    }
+
+    /// The product whose service name this is.
+    pub fn from_service(service: &str) -> Option<Product> {
+        match service {
+            "cvm" => Some(Product::Cvm),
+            "cbs" => Some(Product::Cbs),
+            _ => None,
+        }
+    }
+
+    /// The product of a known action (action names do not overlap).
+    pub fn of_action(action: &str) -> Option<Product> {
+        if CBS_ACTIONS.contains(&action) {
+            Some(Product::Cbs)
+        } else if ACTIONS.contains(&action) {
+            Some(Product::Cvm)
+        } else {
+            None
+        }
+    }
+
+    /// The actions served under this product.
+    pub fn actions(self) -> Vec<&'static str> {
+        ACTIONS
+            .iter()
+            .copied()
+            .filter(|a| Product::of_action(a) == Some(self))
+            .collect()
+    }
+}
+
+/// The CBS actions served (also in [`ACTIONS`]).
+pub const CBS_ACTIONS: &[&str] = &["DescribeSnapshots"];
+
+/// Every action name imagegate knows, in the order of the reference; the
+/// CBS ones ([`CBS_ACTIONS`]) last.
 pub const ACTIONS: &[&str] = &[
     "ImportImage",
     "DescribeImportImageOs",
@@ -58,6 +112,7 @@ pub const ACTIONS: &[&str] = &[
     "DescribeImageSharePermission",
     "SyncImages",
     "DescribeImageFromFamily",
+    "DescribeSnapshots",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -168,4 +223,18 @@ pub struct SyncImages {
 pub struct DescribeImageFromFamily {
     /// Optional in the SDK model; the service refuses its absence.
     pub image_family: Option<String>,
+}
+
+/// CBS DescribeSnapshots (the subset of its inputs that can match a snapshot
+/// behind an image; the rest are decoded and refused or ignored by the service).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeSnapshots {
+    pub snapshot_ids: Option<Vec<String>>,
+    pub filters: Option<Vec<Filter>>,
+    pub offset: Option<i64>,
+    pub limit: Option<i64>,
+    /// `ASC` or `DESC` (CBS's default is DESC).
+    pub order: Option<String>,
+    /// `CREATE_TIME` or `DISK_SIZE`.
+    pub order_field: Option<String>,
 }

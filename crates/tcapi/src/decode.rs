@@ -184,6 +184,30 @@ pub fn decode_action(action: &str, params: &Params) -> Result<ActionRequest, Api
                 },
             ))
         }
+        "DescribeSnapshots" => {
+            let f = top(&[
+                "SnapshotIds",
+                "Filters",
+                "Offset",
+                "Limit",
+                "Order",
+                "OrderField",
+            ])?;
+            Ok(ActionRequest::DescribeSnapshots(DescribeSnapshots {
+                snapshot_ids: f.string_list("SnapshotIds")?,
+                filters: f.list("Filters", |v, path| {
+                    let filter = f.object(v, path, &["Name", "Values"])?;
+                    Ok(Filter {
+                        name: filter.req_string("Name")?,
+                        values: filter.req_string_list("Values")?,
+                    })
+                })?,
+                offset: f.int("Offset")?,
+                limit: f.int("Limit")?,
+                order: f.string("Order")?,
+                order_field: f.string("OrderField")?,
+            }))
+        }
         other => Err(ApiError::invalid_action(other)),
     }
 }

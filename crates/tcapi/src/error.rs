@@ -155,16 +155,17 @@ impl ApiError {
     // Action, version, request shape.
 
     pub fn invalid_action(action: &str) -> Self {
+        Self::invalid_action_in(action, crate::actions::Product::Cvm)
+    }
+
+    /// InvalidAction for an action that is not one of `product`'s.
+    pub fn invalid_action_in(action: &str, product: crate::actions::Product) -> Self {
+        let service = product.service();
+        let list = product.actions().join(", ");
         Self::new(
             "InvalidAction",
-            format!(
-                "The action `{action}` does not exist for service cvm version 2017-03-12. Supported actions: {}.",
-                crate::actions::ACTIONS.join(", ")
-            ),
-            format!(
-                "接口`{action}`不存在。cvm 2017-03-12 支持的接口：{}。",
-                crate::actions::ACTIONS.join(", ")
-            ),
+            format!("The action `{action}` does not exist for service {service} version 2017-03-12. Supported actions: {list}."),
+            format!("接口`{action}`不存在。{service} 2017-03-12 支持的接口：{list}。"),
         )
     }
 

@@ -9,14 +9,16 @@
 
 use base64::Engine as _;
 
-use crate::actions::ACTIONS;
+use crate::actions::{Product, ACTIONS};
 use crate::error::{clip, ApiError, Language};
 use crate::params::{parse_form, Params};
 use crate::sign::{self, SignatureMethod, TC3_ALGORITHM, UNSIGNED_PAYLOAD};
 
 /// The only API version served.
 pub const VERSION: &str = "2017-03-12";
-/// The only TC3 service name accepted in the credential scope.
+/// The TC3 service name of the CVM actions (CBS actions: `cbs`). A credential
+/// scope may also name the first label of the request's Host, as the Node.js
+/// SDK does with a custom endpoint (see [`scope_product`]).
 pub const SERVICE: &str = "cvm";
 /// Largest accepted GET query, in bytes.
 pub const MAX_GET_BYTES: usize = 32 * 1024;
@@ -121,6 +123,8 @@ enum Auth {
         /// The X-TC-Timestamp text as sent (it is signed as text).
         timestamp_text: String,
         credential_date: String,
+        /// The service of the credential scope, as sent (it keys the signature).
+        service: String,
         /// As sent in the Authorization header (it is signed as text).
         signed_headers: String,
         /// The same, split and lower-cased, sorted for CanonicalHeaders.
@@ -140,6 +144,8 @@ enum Auth {
 #[derive(Clone)]
 pub struct SignedRequest {
     pub action: String,
+    /// The product the action belongs to, as the credential scope chose it.
+    pub product: Product,
     pub version: String,
     /// `None` when the client sent no (or an empty) region.
     pub region: Option<String>,
@@ -157,6 +163,7 @@ impl std::fmt::Debug for SignedRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignedRequest")
             .field("action", &self.action)
+            .field("product", &self.product)
             .field("version", &self.version)
             .field("region", &self.region)
             .field("timestamp", &self.timestamp)
@@ -283,14 +290,59 @@ fn required_header<'a>(raw: &RawRequest<'a>, name: &str) -> Result<&'a str, ApiE
     }
 }
 
-fn check_version_action(version: &str, action: &str) -> Result<(), ApiError> {
+fn check_version_action(version: &str, action: &str, product: Product) -> Result<(), ApiError> {
     if version != VERSION {
         return Err(ApiError::no_such_version(&short(version)));
     }
-    if !ACTIONS.contains(&action) {
-        return Err(ApiError::invalid_action(&short(action)));
+    if !ACTIONS.contains(&action) || Product::of_action(action) != Some(product) {
+        return Err(ApiError::invalid_action_in(&short(action), product));
     }
     Ok(())
+}
+
+/// The first DNS label of a Host header, in the two spellings a client may
+/// have signed: the text before the first `.` (the Node.js SDK's
+/// `endpoint.split(".")[0]`, port included when there is no dot:
+/// `localhost:9000`), and the same without a port (`localhost`). tccli's
+/// verbatim `http://` prefix is not part of it.
+fn host_first_labels(host: &str) -> [&str; 2] {
+    let host = host.trim();
+    let host = host
+        .strip_prefix("http://")
+        .or_else(|| host.strip_prefix("https://"))
+        .unwrap_or(host);
+    let label = host.split('.').next().unwrap_or("");
+    let bare = match label.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => label,
+    };
+    [label, bare]
+}
+
+/// The product a TC3 credential scope selects. `cvm` and `cbs` name
+/// theirs; the first label of the Host (what the Node.js SDK signs with an
+/// endpoint such as `127.0.0.1:9000` → `127`) names none, so the action
+/// decides (action names do not overlap). Any other service is refused.
+pub fn scope_product(service: &str, host: &str, action: &str) -> Result<Product, ApiError> {
+    if let Some(product) = Product::from_service(service) {
+        return Ok(product);
+    }
+    let labels = host_first_labels(host);
+    if !service.is_empty() && labels.contains(&service) {
+        return Ok(Product::of_action(action).unwrap_or(Product::Cvm));
+    }
+    Err(ApiError::invalid_authorization(
+        &format!(
+            "the service in Credential must be `cvm`, `cbs` or `{}` (the first label of the Host), got `{}`",
+            short(labels[1]),
+            short(service)
+        ),
+        &format!(
+            "Credential中的服务名必须为`cvm`、`cbs`或`{}`（Host的第一段），实际为`{}`",
+            short(labels[1]),
+            short(service)
+        ),
+    ))
 }
 
 fn non_empty(v: Option<&str>) -> Option<String> {
@@ -310,6 +362,8 @@ fn decode_tc3(
     let timestamp_text = required_header(raw, "X-TC-Timestamp")?;
     let timestamp = parse_timestamp(timestamp_text, "X-TC-Timestamp")?;
     let parsed = parse_authorization(authz)?;
+    let host = raw.header("Host")?.unwrap_or("");
+    let product = scope_product(&parsed.service, host, action)?;
     for name in &parsed.signed_header_names {
         if raw.header(name)?.is_none() {
             let name = clip(name);
@@ -319,7 +373,7 @@ fn decode_tc3(
             ));
         }
     }
-    check_version_action(version, action)?;
+    check_version_action(version, action, product)?;
     let params = match body {
         Body::Json(bytes) => Params::from_json(bytes)?,
         Body::Flat(pairs) => {
@@ -328,6 +382,7 @@ fn decode_tc3(
     };
     Ok(SignedRequest {
         action: action.to_string(),
+        product,
         version: version.to_string(),
         region: non_empty(raw.header("X-TC-Region")?),
         timestamp,
@@ -339,6 +394,7 @@ fn decode_tc3(
         auth: Auth::Tc3 {
             timestamp_text: timestamp_text.to_string(),
             credential_date: parsed.date,
+            service: parsed.service,
             signed_headers: parsed.signed_headers,
             signed_header_names: parsed.signed_header_names,
             signature: parsed.signature,
@@ -349,12 +405,14 @@ fn decode_tc3(
 struct Tc3Authorization {
     secret_id: String,
     date: String,
+    service: String,
     signed_headers: String,
     signed_header_names: Vec<String>,
     signature: Vec<u8>,
 }
 
-/// `TC3-HMAC-SHA256 Credential=<id>/<date>/cvm/tc3_request, SignedHeaders=a;b, Signature=<hex>`.
+/// `TC3-HMAC-SHA256 Credential=<id>/<date>/<service>/tc3_request, SignedHeaders=a;b, Signature=<hex>`;
+/// the service is checked by [`scope_product`].
 fn parse_authorization(authz: &str) -> Result<Tc3Authorization, ApiError> {
     let bad = |en: &str, zh: &str| Err(ApiError::invalid_authorization(en, zh));
     let authz = authz.trim();
@@ -403,8 +461,8 @@ fn parse_authorization(authz: &str) -> Result<Tc3Authorization, ApiError> {
     let scope: Vec<&str> = credential.split('/').collect();
     let [secret_id, date, service, terminator] = scope[..] else {
         return bad(
-            "Credential must be <SecretId>/<YYYY-MM-DD>/cvm/tc3_request",
-            "Credential必须为<SecretId>/<YYYY-MM-DD>/cvm/tc3_request",
+            "Credential must be <SecretId>/<YYYY-MM-DD>/<service>/tc3_request",
+            "Credential必须为<SecretId>/<YYYY-MM-DD>/<service>/tc3_request",
         );
     };
     if secret_id.is_empty() {
@@ -425,18 +483,6 @@ fn parse_authorization(authz: &str) -> Result<Tc3Authorization, ApiError> {
         return bad(
             "the date in Credential must be YYYY-MM-DD",
             "Credential中的日期必须为YYYY-MM-DD格式",
-        );
-    }
-    if service != SERVICE {
-        return bad(
-            &format!(
-                "the service in Credential must be `cvm`, got `{}`",
-                short(service)
-            ),
-            &format!(
-                "Credential中的服务名必须为`cvm`，实际为`{}`",
-                short(service)
-            ),
         );
     }
     if terminator != "tc3_request" {
@@ -475,6 +521,7 @@ fn parse_authorization(authz: &str) -> Result<Tc3Authorization, ApiError> {
     Ok(Tc3Authorization {
         secret_id: secret_id.to_string(),
         date: date.to_string(),
+        service: service.to_string(),
         signed_headers: signed.to_string(),
         signed_header_names: names,
         signature: sig,
@@ -541,7 +588,9 @@ fn decode_v1(pairs: Vec<(String, String)>, lang: &mut Language) -> Result<Signed
     let region = non_empty(single(&pairs, "Region")?);
     let token = non_empty(single(&pairs, "Token")?);
     single(&pairs, "RequestClient")?;
-    check_version_action(version, action)?;
+    // The legacy scheme names no service: the action decides.
+    let product = Product::of_action(action).unwrap_or(Product::Cvm);
+    check_version_action(version, action, product)?;
     let params = Params::from_pairs(
         pairs
             .iter()
@@ -559,6 +608,7 @@ fn decode_v1(pairs: Vec<(String, String)>, lang: &mut Language) -> Result<Signed
         .collect();
     Ok(SignedRequest {
         action,
+        product,
         version,
         region,
         timestamp,
@@ -573,6 +623,45 @@ fn decode_v1(pairs: Vec<(String, String)>, lang: &mut Language) -> Result<Signed
             signature,
         },
     })
+}
+
+/// The Host values a TC3 client may have signed: the header as received
+/// and, when it carries a port, the host name alone (the Node.js SDK signs
+/// `URL.hostname`, never the port it sends in the header).
+fn tc3_host_candidates(host: &str) -> Vec<&str> {
+    let mut out = vec![host];
+    if let Some((name, port)) = host.rsplit_once(':') {
+        let bracketed_v6 = name.starts_with('[') && name.ends_with(']');
+        let plain = !name.contains(':') && !name.contains('/');
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (bracketed_v6 || plain) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// CanonicalHeaders with `host` as the Host value. Values are signed as
+/// sent, only trimmed, as the SDKs sign them. (The documentation also says
+/// lower-cased; accepting that too would let a case change of a signed
+/// header pass.)
+fn tc3_canonical_headers(
+    raw: &RawRequest,
+    names: &[String],
+    host: &str,
+) -> Result<String, ApiError> {
+    let mut out = String::new();
+    for name in names {
+        let value = if name == "host" {
+            host
+        } else {
+            raw.header(name)?.unwrap_or("").trim()
+        };
+        out.push_str(name);
+        out.push(':');
+        out.push_str(value);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 impl SignedRequest {
@@ -599,6 +688,7 @@ impl SignedRequest {
             Auth::Tc3 {
                 timestamp_text,
                 credential_date,
+                service,
                 signed_headers,
                 signed_header_names,
                 signature,
@@ -618,28 +708,21 @@ impl SignedRequest {
                 } else {
                     sign::sha256_hex(raw.body)
                 };
-                let key = sign::tc3_signing_key(secret_key, credential_date, SERVICE);
-                // Values are signed as sent, only trimmed, as the SDKs sign
-                // them. (The documentation also says lower-cased; accepting
-                // that too would let a case change of a signed header pass.)
-                let mut canonical_headers = String::new();
-                for name in signed_header_names {
-                    let value = raw.header(name)?.unwrap_or("").trim();
-                    canonical_headers.push_str(name);
-                    canonical_headers.push(':');
-                    canonical_headers.push_str(value);
-                    canonical_headers.push('\n');
-                }
-                let creq = sign::tc3_canonical_request(
-                    raw.method,
-                    raw.raw_query,
-                    &canonical_headers,
-                    signed_headers,
-                    &payload_hash,
-                );
-                let sts = sign::tc3_string_to_sign(timestamp_text, credential_date, SERVICE, &creq);
-                if sign::tc3_verify(&key, &sts, signature) {
-                    return Ok(());
+                let key = sign::tc3_signing_key(secret_key, credential_date, service);
+                for host in tc3_host_candidates(raw.header("Host")?.unwrap_or("").trim()) {
+                    let canonical_headers = tc3_canonical_headers(raw, signed_header_names, host)?;
+                    let creq = sign::tc3_canonical_request(
+                        raw.method,
+                        raw.raw_query,
+                        &canonical_headers,
+                        signed_headers,
+                        &payload_hash,
+                    );
+                    let sts =
+                        sign::tc3_string_to_sign(timestamp_text, credential_date, service, &creq);
+                    if sign::tc3_verify(&key, &sts, signature) {
+                        return Ok(());
+                    }
                 }
                 Err(ApiError::signature_failure())
             }
@@ -685,5 +768,84 @@ impl SignedRequest {
                 Err(ApiError::signature_failure())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn host_labels_as_the_sdks_sign_them() {
+        assert_eq!(host_first_labels("127.0.0.1:9000"), ["127", "127"]);
+        assert_eq!(host_first_labels("http://127.0.0.1:18083"), ["127", "127"]);
+        assert_eq!(
+            host_first_labels("localhost:9000"),
+            ["localhost:9000", "localhost"]
+        );
+        assert_eq!(host_first_labels("cvm.tencentcloudapi.com"), ["cvm", "cvm"]);
+        assert_eq!(host_first_labels("[::1]:9000"), ["[::1]:9000", "[::1]"]);
+    }
+
+    #[test]
+    fn host_candidates() {
+        assert_eq!(
+            tc3_host_candidates("127.0.0.1:9000"),
+            ["127.0.0.1:9000", "127.0.0.1"]
+        );
+        assert_eq!(tc3_host_candidates("[::1]:9000"), ["[::1]:9000", "[::1]"]);
+        assert_eq!(
+            tc3_host_candidates("cvm.tencentcloudapi.com"),
+            ["cvm.tencentcloudapi.com"]
+        );
+        // tccli's verbatim scheme: only as sent.
+        assert_eq!(
+            tc3_host_candidates("http://127.0.0.1:9000"),
+            ["http://127.0.0.1:9000"]
+        );
+    }
+
+    #[test]
+    fn scope_service_selects_the_product() {
+        let p = |svc: &str, host: &str, action: &str| scope_product(svc, host, action);
+        assert_eq!(
+            p("cvm", "127.0.0.1:9", "DescribeImages").unwrap(),
+            Product::Cvm
+        );
+        assert_eq!(
+            p("cbs", "127.0.0.1:9", "DescribeSnapshots").unwrap(),
+            Product::Cbs
+        );
+        // The scope names the product even when the action is another's:
+        // check_version_action then answers InvalidAction.
+        assert_eq!(
+            p("cbs", "127.0.0.1:9", "DescribeImages").unwrap(),
+            Product::Cbs
+        );
+        assert_eq!(
+            p("127", "127.0.0.1:9", "DescribeImages").unwrap(),
+            Product::Cvm
+        );
+        assert_eq!(
+            p("127", "127.0.0.1:9", "DescribeSnapshots").unwrap(),
+            Product::Cbs
+        );
+        assert_eq!(
+            p("gate", "gate.local:9", "DescribeImages").unwrap(),
+            Product::Cvm
+        );
+        for (svc, host) in [
+            ("cos", "127.0.0.1:9"),
+            ("128", "127.0.0.1:9"),
+            ("", "127.0.0.1:9"),
+            ("tencentcloudapi", "cvm.tencentcloudapi.com"),
+            ("0", "127.0.0.1:9"),
+        ] {
+            let e = p(svc, host, "DescribeImages").unwrap_err();
+            assert_eq!(e.code, "AuthFailure.InvalidAuthorization", "{svc} {host}");
+        }
+        assert!(check_version_action(VERSION, "DescribeImages", Product::Cbs).is_err());
+        assert!(check_version_action(VERSION, "DescribeSnapshots", Product::Cvm).is_err());
+        assert!(check_version_action(VERSION, "DescribeSnapshots", Product::Cbs).is_ok());
     }
 }

@@ -104,6 +104,8 @@ pub enum Condition {
     Owned,
     /// Only images shared with the caller (`image-type` SHARED_IMAGE).
     SharedWithCaller,
+    /// Images with a disk whose snapshot is one of these (CBS DescribeSnapshots).
+    SnapshotIds(Vec<String>),
     /// Matches nothing (e.g. `image-type` PUBLIC_IMAGE only).
     Nothing,
 }
@@ -362,6 +364,12 @@ impl Catalog {
                 }
                 Condition::SharedWithCaller => {
                     filter.push(" AND i.account_uin <> ").arg(uin);
+                }
+                Condition::SnapshotIds(ids) => {
+                    filter
+                        .push(" AND i.image_id IN (SELECT d.image_id FROM image_disks d WHERE d.snapshot_id IN ")
+                        .list(ids)
+                        .push(")");
                 }
                 Condition::Nothing => {
                     filter.push(" AND 1 = 0");

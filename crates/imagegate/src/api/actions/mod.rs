@@ -10,6 +10,7 @@ pub mod modify;
 pub mod os;
 pub mod quota;
 pub mod share;
+pub mod snapshots;
 pub mod sync;
 pub mod tasks;
 pub mod validate;
@@ -74,6 +75,9 @@ pub async fn dispatch(
                 .await
                 .map(Fields)
         }
+        ActionRequest::DescribeSnapshots(r) => snapshots::describe_snapshots(state, caller, r)
+            .await
+            .map(Fields),
     }
 }
 
