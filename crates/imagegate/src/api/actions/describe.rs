@@ -115,6 +115,7 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
                     Condition::ImageIds(values)
                 }
                 "image-type" => {
+                    check_image_types(&values)?;
                     let private = values.iter().any(|v| v == "PRIVATE_IMAGE");
                     let shared = values.iter().any(|v| v == "SHARED_IMAGE");
                     match (private, shared) {
@@ -188,6 +189,22 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
         offset,
         limit,
     })
+}
+
+/// The values of the `image-type` filter the API documents.
+const IMAGE_TYPES: &[&str] = &["PRIVATE_IMAGE", "PUBLIC_IMAGE", "SHARED_IMAGE"];
+
+fn check_image_types(values: &[String]) -> Result<(), ApiError> {
+    match values.iter().find(|v| !IMAGE_TYPES.contains(&v.as_str())) {
+        None => Ok(()),
+        Some(v) => {
+            let v = validate::clip(v, 40);
+            Err(errors::invalid_filter(
+                format!("The filter `image-type` has the invalid value `{v}`: use PRIVATE_IMAGE, PUBLIC_IMAGE or SHARED_IMAGE."),
+                format!("过滤条件`image-type`的取值`{v}`不合法，可用PRIVATE_IMAGE、PUBLIC_IMAGE或SHARED_IMAGE。"),
+            ))
+        }
+    }
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ` in UTC, as the API documents CreatedTime.
@@ -307,6 +324,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(code(&big), "InvalidParameterValue");
+        let bad_type = DescribeImages {
+            filters: Some(vec![f("image-type", &["PRIVATE_IMAGE", "MY_IMAGE"])]),
+            ..Default::default()
+        };
+        assert_eq!(code(&bad_type), "InvalidFilter");
     }
 
     #[test]

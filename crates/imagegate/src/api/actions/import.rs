@@ -144,7 +144,7 @@ pub async fn import_image(
         os_name: display_os_name(&os.os_name, &os_version, &r.architecture),
         os_version,
         architecture: r.architecture.clone(),
-        platform: os.os_name.clone(),
+        platform: platform_at_import(os),
         license_type: license_type.to_owned(),
         boot_mode: boot_mode.to_owned(),
         image_family: r.image_family.clone().unwrap_or_default(),
@@ -261,4 +261,15 @@ fn check_url(
         }
     }
     Ok(())
+}
+
+/// `Platform` from the declared OS, as inspection will report it: the
+/// distribution for Linux ("CentOS"), "Windows" for every Windows version
+/// (so DescribeImages shows the same value during the import and after).
+fn platform_at_import(os: &crate::config::ImportOsEntry) -> String {
+    if os.platform == "Windows" {
+        "Windows".to_owned()
+    } else {
+        os.os_name.clone()
+    }
 }

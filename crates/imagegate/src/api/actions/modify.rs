@@ -23,7 +23,9 @@ pub async fn modify_image_attribute(
     if let Some(d) = &r.image_description {
         validate::description(d)?;
     }
-    if let Some(f) = &r.image_family {
+    // An empty family clears it (Terraform's provider sends `ImageFamily: ""`
+    // when a configuration has none).
+    if let Some(f) = r.image_family.as_deref().filter(|f| !f.is_empty()) {
         validate::image_family(f)?;
     }
     // A recipient of a shared image may not change it; its owner may.
