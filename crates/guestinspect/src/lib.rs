@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod fs;
 pub mod lvm;
 pub mod os;
@@ -28,13 +29,25 @@ pub struct InspectOptions {
     pub max_filesystems: usize,
     /// Detect the OS (off: only partitions, LVM and filesystems).
     pub detect_os: bool,
+    /// The whole inspection's time limit (`None`: none).
+    pub deadline: Option<std::time::Duration>,
+    /// Bytes the whole inspection may read (`None`: no cap).
+    pub max_read_bytes: Option<u64>,
 }
+
+/// Default deadline of one inspection: generous, since its reads may wait
+/// for a download; a hostile layout that makes it crawl is stopped.
+pub const DEFAULT_DEADLINE_SECS: u64 = 600;
+/// Default cap on what one inspection reads (a real guest needs tens of MiB).
+pub const DEFAULT_MAX_READ_BYTES: u64 = 2 << 30;
 
 impl Default for InspectOptions {
     fn default() -> Self {
         InspectOptions {
             max_filesystems: 64,
             detect_os: true,
+            deadline: Some(std::time::Duration::from_secs(DEFAULT_DEADLINE_SECS)),
+            max_read_bytes: Some(DEFAULT_MAX_READ_BYTES),
         }
     }
 }
@@ -45,6 +58,9 @@ pub enum InspectError {
     /// content): inspection has no answer.
     #[error("reading the disk failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The inspection's deadline or read budget ran out.
+    #[error("{0}")]
+    Budget(budget::BudgetExceeded),
 }
 
 /// A volume to probe: where it is and its bytes.
@@ -72,6 +88,23 @@ fn fatal(e: &std::io::Error) -> bool {
 /// root, cloud-init and virtio. Damage found on the way becomes a warning
 /// in the report; only a failing source is an error.
 pub fn inspect(disk: Arc<dyn ReadAt>, opts: &InspectOptions) -> Result<GuestReport, InspectError> {
+    let budgeted = Arc::new(budget::Budgeted::new(
+        disk,
+        opts.deadline,
+        opts.max_read_bytes,
+    ));
+    let result = inspect_within(budgeted.clone(), opts);
+    // Parsers may have taken the failing reads for damage: the budget wins.
+    match budgeted.exceeded() {
+        Some(e) => Err(InspectError::Budget(e)),
+        None => result,
+    }
+}
+
+fn inspect_within(
+    disk: Arc<dyn ReadAt>,
+    opts: &InspectOptions,
+) -> Result<GuestReport, InspectError> {
     let started = Instant::now();
     let counter = Arc::new(CountingReader::new(disk));
     let disk: Arc<dyn ReadAt> = counter.clone();
