@@ -115,6 +115,27 @@ pub const ACTIONS: &[&str] = &[
     "DescribeSnapshots",
 ];
 
+/// Actions that change something. The one list: an identical re-send of
+/// one of these within the signature window must not act twice (the
+/// service answers it with the first answer). Names of actions still being
+/// added elsewhere are listed ahead; an unknown name never matches a
+/// request, since `decode` refuses actions not in [`ACTIONS`].
+pub const MUTATING_ACTIONS: &[&str] = &[
+    "ImportImage",
+    "DeleteImages",
+    "ModifyImageAttribute",
+    "CancelImportImageTask",
+    "ModifyImageSharePermission",
+    "SyncImages",
+    "ExportImages",
+    "CancelExportImageTask",
+];
+
+/// Whether `action` changes something (see [`MUTATING_ACTIONS`]).
+pub fn is_mutating(action: &str) -> bool {
+    MUTATING_ACTIONS.contains(&action)
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImportImage {
     pub architecture: String,

@@ -82,5 +82,5 @@ pub use decode::decode_action;
 pub use envelope::{error_body, success_body};
 pub use error::{ApiError, Language};
 pub use params::{Origin, Params, Value};
-pub use request::{check_size, decode, RawRequest, SignedRequest};
+pub use request::{check_size, decode, decode_deferred, Binding, RawRequest, SignedRequest};
 pub use sign::SignatureMethod;

@@ -23,6 +23,10 @@ pub const MAX_DEPTH: usize = 32;
 /// Longest list accepted; a flattened index must be below it.
 pub const MAX_LIST_LEN: usize = 1000;
 
+/// Most `k=v` pairs in one query or form: a 1 MiB form of `a&a&…` would
+/// otherwise cost half a million allocations before anything is checked.
+pub const MAX_PAIRS: usize = 10_000;
+
 /// One parameter value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -127,6 +131,12 @@ pub fn parse_form(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     for segment in raw.split(|&b| b == b'&') {
         if segment.is_empty() {
             continue;
+        }
+        if out.len() >= MAX_PAIRS {
+            return Err(ApiError::invalid_parameter(
+                format!("The query or form carries more than {MAX_PAIRS} parameters."),
+                format!("查询串或表单的参数超过{MAX_PAIRS}个。"),
+            ));
         }
         let (k, v) = match segment.iter().position(|&b| b == b'=') {
             Some(i) => (&segment[..i], &segment[i + 1..]),

@@ -155,8 +155,23 @@ pub struct SignedRequest {
     pub language: Language,
     /// v1 only: the Nonce parameter (TC3 has none).
     pub nonce: Option<u64>,
+    /// Empty until [`SignedRequest::parse_params`] when decoded with
+    /// [`decode_deferred`].
     pub params: Params,
+    /// Where the parameters still are, until parsed.
+    pending: Option<Pending>,
     auth: Auth,
+}
+
+/// The action parameters not yet expanded into a tree.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// The JSON body of the request.
+    Json,
+    /// Decoded query or form pairs (TC3 GET or form POST).
+    Flat(Vec<(String, String)>),
+    /// The v1 pairs kept for the signature, less the common ones.
+    V1,
 }
 
 impl std::fmt::Debug for SignedRequest {
@@ -212,8 +227,9 @@ fn short(s: &str) -> String {
 }
 
 /// Where the action parameters of a request are.
-enum Body<'a> {
-    Json(&'a [u8]),
+enum Body {
+    /// The body itself; read only when the parameters are parsed.
+    Json,
     /// Decoded pairs of the query (GET) or the form body (POST).
     Flat(Vec<(String, String)>),
 }
@@ -221,6 +237,17 @@ enum Body<'a> {
 /// Decode the common parameters and the action parameter tree; nothing is
 /// verified yet. The Language is returned even on error when it could be read.
 pub fn decode(raw: &RawRequest) -> Result<SignedRequest, (ApiError, Language)> {
+    let mut req = decode_deferred(raw)?;
+    let lang = req.language;
+    req.parse_params(raw).map_err(|e| (e, lang))?;
+    Ok(req)
+}
+
+/// Like [`decode`] but leaves the action parameters unexpanded, so that a
+/// server verifies the signature before spending memory on the tree (then
+/// calls [`SignedRequest::parse_params`]). For a TC3 JSON POST nothing here
+/// reads the body: it can be decoded from the header alone (`body: &[]`).
+pub fn decode_deferred(raw: &RawRequest) -> Result<SignedRequest, (ApiError, Language)> {
     let mut lang = Language::default();
     decode_inner(raw, &mut lang).map_err(|e| (e, lang))
 }
@@ -247,7 +274,7 @@ fn decode_inner(raw: &RawRequest, lang: &mut Language) -> Result<SignedRequest, 
         Body::Flat(parse_form(raw.raw_query.as_bytes())?)
     } else {
         match content_type.map(media_type).as_deref() {
-            Some("application/json") => Body::Json(raw.body),
+            Some("application/json") => Body::Json,
             Some("application/x-www-form-urlencoded") => Body::Flat(parse_form(raw.body)?),
             Some("multipart/form-data") => {
                 return Err(ApiError::invalid_request(
@@ -271,7 +298,7 @@ fn decode_inner(raw: &RawRequest, lang: &mut Language) -> Result<SignedRequest, 
             Body::Flat(pairs) if pairs.iter().any(|(k, _)| k == "Signature") => {
                 decode_v1(pairs, lang)
             }
-            Body::Json(_) => Err(ApiError::invalid_authorization(
+            Body::Json => Err(ApiError::invalid_authorization(
                 "a JSON POST needs a TC3-HMAC-SHA256 Authorization header, none was sent",
                 "JSON格式的POST请求需要TC3-HMAC-SHA256的Authorization头部，但未传入",
             )),
@@ -374,11 +401,9 @@ fn decode_tc3(
         }
     }
     check_version_action(version, action, product)?;
-    let params = match body {
-        Body::Json(bytes) => Params::from_json(bytes)?,
-        Body::Flat(pairs) => {
-            Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?
-        }
+    let pending = match body {
+        Body::Json => Pending::Json,
+        Body::Flat(pairs) => Pending::Flat(pairs),
     };
     Ok(SignedRequest {
         action: action.to_string(),
@@ -390,7 +415,8 @@ fn decode_tc3(
         token: non_empty(raw.header("X-TC-Token")?),
         language: lang,
         nonce: None,
-        params,
+        params: Params::default(),
+        pending: Some(pending),
         auth: Auth::Tc3 {
             timestamp_text: timestamp_text.to_string(),
             credential_date: parsed.date,
@@ -591,12 +617,6 @@ fn decode_v1(pairs: Vec<(String, String)>, lang: &mut Language) -> Result<Signed
     // The legacy scheme names no service: the action decides.
     let product = Product::of_action(action).unwrap_or(Product::Cvm);
     check_version_action(version, action, product)?;
-    let params = Params::from_pairs(
-        pairs
-            .iter()
-            .filter(|(k, _)| !V1_COMMON.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    )?;
     let (action, version, secret_id) = (
         action.to_string(),
         version.to_string(),
@@ -616,7 +636,8 @@ fn decode_v1(pairs: Vec<(String, String)>, lang: &mut Language) -> Result<Signed
         token,
         language: *lang,
         nonce: Some(nonce),
-        params,
+        params: Params::default(),
+        pending: Some(Pending::V1),
         auth: Auth::V1 {
             method,
             pairs: signed_pairs,
@@ -664,7 +685,72 @@ fn tc3_canonical_headers(
     Ok(out)
 }
 
+/// What a verified signature is bound to (see [`SignedRequest::binding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Binding {
+    /// TC3: the signature; v1: the SecretId and Nonce.
+    pub key: [u8; 32],
+    /// The request itself: its signature (equal to `key` under TC3).
+    pub identity: [u8; 32],
+}
+
 impl SignedRequest {
+    /// What a replay guard records for this request once it is verified.
+    /// A TC3 signature does not cover X-TC-Action or X-TC-Region unless the
+    /// client listed them in SignedHeaders (the SDKs do not), so the guard
+    /// keys by the signature and remembers the action and region it came
+    /// with. Under v1 the signature covers everything but the Nonce must not
+    /// be used twice, so the key is (SecretId, Nonce) and the identity the
+    /// signature.
+    pub fn binding(&self) -> Binding {
+        use sha2::{Digest, Sha256};
+        let digest = |parts: &[&[u8]]| -> [u8; 32] {
+            let mut h = Sha256::new();
+            for p in parts {
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p);
+            }
+            h.finalize().into()
+        };
+        match &self.auth {
+            Auth::Tc3 { signature, .. } => {
+                let key = digest(&[b"tc3", self.secret_id.as_bytes(), signature]);
+                Binding { key, identity: key }
+            }
+            Auth::V1 { signature, .. } => {
+                let nonce = self.nonce.unwrap_or(0).to_be_bytes();
+                Binding {
+                    key: digest(&[b"v1", self.secret_id.as_bytes(), &nonce]),
+                    identity: digest(&[b"v1sig", signature.trim().as_bytes()]),
+                }
+            }
+        }
+    }
+
+    /// Expands the action parameters into [`SignedRequest::params`] (once;
+    /// later calls do nothing). `raw` must be the request this was decoded
+    /// from, body included.
+    pub fn parse_params(&mut self, raw: &RawRequest) -> Result<(), ApiError> {
+        let params = match self.pending.take() {
+            None => return Ok(()),
+            Some(Pending::Json) => Params::from_json(raw.body)?,
+            Some(Pending::Flat(pairs)) => {
+                Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?
+            }
+            Some(Pending::V1) => match &self.auth {
+                Auth::V1 { pairs, .. } => Params::from_pairs(
+                    pairs
+                        .iter()
+                        .filter(|(k, _)| !V1_COMMON.contains(&k.as_str()))
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )?,
+                Auth::Tc3 { .. } => Params::default(),
+            },
+        };
+        self.params = params;
+        Ok(())
+    }
+
     pub fn signature_method(&self) -> SignatureMethod {
         match &self.auth {
             Auth::Tc3 { .. } => SignatureMethod::Tc3HmacSha256,
