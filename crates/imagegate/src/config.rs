@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub struct Config {
     /// Address the API listens on.
     pub listen: String,
+    /// Serve /readyz and /metrics (and /healthz) on this address instead of
+    /// beside the API; a `worker` process serves them only here.
+    pub ops_listen: Option<String>,
     /// SQLite catalog, local blob store (`images/<ImageId>.qcow2`), scratch.
     pub data_dir: PathBuf,
     /// Regions served; requests for others get `UnsupportedRegion`.
@@ -23,6 +26,10 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub blobs: BlobConfig,
     pub log: LogConfig,
+    /// Connection timeouts and cap (see `net`).
+    pub net: crate::net::NetConfig,
+    /// TLS for the API listener (`serve` terminates it itself).
+    pub tls: crate::net::TlsConfig,
     /// Overrides DescribeImportImageOs (and the OS checks of ImportImage).
     pub import_os: Option<Vec<ImportOsEntry>>,
 }
@@ -31,6 +38,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:9000".into(),
+            ops_listen: None,
             data_dir: PathBuf::from("imagegate-data"),
             regions: vec!["ap-guangzhou".into()],
             import_regions: None,
@@ -42,6 +50,8 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             blobs: BlobConfig::default(),
             log: LogConfig::default(),
+            net: crate::net::NetConfig::default(),
+            tls: crate::net::TlsConfig::default(),
             import_os: None,
         }
     }
@@ -353,6 +363,9 @@ impl Config {
         if let Some(v) = get("IMAGEGATE_LISTEN") {
             self.listen = v;
         }
+        if let Some(v) = get("IMAGEGATE_OPS_LISTEN") {
+            self.ops_listen = Some(v).filter(|s| !s.is_empty());
+        }
         if let Some(v) = get("IMAGEGATE_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
@@ -414,6 +427,17 @@ impl Config {
                 "listen",
                 format!("{:?} is not an IP:port address", self.listen),
             ));
+        }
+        if let Some(ops) = &self.ops_listen {
+            if ops.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "ops_listen",
+                    format!("{ops:?} is not an IP:port address"),
+                ));
+            }
+        }
+        if let Some((key, reason)) = self.net.problem().or_else(|| self.tls.problem()) {
+            return Err(invalid(key, reason));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));

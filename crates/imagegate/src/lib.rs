@@ -17,6 +17,7 @@ pub mod console;
 pub mod directio;
 pub mod inspect_cmd;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod oslist;
 pub mod pipeline;

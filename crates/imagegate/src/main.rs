@@ -131,6 +131,9 @@ async fn serve(args: ServeArgs, api: bool) -> anyhow::Result<()> {
         }
         Bootstrap::Configured => {}
     }
+    if let Some(ops) = server.ops_addr() {
+        writeln!(out, "imagegate ops listening on {ops}")?;
+    }
     if api {
         writeln!(out, "imagegate listening on {}", server.addr())?;
         tracing::info!(addr = %server.addr(), "serving");

@@ -1,12 +1,20 @@
-//! The operator's endpoints, plain HTTP beside the API's `/` on the same
-//! listener: `GET /healthz` (the process answers), `GET /readyz` (the
-//! catalog answers, its migrations are applied, the blob store answers) and
-//! `GET /metrics` (Prometheus text format; see `metrics`).
+//! The operator's endpoints: `GET /healthz` (the process answers),
+//! `GET /readyz` (the catalog answers, its migrations are applied, the blob
+//! store answers) and `GET /metrics` (Prometheus text format; see
+//! `metrics`). They are served beside the API's `/`, or on their own
+//! `ops_listen` address (also by a `worker`-only process); `server`
+//! assembles the routers.
+//!
+//! Unauthenticated, so cheap: /readyz and the catalog's job counts in
+//! /metrics are computed at most once per [`FRESH`] and shared by every caller meanwhile
+//! (one computation at a time; the others wait for it, bounded by
+//! [`CHECK_TIMEOUT`]).
 //!
 //! None of them needs credentials, so none of them may reveal one: error
 //! texts pass through [`redact`] before they reach a body or a log.
 
-use crate::api::AppState;
+use crate::blobstore::BlobStore;
+use crate::catalog::Catalog;
 use crate::metrics::{self, ScrapeFacts};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -17,7 +25,10 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a computed /readyz or /metrics answer is served again.
+pub const FRESH: Duration = Duration::from_secs(1);
 
 /// How long each readiness check (and the scrape's catalog query) may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,13 +36,66 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `/healthz`, `/readyz` and `/metrics`; merge into the API's router.
-pub fn router(state: Arc<AppState>) -> Router {
+/// What the operator's endpoints look at, and their cached answers.
+pub struct Ops {
+    catalog: Catalog,
+    blobs: Arc<dyn BlobStore>,
+    ready: Cached<(StatusCode, String)>,
+    /// The catalog's job counts (the counters themselves are in memory).
+    job_counts: Cached<Option<Vec<(String, i64)>>>,
+}
+
+impl Ops {
+    pub fn new(catalog: Catalog, blobs: Arc<dyn BlobStore>) -> Arc<Ops> {
+        Arc::new(Ops {
+            catalog,
+            blobs,
+            ready: Cached::default(),
+            job_counts: Cached::default(),
+        })
+    }
+}
+
+/// One answer, recomputed when older than [`FRESH`].
+struct Cached<T> {
+    slot: tokio::sync::Mutex<Option<(Instant, T)>>,
+}
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Cached {
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> Cached<T> {
+    async fn get<F: Future<Output = T>>(&self, make: impl FnOnce() -> F) -> T {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, v)) = &*slot {
+            if at.elapsed() < FRESH {
+                return v.clone();
+            }
+        }
+        let v = make().await;
+        *slot = Some((Instant::now(), v.clone()));
+        v
+    }
+}
+
+/// `/healthz` alone: the API listener keeps it when the others move to
+/// `ops_listen`.
+pub fn health_router() -> Router {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn router(ops: Arc<Ops>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(ops)
+        .merge(health_router())
 }
 
 async fn healthz() -> Response {
@@ -102,7 +166,7 @@ async fn within<T, E: std::fmt::Display>(
 }
 
 /// Runs the three checks at once.
-pub async fn readiness(state: &AppState) -> Readiness {
+pub async fn readiness(state: &Ops) -> Readiness {
     let pool = state.catalog.pool();
     let catalog = async {
         let r = within(sqlx::query("SELECT 1").fetch_one(pool)).await;
@@ -158,8 +222,13 @@ pub async fn readiness(state: &AppState) -> Readiness {
 /// once per change rather than once per poll. 0 unknown, 1 ready, 2 not.
 static LAST_READY: AtomicU8 = AtomicU8::new(0);
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let r = readiness(&state).await;
+async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
+    let (status, body) = ops.ready.get(|| ready_answer(&ops)).await;
+    text_response(status, "application/json", body)
+}
+
+async fn ready_answer(ops: &Ops) -> (StatusCode, String) {
+    let r = readiness(ops).await;
     let now = if r.ready() { 1 } else { 2 };
     if LAST_READY.swap(now, Ordering::Relaxed) != now {
         if r.ready() {
@@ -178,11 +247,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    text_response(status, "application/json", r.to_json().to_string())
+    (status, r.to_json().to_string())
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    let job_counts = within(state.catalog.job_counts()).await.ok();
+async fn metrics_text(State(ops): State<Arc<Ops>>) -> Response {
+    let job_counts = ops
+        .job_counts
+        .get(|| async { within(ops.catalog.job_counts()).await.ok() })
+        .await;
     let facts = ScrapeFacts {
         job_counts,
         rss_bytes: metrics::process_rss_bytes(),

@@ -8,8 +8,9 @@ use crate::api::{http, AppState};
 use crate::blobstore::{self, BlobError};
 use crate::catalog::{blobs, Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
+use crate::net;
+use crate::ops::{self, Ops};
 use crate::pipeline::{node_name, Workers};
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -40,6 +41,8 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
     #[error("blob store: {0}")]
     Blobs(#[from] BlobError),
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// Which roles a process runs.
@@ -60,21 +63,48 @@ impl Default for Roles {
     }
 }
 
+/// One listener being served.
+#[derive(Debug)]
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await?.map_err(ServerError::Serve)
+    }
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
-    addr: SocketAddr,
+    /// `None` for a worker-only process.
+    api: Option<Running>,
+    ops: Option<Running>,
     state: Arc<AppState>,
     bootstrap: Bootstrap,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    /// A worker-only process waits on this until shut down.
+    idle: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
     workers: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl Server {
-    /// The bound address (the real port when `listen` asked for port 0).
+    /// The API's bound address (the real port when `listen` asked for port
+    /// 0); `0.0.0.0:0` for a worker-only process.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.api
+            .as_ref()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.addr)
+    }
+
+    /// The `ops_listen` address, when configured.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|r| r.addr)
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -91,22 +121,30 @@ impl Server {
     /// imports back to the queue (another start resumes them), closes the
     /// catalog.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
         if let Some((stop, task)) = self.workers.take() {
             stop.cancel();
             let _ = task.await;
         }
-        let served = (&mut self.task).await?;
+        let mut served = Ok(());
+        for r in [self.api.take(), self.ops.take()].into_iter().flatten() {
+            let r = r.stop().await;
+            served = served.and(r);
+        }
         self.state.catalog.close().await;
-        served.map_err(ServerError::Serve)
+        served
     }
 
     /// Waits until the server stops on its own (it normally does not).
     pub async fn wait(mut self) -> Result<(), ServerError> {
-        let served = (&mut self.task).await?;
-        served.map_err(ServerError::Serve)
+        match self.api.take() {
+            Some(mut api) => (&mut api.task).await?.map_err(ServerError::Serve),
+            None => {
+                if let Some((_tx, rx)) = self.idle.take() {
+                    let _ = rx.await;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -116,8 +154,10 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     start_roles(config, Roles::default()).await
 }
 
-/// Like [`start`], choosing the roles: `api: false` binds nothing (the
-/// `worker` command), `workers: false` only serves (`serve --no-workers`).
+/// Like [`start`], choosing the roles: `api: false` binds only
+/// `ops_listen`, if set (the `worker` command), `workers: false` only serves
+/// (`serve --no-workers`). The API's and the operator's routers are put
+/// together here, so neither module needs the other.
 pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, ServerError> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
@@ -151,51 +191,68 @@ pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, Ser
         };
         (stop, tokio::spawn(workers.run()))
     });
-    if !roles.api {
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = rx.await;
-            Ok(())
-        });
-        return Ok(Server {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            state,
-            bootstrap,
-            shutdown: Some(tx),
-            task,
-            workers,
-        });
-    }
-
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen.clone(),
-        source,
-    })?;
-    // Small request/response pairs: do not let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let (tx, rx) = oneshot::channel::<()>();
-    let app = http::router(state.clone());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let ops = Ops::new(state.catalog.clone(), state.blobs.clone());
+    let ops_running = match &config.ops_listen {
+        Some(addr) => Some(listen(addr, None, &config, ops::router(ops.clone()), "ops").await?),
+        None => None,
+    };
+    let api = if roles.api {
+        let tls = match config.tls.files() {
+            Some((cert, key)) => Some(crate::net::tls::acceptor(cert, key)?),
+            None => None,
+        };
+        // With `ops_listen`, only /healthz stays beside the API.
+        let app = match ops_running {
+            Some(_) => http::router(state.clone()).merge(ops::health_router()),
+            None => http::router(state.clone()).merge(ops::router(ops)),
+        };
+        Some(listen(&config.listen, tls, &config, app, "api").await?)
+    } else {
+        None
+    };
     Ok(Server {
-        addr,
+        api,
+        ops: ops_running,
         state,
         bootstrap,
-        shutdown: Some(tx),
-        task,
+        idle: Some(oneshot::channel()),
         workers,
     })
+}
+
+/// Binds `addr` and serves `app` there with the `[net]` settings.
+async fn listen(
+    addr: &str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    config: &Config,
+    app: axum::Router,
+    name: &'static str,
+) -> Result<Running, ServerError> {
+    let (tcp, bound) = bind(addr).await?;
+    let listener = net::Listener {
+        tcp,
+        tls,
+        table: net::conns::Table::new(config.net.max_connections),
+        timeouts: config.net.timeouts(),
+        name,
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(net::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr: bound,
+        stop: Some(tx),
+        task,
+    })
+}
+
+async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let err = |source| ServerError::Bind {
+        addr: listen.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    Ok((listener, addr))
 }

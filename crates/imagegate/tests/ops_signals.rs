@@ -59,6 +59,8 @@ async fn get(server: &Server, path: &str) -> (u16, String, String) {
 }
 
 async fn readyz(server: &Server) -> (u16, Value) {
+    // Each answer is computed at most once per FRESH: let the last one age.
+    tokio::time::sleep(imagegate::ops::FRESH).await;
     let (status, ct, body) = get(server, "/readyz").await;
     assert_eq!(ct, "application/json");
     (status, serde_json::from_str(&body).unwrap())
@@ -125,6 +127,8 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
 }
 
 async fn metrics(server: &Server) -> std::collections::HashMap<String, f64> {
+    // The job counts are read from the catalog at most once per FRESH.
+    tokio::time::sleep(imagegate::ops::FRESH).await;
     let (status, ct, body) = get(server, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");

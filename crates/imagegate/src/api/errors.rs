@@ -40,6 +40,22 @@ pub fn secret_id_not_found() -> ApiError {
     )
 }
 
+pub fn signature_reused() -> ApiError {
+    e(
+        "AuthFailure.SignatureFailure",
+        "The provided credentials could not be validated: this signature (or v1 Nonce) was already used for another request, action or region. Please sign each request anew.".into(),
+        "请求签名验证失败：该签名（或v1的Nonce）已用于其他请求、接口或地域，请为每个请求重新签名。".into(),
+    )
+}
+
+pub fn body_too_slow(secs: u64) -> ApiError {
+    e(
+        "InvalidRequest",
+        format!("The request is invalid: its body did not arrive within {secs} s."),
+        format!("请求不合法：请求包体未在{secs}秒内传完。"),
+    )
+}
+
 pub fn token_failure() -> ApiError {
     e(
         "AuthFailure.TokenFailure",

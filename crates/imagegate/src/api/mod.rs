@@ -8,6 +8,7 @@ pub mod cache;
 pub mod errors;
 pub mod http;
 pub mod ratelimit;
+pub mod replay;
 
 use crate::accounts::{Account, Accounts};
 use crate::blobstore::BlobStore;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// DescribeImages answers (see `cache`).
     pub describe_cache: cache::ResponseCache,
+    /// What each accepted signature was accepted for (see `replay`).
+    pub replay: replay::ReplayGuard,
     regions: HashSet<String>,
     import_regions: HashSet<String>,
 }
@@ -60,6 +63,7 @@ impl AppState {
             blobs,
             wake: Arc::new(tokio::sync::Notify::new()),
             describe_cache: cache::ResponseCache::default(),
+            replay: replay::ReplayGuard::new(config.net.replay_cache_entries),
             config,
         }
     }

@@ -24,6 +24,51 @@ fn percent(row: &TaskRow) -> i64 {
     }
 }
 
+/// A node as tenants see it: `<host>:<pid>:<tag>` without the host name.
+fn tenant_node(node: Option<&str>) -> Value {
+    match node {
+        Some(n) => Value::String(match n.split_once(':') {
+            Some((_, rest)) => format!("node:{rest}"),
+            None => "node".into(),
+        }),
+        None => Value::Null,
+    }
+}
+
+/// A failure message as tenants see it. An internal error's text is the
+/// operator's (it may name files, the blob store's endpoint or a host): the
+/// tenant gets a pointer to the log instead. Other messages are about the
+/// tenant's own image and source, but absolute paths and non-COS URLs in
+/// them are replaced all the same, since a source may be served from an
+/// internal endpoint (`source.cos_endpoint`).
+pub fn tenant_message(code: Option<&str>, message: &str) -> String {
+    if code == Some("InternalError") {
+        return "The import failed on an internal error of the service; the operator's log \
+                names the cause (search it for this ImageId)."
+            .into();
+    }
+    let mut out = String::with_capacity(message.len());
+    for (i, word) in message.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_matches(|c: char| "`'\"(),;".contains(c));
+        let url_host = bare
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+        let hidden = match url_host {
+            Some(host) => !host.ends_with(".myqcloud.com"),
+            None => bare.starts_with('/') && bare[1..].contains('/'),
+        };
+        if hidden && !bare.is_empty() {
+            out.push_str(&word.replace(bare, "<internal>"));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 pub fn task_json(row: &TaskRow) -> Value {
     let details = &row.details;
     let attempts: Vec<Value> = details
@@ -34,7 +79,7 @@ pub fn task_json(row: &TaskRow) -> Value {
                 .map(|a| {
                     json!({
                         "Attempt": a.get("attempt").cloned().unwrap_or(Value::Null),
-                        "Node": a.get("node").cloned().unwrap_or(Value::Null),
+                        "Node": tenant_node(a.get("node").and_then(|v| v.as_str())),
                         "StartTime": iso8601(a.get("started_at").and_then(|v| v.as_i64())),
                     })
                 })
@@ -77,10 +122,10 @@ pub fn task_json(row: &TaskRow) -> Value {
         "VirtualSize": row.virtual_size,
         "Sha256": row.sha256,
         "FailureCode": row.failure_code,
-        "FailureMessage": row.failure_message,
+        "FailureMessage": row.failure_message.as_deref().map(|m| tenant_message(row.failure_code.as_deref(), m)),
         "CancelRequested": row.cancel_requested,
         "Attempts": row.attempts,
-        "Node": row.node,
+        "Node": tenant_node(row.node.as_deref()),
         "AttemptSet": attempts,
         "DiskSet": disks,
         "GuestFacts": details.get("guest").cloned().unwrap_or(Value::Null),
@@ -88,4 +133,33 @@ pub fn task_json(row: &TaskRow) -> Value {
         "StartTime": iso8601(row.started_at),
         "FinishTime": iso8601(row.finished_at),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_texts_name_no_host_path_or_internal_endpoint() {
+        assert_eq!(
+            tenant_node(Some("build-7:4242:00c0ffee")),
+            json!("node:4242:00c0ffee")
+        );
+        let m = tenant_message(
+            Some("InternalError"),
+            "cannot write to the blob store: /srv/imagegate/images/img-1.qcow2: EIO",
+        );
+        assert!(!m.contains("/srv") && m.contains("operator"), "{m}");
+        let m = tenant_message(
+            Some("SourceUnavailable"),
+            "GET `http://10.0.0.5:9000/images-1250000000/a.qcow2` answered 503 (see /var/log/x)",
+        );
+        assert!(!m.contains("10.0.0.5") && !m.contains("/var/log"), "{m}");
+        let cos = "https://images-1250000000.cos.ap-guangzhou.myqcloud.com/a.qcow2 answered 404";
+        assert_eq!(tenant_message(Some("InvalidUrl"), cos), cos);
+        assert_eq!(
+            tenant_message(Some("InvalidFormatSize"), "too big: 3 GiB / 2"),
+            "too big: 3 GiB / 2"
+        );
+    }
 }
