@@ -224,6 +224,26 @@ def send_raw(addr: tuple[str, int], method: str, target: str, headers: list[tupl
 # --------------------------------------------------------------------------- high level
 
 
+_SIGNED: dict[tuple, tuple] = {}
+
+
+def fresh_timestamp(signed: tuple, target: tuple) -> int:
+    """The current second, or an earlier one still inside the signature window.
+
+    A TC3 signature covers the body, host and content type but not X-TC-Action or
+    X-TC-Region, and the server binds an accepted signature to the action and region it
+    came with. Two different requests with the same body in the same second would share
+    a signature, so the later one is signed a second earlier (and so on).
+    """
+    ts = int(time.time())
+    for back in range(120):
+        seen = _SIGNED.get((signed, ts - back))
+        if seen is None or seen == target:
+            _SIGNED[(signed, ts - back)] = target
+            return ts - back
+    return ts
+
+
 class RawClient:
     """Builds signed requests by hand. Every knob can be turned to make them wrong."""
 
@@ -261,8 +281,9 @@ class RawClient:
         if body is None:
             body = json.dumps({} if params is None else params).encode("utf-8")
         host = self.host if host is None else host
-        ts = int(time.time()) if timestamp is None else timestamp
         sid = self.secret_id if secret_id is None else secret_id
+        ts = timestamp if timestamp is not None else fresh_timestamp(
+            (sid, method, host, content_type, body), (action, self.region if region == "" else region))
         skey = self.secret_key if secret_key is None else secret_key
         date = date or utc_date(ts)
         sig = tc3_signature(skey, method=method, host=host, content_type=content_type, query="", payload=body,
