@@ -433,6 +433,17 @@ def stall():
 # --------------------------------------------------------------------------- helpers used by tests
 
 
+def next_second():
+    """Wait for the next wall-clock second.
+
+    The SDK signs with the current second, and e.g. DescribeImages and DeleteImages of
+    the same ids send byte-identical bodies: within one second they share a signature,
+    and the server refuses a signature turned into a mutating request (README, Exposure
+    and hostile clients). A test that does both in a row waits for the next second.
+    """
+    time.sleep(1.01 - time.time() % 1)
+
+
 def unique(prefix: str = "img") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

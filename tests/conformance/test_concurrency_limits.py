@@ -22,7 +22,10 @@ def test_same_name_from_20_threads_exactly_one_wins(gate):
     acc = gate.accounts["racer"]
     name = unique("race")
     clients = [gate.sdk("racer") for _ in range(20)]
-    reqs = [import_request(ImageName=name, ImageUrl=cos_url(acc.app_id)) for _ in range(20)]
+    # Twenty different requests for one name (identical bytes signed in the same second
+    # would be one request sent twenty times, answered once: see README).
+    reqs = [import_request(ImageName=name, ImageUrl=cos_url(acc.app_id), ImageDescription=f"racer {i}")
+            for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda cr: _attempt(*cr), zip(clients, reqs)))
     codes = [c for c, _ in results]

@@ -4,7 +4,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import models
 
-from conftest import cos_url, describe, do_import, image_by_id, modifiable_image, settled_image, unique
+from conftest import cos_url, describe, do_import, image_by_id, modifiable_image, next_second, settled_image, unique
 
 def delete(client, ids, **kw):
     req = models.DeleteImagesRequest()
@@ -50,6 +50,7 @@ def test_delete_importing_is_incorrect_state(gate, stall):
     sdk = gate.sdk()
     image_id = do_import(sdk, ImageUrl=stall.url("del.raw"))
     assert image_by_id(sdk, image_id).ImageState == "IMPORTING"
+    next_second()
     assert delete_err(sdk, [image_id]).code == "InvalidImageId.IncorrectState"
     assert delete_err(sdk, [image_id], DryRun=True).code == "InvalidImageId.IncorrectState"
     assert image_by_id(sdk, image_id).ImageState == "IMPORTING"
@@ -70,8 +71,10 @@ def test_delete_dry_run_and_success(gate):
     resp = delete(sdk, [image_id], DryRun=True, DeleteBindedSnap=True)
     assert resp.RequestId
     image_by_id(sdk, image_id)  # still there
+    next_second()
     delete(sdk, [image_id])
     assert describe(sdk, ImageIds=[image_id]).TotalCount == 0
+    next_second()
     assert delete_err(sdk, [image_id]).code == "InvalidImageId.NotFound"
     # No stored data is left behind (local blob store: <data_dir>/images/<ImageId>.qcow2).
     leftovers = [p for p in (gate.workdir / "data").rglob(f"*{image_id}*")]
@@ -89,6 +92,7 @@ def test_delete_frees_quota_and_name(gate):
     with pytest.raises(TencentCloudSDKException) as e:
         do_import(sdk, ImageUrl=url)
     assert e.value.code == "ImageQuotaLimitExceeded"
+    next_second()
     delete(sdk, [image_id])
     do_import(sdk, ImageUrl=url, ImageName=name)  # quota and name are free again
 

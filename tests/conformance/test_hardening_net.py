@@ -200,7 +200,9 @@ def signed_copy(raw, action: str, params: dict, ts: int, region: str = "ap-guang
     return raw.tc3_post(action, params, timestamp=ts, region=region)
 
 
-def test_a_signature_cannot_become_another_action_or_region(net_gate):
+def test_a_signature_cannot_become_a_mutating_request(net_gate):
+    """A captured DescribeImages re-sent as DeleteImages (same body, same signature) is
+    refused, in any region; a mutating request keeps its region; read-only targets run."""
     raw = net_gate.raw("a")
     image_id = settled_image(net_gate, "a")
     ts = unused_second()
@@ -208,14 +210,22 @@ def test_a_signature_cannot_become_another_action_or_region(net_gate):
     first = signed_copy(raw, "DescribeImages", params, ts)
     assert first.error_code is None, first.body
     assert first.response["TotalCount"] == 1
-    for action, region in [("DeleteImages", "ap-guangzhou"), ("DescribeImages", "ap-shanghai"),
-                           ("DescribeImportImageTasks", "ap-guangzhou")]:
+    for action, region in [("DeleteImages", "ap-guangzhou"), ("DeleteImages", "ap-shanghai")]:
         swapped = signed_copy(raw, action, params, ts, region)
         assert swapped.error_code == "AuthFailure.SignatureFailure", (action, region, swapped.body)
-    # The image is still there; the identical read-only re-send simply runs again.
+    # The image is still there.
     again = signed_copy(raw, "DescribeImages", params, ts)
     assert again.error_code is None and again.response["TotalCount"] == 1
     assert again.response["RequestId"] != first.response["RequestId"]
+    # Read-only targets change nothing and run (SDKs polling two actions send such pairs).
+    tasks = signed_copy(raw, "DescribeImportImageTasks", params, ts)
+    assert tasks.error_code is None, tasks.body
+    # A mutating request is bound to its region.
+    dry = {"ImageIds": [image_id], "DryRun": True}
+    assert signed_copy(raw, "DeleteImages", dry, ts + 1).error_code is None
+    moved = signed_copy(raw, "DeleteImages", dry, ts + 1, "ap-shanghai")
+    assert moved.error_code == "AuthFailure.SignatureFailure", moved.body
+    assert image_by_id(net_gate.sdk("a"), image_id).ImageId == image_id
 
 
 def test_identical_resend_of_a_mutating_request_gets_the_first_answer(net_gate):

@@ -7,7 +7,10 @@
 //! signature (v1: by SecretId and Nonce), with its action and region, until
 //! its timestamp leaves the window:
 //!
-//! - the same key with another action, region or (v1) signature is refused;
+//! - the same key with another (v1) signature is refused, and so is the
+//!   same signature with another action or region when that action is a
+//!   mutating one; a read-only target runs (it changes nothing, and
+//!   SDKs polling two read-only actions send byte-identical bodies);
 //! - an identical re-send of a mutating action gets the first answer back,
 //!   byte for byte, without running again (the SDKs' own retries sign anew,
 //!   with a new timestamp, so they are new requests);
@@ -115,11 +118,21 @@ impl ReplayGuard {
             let mut inner = self.lock();
             match inner.entries.get(&seen.binding.key) {
                 Some(e) if e.expires >= seen.now => {
-                    if e.identity != seen.binding.identity
-                        || e.action != seen.action
-                        || e.region.as_deref() != seen.region
-                    {
+                    // Under v1 another request under a used Nonce.
+                    if e.identity != seen.binding.identity {
                         return Verdict::Mismatch;
+                    }
+                    if e.action != seen.action || e.region.as_deref() != seen.region {
+                        // Turned into something that changes state: refused.
+                        // A read-only target changes nothing, and the SDKs
+                        // send byte-identical bodies to different read-only
+                        // actions within a second all the time (polling
+                        // DescribeImages and DescribeImportImageTasks by
+                        // ImageIds): it runs, the binding stays the first.
+                        if tcapi::is_mutating(seen.action) {
+                            return Verdict::Mismatch;
+                        }
+                        return Verdict::Run(None);
                     }
                     match &e.answer {
                         None => return Verdict::Run(None),
@@ -209,11 +222,24 @@ mod tests {
         ));
         for other in [
             seen(1, 1, "DeleteImages", "ap-guangzhou"),
-            seen(1, 1, "DescribeImages", "ap-shanghai"),
+            seen(1, 1, "ImportImage", "ap-shanghai"),
             seen(1, 2, "DescribeImages", "ap-guangzhou"),
         ] {
             assert!(matches!(g.check(other).await, Verdict::Mismatch));
         }
+        // Read-only elsewhere: runs.
+        for other in [
+            seen(1, 1, "DescribeImportImageTasks", "ap-guangzhou"),
+            seen(1, 1, "DescribeImages", "ap-shanghai"),
+        ] {
+            assert!(matches!(g.check(other).await, Verdict::Run(None)));
+        }
+        // A mutating first use keeps its region too.
+        g.check(seen(3, 3, "DeleteImages", "ap-guangzhou")).await;
+        assert!(matches!(
+            g.check(seen(3, 3, "DeleteImages", "ap-shanghai")).await,
+            Verdict::Mismatch
+        ));
     }
 
     #[tokio::test]

@@ -45,44 +45,53 @@ pub static SHED: AtomicU64 = AtomicU64::new(0);
 pub async fn serve(l: Listener, app: Router, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let stop = CancellationToken::new();
     tokio::pin!(shutdown);
+    let Listener {
+        tcp,
+        tls,
+        table,
+        timeouts,
+        name,
+    } = l;
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            r = l.tcp.accept() => r,
+            r = tcp.accept() => r,
         };
-        let tcp = match accepted {
-            Ok((tcp, _peer)) => tcp,
+        let tcp_conn = match accepted {
+            Ok((c, _peer)) => c,
             Err(e) => {
                 // Out of descriptors or a connection reset before accept:
                 // pause instead of spinning, the loop itself stays up.
-                tracing::warn!(listener = l.name, error = %e, "accept failed");
+                tracing::warn!(listener = name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let slot = match l.table.admit() {
+        let slot = match table.admit() {
             Admission::Admitted(s) => s,
             Admission::Evicted(s) => {
-                note_shed(l.name, "closed the oldest connection without a request");
+                note_shed(name, "closed the oldest connection without a request");
                 s
             }
             Admission::Refused => {
-                note_shed(l.name, "refused: every connection has a request in flight");
+                note_shed(name, "refused: every connection has a request in flight");
                 continue;
             }
         };
         // Small request/response pairs: do not let Nagle hold them back.
-        let _ = tcp.set_nodelay(true);
+        let _ = tcp_conn.set_nodelay(true);
         let job = Job {
             slot,
             app: app.clone(),
-            timeouts: l.timeouts,
+            timeouts,
             stop: stop.clone(),
         };
-        tokio::spawn(job.run(tcp, l.tls.clone()));
+        tokio::spawn(job.run(tcp_conn, tls.clone()));
     }
+    // No new connections from here on; those open finish their request.
+    drop(tcp);
     stop.cancel();
-    l.table.drained().await;
+    table.drained().await;
     Ok(())
 }
 
