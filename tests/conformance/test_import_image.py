@@ -7,7 +7,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import models
 
-from conftest import cos_url, describe, do_import, filt, image_by_id, import_request, unique
+from conftest import cos_url, describe, do_import, filt, image_by_id, import_request, next_second, unique
 
 A_APPID = 1251233127
 
@@ -75,6 +75,7 @@ def test_duplicate_name_same_account_and_region(gate):
     sdk = gate.sdk("a")
     name = unique("dup")
     do_import(sdk, ImageName=name)
+    next_second()  # the same bytes within the second would be a re-send of the first
     assert err(sdk, ImageName=name).code == "InvalidImageName.Duplicate"
     # DryRun also checks the name.
     assert err(sdk, ImageName=name, DryRun=True).code == "InvalidImageName.Duplicate"
