@@ -24,6 +24,11 @@ pub enum ActionRequest {
     DescribeImageFromFamily(DescribeImageFromFamily),
     /// CBS: the snapshots behind the images (what image tooling looks up).
     DescribeSnapshots(DescribeSnapshots),
+    ExportImages(ExportImages),
+    /// Extension: progress of exports, by TaskId or ImageId.
+    DescribeExportImageTasks(DescribeExportImageTasks),
+    /// Extension: cancel an export that is still running.
+    CancelExportImageTask(CancelExportImageTask),
 }
 
 impl ActionRequest {
@@ -43,6 +48,9 @@ impl ActionRequest {
             ActionRequest::SyncImages(_) => "SyncImages",
             ActionRequest::DescribeImageFromFamily(_) => "DescribeImageFromFamily",
             ActionRequest::DescribeSnapshots(_) => "DescribeSnapshots",
+            ActionRequest::ExportImages(_) => "ExportImages",
+            ActionRequest::DescribeExportImageTasks(_) => "DescribeExportImageTasks",
+            ActionRequest::CancelExportImageTask(_) => "CancelExportImageTask",
         }
     }
 }
@@ -112,6 +120,9 @@ pub const ACTIONS: &[&str] = &[
     "DescribeImageSharePermission",
     "SyncImages",
     "DescribeImageFromFamily",
+    "ExportImages",
+    "DescribeExportImageTasks",
+    "CancelExportImageTask",
     "DescribeSnapshots",
 ];
 
@@ -258,4 +269,31 @@ pub struct DescribeSnapshots {
     pub order: Option<String>,
     /// `CREATE_TIME` or `DISK_SIZE`.
     pub order_field: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportImages {
+    /// `<name>-<appid>`.
+    pub bucket_name: String,
+    pub image_ids: Option<Vec<String>>,
+    /// Decoded so that it gets the documented refusal, not UnknownParameter.
+    pub snapshot_ids: Option<Vec<String>>,
+    pub export_format: Option<String>,
+    pub file_name_prefix_list: Option<Vec<String>>,
+    pub only_export_root_disk: bool,
+    pub dry_run: bool,
+    pub role_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribeExportImageTasks {
+    pub task_ids: Option<Vec<i64>>,
+    pub image_ids: Option<Vec<String>>,
+    pub offset: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CancelExportImageTask {
+    pub task_id: i64,
 }

@@ -208,6 +208,49 @@ pub fn decode_action(action: &str, params: &Params) -> Result<ActionRequest, Api
                 order_field: f.string("OrderField")?,
             }))
         }
+        "ExportImages" => {
+            let f = top(&[
+                "BucketName",
+                "ImageIds",
+                "SnapshotIds",
+                "ExportFormat",
+                "FileNamePrefixList",
+                "OnlyExportRootDisk",
+                "DryRun",
+                "RoleName",
+            ])?;
+            Ok(ActionRequest::ExportImages(ExportImages {
+                bucket_name: f.req_string("BucketName")?,
+                image_ids: f.string_list("ImageIds")?,
+                snapshot_ids: f.string_list("SnapshotIds")?,
+                export_format: f.string("ExportFormat")?,
+                file_name_prefix_list: f.string_list("FileNamePrefixList")?,
+                only_export_root_disk: f.bool("OnlyExportRootDisk")?.unwrap_or(false),
+                dry_run: f.bool("DryRun")?.unwrap_or(false),
+                role_name: f.string("RoleName")?,
+            }))
+        }
+        "DescribeExportImageTasks" => {
+            let f = top(&["TaskIds", "ImageIds", "Offset", "Limit"])?;
+            Ok(ActionRequest::DescribeExportImageTasks(
+                DescribeExportImageTasks {
+                    task_ids: f.list("TaskIds", as_int)?,
+                    image_ids: f.string_list("ImageIds")?,
+                    offset: f.int("Offset")?,
+                    limit: f.int("Limit")?,
+                },
+            ))
+        }
+        "CancelExportImageTask" => {
+            let f = top(&["TaskId"])?;
+            Ok(ActionRequest::CancelExportImageTask(
+                CancelExportImageTask {
+                    task_id: f
+                        .int("TaskId")?
+                        .ok_or_else(|| ApiError::missing_parameter("TaskId"))?,
+                },
+            ))
+        }
         other => Err(ApiError::invalid_action(other)),
     }
 }
@@ -278,46 +321,9 @@ impl<'a> Fields<'a> {
     }
 
     fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        let Some(v) = self.map.get(name) else {
-            return Ok(None);
-        };
-        let path = self.path(name);
-        let out_of_range = || {
-            ApiError::invalid_parameter(
-                format!(
-                    "The parameter `{path}` is out of range: an Integer lies between {} and {}.",
-                    i64::MIN,
-                    i64::MAX
-                ),
-                format!("参数`{path}`超出整数（Integer）取值范围。"),
-            )
-        };
-        match v {
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Ok(Some(i))
-                } else if n.is_u64() {
-                    Err(out_of_range())
-                } else {
-                    let f = n.as_f64().unwrap_or(f64::NAN);
-                    if f.fract() != 0.0 || !f.is_finite() {
-                        Err(ApiError::wrong_type(&path, "Integer"))
-                    } else if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
-                        Err(out_of_range())
-                    } else {
-                        // In range and integral: the conversion is exact.
-                        Ok(Some(f as i64))
-                    }
-                }
-            }
-            Value::String(s) => {
-                let digits = s.strip_prefix('-').unwrap_or(s);
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(ApiError::wrong_type(&path, "Integer"));
-                }
-                s.parse::<i64>().map(Some).map_err(|_| out_of_range())
-            }
-            _ => Err(ApiError::wrong_type(&path, "Integer")),
+        match self.map.get(name) {
+            None => Ok(None),
+            Some(v) => as_int(v, &self.path(name)).map(Some),
         }
     }
 
@@ -357,5 +363,45 @@ fn as_string(v: &Value, path: &str) -> Result<String, ApiError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         _ => Err(ApiError::wrong_type(path, "String")),
+    }
+}
+
+fn as_int(v: &Value, path: &str) -> Result<i64, ApiError> {
+    let out_of_range = || {
+        ApiError::invalid_parameter(
+            format!(
+                "The parameter `{path}` is out of range: an Integer lies between {} and {}.",
+                i64::MIN,
+                i64::MAX
+            ),
+            format!("参数`{path}`超出整数（Integer）取值范围。"),
+        )
+    };
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i)
+            } else if n.is_u64() {
+                Err(out_of_range())
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() != 0.0 || !f.is_finite() {
+                    Err(ApiError::wrong_type(path, "Integer"))
+                } else if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                    Err(out_of_range())
+                } else {
+                    // In range and integral: the conversion is exact.
+                    Ok(f as i64)
+                }
+            }
+        }
+        Value::String(s) => {
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::wrong_type(path, "Integer"));
+            }
+            s.parse::<i64>().map_err(|_| out_of_range())
+        }
+        _ => Err(ApiError::wrong_type(path, "Integer")),
     }
 }
