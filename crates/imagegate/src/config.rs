@@ -185,6 +185,9 @@ pub struct LimitsConfig {
     pub max_stored_size: u64,
     /// Largest source object fetched, bytes.
     pub max_source_size: u64,
+    /// Unfinished ExportImages tasks per account and region
+    /// (`LimitExceeded.ExportImageTaskLimitExceeded` beyond).
+    pub max_export_tasks: u32,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +196,7 @@ impl Default for LimitsConfig {
             max_virtual_size: 500 << 30,
             max_stored_size: 50 << 30,
             max_source_size: 512 << 30,
+            max_export_tasks: 10,
         }
     }
 }
@@ -202,6 +206,8 @@ impl Default for LimitsConfig {
 pub struct WorkerConfig {
     /// Concurrent imports per process.
     pub concurrency: usize,
+    /// Concurrent exports per process (each holds up to ~40 MiB).
+    pub export_concurrency: usize,
     /// Seconds a claimed job's lease lasts without a heartbeat.
     pub lease_seconds: u64,
 }
@@ -210,6 +216,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 2,
+            export_concurrency: 2,
             lease_seconds: 30,
         }
     }

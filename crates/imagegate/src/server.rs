@@ -8,6 +8,7 @@ use crate::api::{http, AppState};
 use crate::blobstore::{self, BlobError};
 use crate::catalog::{blobs, Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
+use crate::export::ExportWorkers;
 use crate::net;
 use crate::ops::{self, Ops};
 use crate::pipeline::{node_name, Workers};
@@ -180,16 +181,27 @@ pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, Ser
     ));
     let workers = roles.workers.then(|| {
         let stop = CancellationToken::new();
+        let node = node_name();
+        let exports = ExportWorkers {
+            config: config.clone(),
+            catalog: catalog.clone(),
+            node: node.clone(),
+            wake: state.export_wake.clone(),
+            shutdown: stop.clone(),
+        };
         let workers = Workers {
             config: config.clone(),
             catalog,
             accounts: Arc::new(Accounts::new(&config.accounts)),
             blobs,
-            node: node_name(),
+            node,
             wake: state.wake.clone(),
             shutdown: stop.clone(),
         };
-        (stop, tokio::spawn(workers.run()))
+        let both = async move {
+            tokio::join!(workers.run(), exports.run());
+        };
+        (stop, tokio::spawn(both))
     });
     let ops = Ops::new(state.catalog.clone(), state.blobs.clone());
     let ops_running = match &config.ops_listen {

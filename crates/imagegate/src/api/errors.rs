@@ -353,3 +353,133 @@ pub fn invalid_kms_key_id() -> ApiError {
         "不支持KmsKeyId：本服务没有KMS密钥，也不制作加密镜像。".into(),
     )
 }
+
+// ExportImages and its task actions.
+
+pub fn image_ids_snapshot_ids_must_one() -> ApiError {
+    e(
+        "InvalidParameter.ImageIdsSnapshotIdsMustOne",
+        "Specify exactly one of ImageIds and SnapshotIds.".into(),
+        "ImageIds和SnapshotIds必须且只能指定一个。".into(),
+    )
+}
+
+pub fn snapshot_export_unsupported() -> ApiError {
+    e(
+        "UnsupportedOperation",
+        "Exporting by SnapshotIds is not open (as on Tencent Cloud); export the image with ImageIds.".into(),
+        "暂不支持通过SnapshotIds导出，请使用ImageIds导出镜像。".into(),
+    )
+}
+
+pub fn invalid_export_format(v: &str) -> ApiError {
+    e(
+        "InvalidParameterValue",
+        format!("The ExportFormat `{v}` is invalid; use RAW, QCOW2, VHD or VMDK."),
+        format!("ExportFormat参数值`{v}`无效，取值为RAW、QCOW2、VHD或VMDK。"),
+    )
+}
+
+pub fn bucket_not_found(bucket: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.BucketNotFound",
+        format!(
+            "The bucket `{bucket}` does not exist; create it first (its name is `<name>-<appid>`)."
+        ),
+        format!("存储桶`{bucket}`不存在，请先创建（名称格式为`<name>-<appid>`）。"),
+    )
+}
+
+pub fn bucket_app_id_format(bucket: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidAppIdFormat",
+        format!("The BucketName `{bucket}` does not end in `-<appid>` (for example `images-1250000000`)."),
+        format!("BucketName`{bucket}`未以`-<appid>`结尾（例如`images-1250000000`）。"),
+    )
+}
+
+pub fn bucket_permission(bucket: &str, app_id: u64) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidBucketPermissionForExport",
+        format!("The bucket `{bucket}` belongs to appid {app_id}, not to your account: export to a bucket of your own."),
+        format!("存储桶`{bucket}`属于appid {app_id}，不属于您的账号，请导出到您自己的存储桶。"),
+    )
+}
+
+pub fn missing_cos_endpoint() -> ApiError {
+    e(
+        "InvalidParameterValue.MissingLocationCosEndpoint",
+        "This server has no COS store to export to (configure source.cos_root or source.cos_endpoint).".into(),
+        "本服务未配置可导出的COS存储（source.cos_root或source.cos_endpoint）。".into(),
+    )
+}
+
+pub fn invalid_prefix_list(en: String, zh: String) -> ApiError {
+    e("InvalidParameterValue.InvalidFileNamePrefixList", en, zh)
+}
+
+pub fn export_image_state(id: &str, state: &str) -> ApiError {
+    e(
+        "InvalidParameterValue.InvalidImageState",
+        format!("The image `{id}` is {state}; only NORMAL images can be exported."),
+        format!("镜像`{id}`当前状态为{state}，只有NORMAL状态的镜像可以导出。"),
+    )
+}
+
+pub fn windows_export_unsupported(id: &str) -> ApiError {
+    e(
+        "UnsupportedOperation.WindowsImageExportUnsupported",
+        format!("The image `{id}` is a Windows image; Windows images cannot be exported."),
+        format!("镜像`{id}`为Windows镜像，不支持导出。"),
+    )
+}
+
+pub fn shared_export_unsupported(id: &str) -> ApiError {
+    e(
+        "UnsupportedOperation.SharedImageExportUnsupported",
+        format!("The image `{id}` was shared with you; only its owner can export it (copy it with SyncImages first)."),
+        format!("镜像`{id}`为共享镜像，只有其所有者可以导出（可先通过SyncImages复制）。"),
+    )
+}
+
+pub fn export_too_large(id: &str, max_gib: u64) -> ApiError {
+    e(
+        "UnsupportedOperation.ImageTooLargeExportUnsupported",
+        format!("A disk of the image `{id}` is larger than {max_gib} GiB, the largest that can be exported."),
+        format!("镜像`{id}`的磁盘超过{max_gib} GiB，不支持导出。"),
+    )
+}
+
+pub fn export_task_limit(max: u32) -> ApiError {
+    e(
+        "LimitExceeded.ExportImageTaskLimitExceeded",
+        format!("You already have {max} export tasks that have not finished; wait for one to end or cancel it."),
+        format!("未完成的导出任务已达上限（{max}个），请等待任务结束或取消任务。"),
+    )
+}
+
+pub fn export_task_not_found(task_id: i64) -> ApiError {
+    e(
+        "ResourceNotFound",
+        format!("The export task {task_id} does not exist."),
+        format!("导出任务{task_id}不存在。"),
+    )
+}
+
+pub fn export_task_finished(task_id: i64, state: &str) -> ApiError {
+    e(
+        "FailedOperation",
+        format!(
+            "The export task {task_id} has already finished ({state}); there is nothing to cancel."
+        ),
+        format!("导出任务{task_id}已结束（{state}），无法取消。"),
+    )
+}
+
+pub fn export_running(id: &str) -> ApiError {
+    e(
+        "MutexOperation.TaskRunning",
+        format!("The image `{id}` is being exported; wait for the export to finish or cancel it (CancelExportImageTask)."),
+        format!("镜像`{id}`正在导出，请等待导出结束或取消导出任务（CancelExportImageTask）。"),
+    )
+}

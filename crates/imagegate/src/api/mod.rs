@@ -28,6 +28,8 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     /// Wakes this process's idle import workers when an import is queued.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes this process's idle export workers when an export is queued.
+    pub export_wake: Arc<tokio::sync::Notify>,
     pub oslist: OsList,
     pub limiter: RateLimiter,
     /// DescribeImages answers (see `cache`).
@@ -62,6 +64,7 @@ impl AppState {
             catalog,
             blobs,
             wake: Arc::new(tokio::sync::Notify::new()),
+            export_wake: Arc::new(tokio::sync::Notify::new()),
             describe_cache: cache::ResponseCache::default(),
             replay: replay::ReplayGuard::new(config.net.replay_cache_entries),
             config,

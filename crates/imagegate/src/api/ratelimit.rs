@@ -22,7 +22,10 @@ pub fn rate_for(action: &str) -> u32 {
         "ImportImage" => 10,
         "DescribeImages" => 40,
         "DescribeImportImageOs" => 288,
-        "DeleteImages" | "ModifyImageAttribute" | "CancelImportImageTask" => 10,
+        "DeleteImages"
+        | "ModifyImageAttribute"
+        | "CancelImportImageTask"
+        | "CancelExportImageTask" => 10,
         // Documented: 10/s for sharing and copying, 20/s for the family lookup.
         "ModifyImageSharePermission" | "DescribeImageSharePermission" | "SyncImages" => 10,
         _ => 20,

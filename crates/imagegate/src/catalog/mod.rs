@@ -9,6 +9,8 @@
 
 pub mod blobs;
 mod delete;
+pub mod export_jobs;
+pub mod exports;
 pub mod images;
 mod imports;
 pub mod jobs;
@@ -68,6 +70,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "lifecycle",
         include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
     ),
+    (
+        3,
+        "exports",
+        include_str!("../../migrations/sqlite/0003_exports.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -79,6 +86,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "lifecycle",
         include_str!("../../migrations/postgres/0002_lifecycle.sql"),
+    ),
+    (
+        3,
+        "exports",
+        include_str!("../../migrations/postgres/0003_exports.sql"),
     ),
 ];
 

@@ -49,6 +49,15 @@ pub async fn delete_images(
             return Err(errors::image_in_shared(id));
         }
     }
+    // An export reads the stored disks until it ends.
+    if let Some(id) = state
+        .catalog
+        .exporting_image(&ids)
+        .await
+        .map_err(|e| internal(caller, e))?
+    {
+        return Err(errors::export_running(&id));
+    }
     if r.dry_run {
         return Ok(json!({}));
     }

@@ -4,6 +4,8 @@
 
 pub mod delete;
 pub mod describe;
+pub mod export;
+pub mod export_tasks;
 pub mod family;
 pub mod import;
 pub mod modify;
@@ -78,6 +80,17 @@ pub async fn dispatch(
         ActionRequest::DescribeSnapshots(r) => snapshots::describe_snapshots(state, caller, r)
             .await
             .map(Fields),
+        ActionRequest::ExportImages(r) => export::export_images(state, caller, r).await.map(Fields),
+        ActionRequest::DescribeExportImageTasks(r) => {
+            export_tasks::describe_export_image_tasks(state, caller, r)
+                .await
+                .map(Fields)
+        }
+        ActionRequest::CancelExportImageTask(r) => {
+            export_tasks::cancel_export_image_task(state, caller, r)
+                .await
+                .map(Fields)
+        }
     }
 }
 

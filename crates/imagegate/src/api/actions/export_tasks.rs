@@ -1,0 +1,84 @@
+//! Extension actions on export tasks (the real API has no way to follow an
+//! ExportImages task): DescribeExportImageTasks, by TaskIds or ImageIds
+//! (phase, bytes written, percent, outcome, objects), and
+//! CancelExportImageTask. Callable with the SDK's CommonClient.
+
+use serde_json::{json, Value};
+use tcapi::{ApiError, CancelExportImageTask, DescribeExportImageTasks};
+
+use super::{internal, region, validate};
+use crate::api::{errors, AppState, Caller};
+use crate::catalog::exports::{ExportCancel, ExportQuery};
+use crate::export::tasks::task_json;
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+const MAX_IDS: usize = 100;
+
+pub async fn describe_export_image_tasks(
+    state: &AppState,
+    caller: &Caller<'_>,
+    r: &DescribeExportImageTasks,
+) -> Result<Value, ApiError> {
+    let region = region(caller)?;
+    if let Some(ids) = &r.task_ids {
+        if ids.len() > MAX_IDS {
+            return Err(errors::limit_exceeded("TaskIds", MAX_IDS));
+        }
+    }
+    if let Some(ids) = &r.image_ids {
+        if ids.len() > MAX_IDS {
+            return Err(errors::limit_exceeded("ImageIds", MAX_IDS));
+        }
+        for id in ids {
+            validate::image_id(id)?;
+        }
+    }
+    let offset = r.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(errors::invalid_parameter_value(
+            format!("Offset must not be negative (got {offset})."),
+            format!("Offset不能为负数（当前为{offset}）。"),
+        ));
+    }
+    let limit = r.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(errors::invalid_parameter_value(
+            format!("Limit must be between 0 and {MAX_LIMIT} (got {limit})."),
+            format!("Limit取值范围为0到{MAX_LIMIT}（当前为{limit}）。"),
+        ));
+    }
+    let query = ExportQuery {
+        task_ids: r.task_ids.clone(),
+        image_ids: r.image_ids.clone(),
+        offset,
+        limit,
+    };
+    let (total, rows) = state
+        .catalog
+        .describe_exports(&caller.account.uin, region, &query)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    Ok(json!({
+        "TotalCount": total,
+        "ExportImageTaskSet": rows.iter().map(task_json).collect::<Vec<_>>(),
+    }))
+}
+
+pub async fn cancel_export_image_task(
+    state: &AppState,
+    caller: &Caller<'_>,
+    r: &CancelExportImageTask,
+) -> Result<Value, ApiError> {
+    let region = region(caller)?;
+    let outcome = state
+        .catalog
+        .cancel_export(&caller.account.uin, region, r.task_id)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    match outcome {
+        ExportCancel::Cancelled | ExportCancel::Requested => Ok(json!({})),
+        ExportCancel::NotFound => Err(errors::export_task_not_found(r.task_id)),
+        ExportCancel::AlreadyFinished(s) => Err(errors::export_task_finished(r.task_id, &s)),
+    }
+}

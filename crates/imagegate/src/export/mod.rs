@@ -1,0 +1,20 @@
+//! Exporting stored images (ExportImages): every disk of an image written
+//! to a bucket the caller owns, in RAW, QCOW2, VHD or VMDK, by diskformat's
+//! own writers, as a durable task that workers run.
+//!
+//! - `names`: bucket names, file name prefixes, object keys;
+//! - `target`: the bucket back-ends (the `cos_root` folder, the
+//!   `cos_endpoint` S3 store) and objects that appear only when complete;
+//! - `stored`: the stored qcow2 read back as a guest disk;
+//! - `run`: one attempt at one task;
+//! - `worker`: the slots that claim tasks, heartbeat and record outcomes;
+//! - `tasks`: the DescribeExportImageTasks view of a task.
+
+pub mod names;
+pub mod run;
+pub mod stored;
+pub mod target;
+pub mod tasks;
+pub mod worker;
+
+pub use worker::ExportWorkers;

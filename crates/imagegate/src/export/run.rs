@@ -1,0 +1,147 @@
+//! One attempt at one export task: open every stored disk (sizes first, so
+//! the percentage means something from the start), then write the objects
+//! one after the other with diskformat's writers, each published whole.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use diskformat::export::{export, ExportError, ExportFormat, Progress};
+
+use super::stored::open_stored;
+use super::target::{ObjectWriter, Target};
+use crate::catalog::export_jobs::ClaimedExport;
+use crate::catalog::Catalog;
+use crate::config::Config;
+
+/// Live progress of a task, read by its heartbeat.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Output bytes of every object so far (holes included).
+    pub bytes_written: AtomicU64,
+    /// Guest bytes done, of `guest_total`.
+    pub guest_done: AtomicU64,
+    pub guest_total: AtomicU64,
+}
+
+/// Why an attempt failed: a stable code and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs the task; `cancel` (set by the heartbeat) stops it between steps.
+pub async fn run_task(
+    config: &Config,
+    catalog: &Catalog,
+    node: &str,
+    target: &Target,
+    task: &ClaimedExport,
+    counters: &Arc<Counters>,
+    cancel: &Arc<AtomicBool>,
+) -> Result<(), Failure> {
+    let format: ExportFormat = task
+        .format
+        .parse()
+        .map_err(|e| Failure::new("ExportFormatUnsupported", format!("{e}")))?;
+    // What an earlier attempt of this task left half-written.
+    target.sweep_partials(|t| t != task.task_id).await;
+    let mut disks = Vec::with_capacity(task.objects.len());
+    let mut sizes = Vec::with_capacity(task.objects.len());
+    for o in &task.objects {
+        let disk = open_stored(config, &o.blob_key).await.map_err(|m| {
+            Failure::new(
+                "ExportSourceUnreadable",
+                format!("{} disk {}: {m}", o.image_id, o.disk_index),
+            )
+        })?;
+        sizes.push((o.seq, disk.virtual_size() as i64));
+        disks.push(Arc::<dyn diskformat::DiskImage>::from(disk));
+    }
+    let total: i64 = sizes.iter().map(|(_, s)| s).sum();
+    counters.guest_total.store(total as u64, Ordering::Relaxed);
+    catalog
+        .record_export_sizes(task.task_id, node, &sizes)
+        .await
+        .map_err(|e| Failure::new("InternalError", format!("catalog: {e}")))?;
+
+    for (o, disk) in task.objects.iter().zip(disks) {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Failure::new("ExportCancelled", "cancelled"));
+        }
+        let tag = format!("{}-{}", task.task_id, o.seq);
+        let writer = target
+            .begin(&task.bucket, &o.object_key, &tag)
+            .await
+            .map_err(|e| Failure::new("ExportWriteError", e.to_string()))?;
+        // Marked first: a crash after the publish must still let a failing
+        // later attempt find and remove the object.
+        catalog
+            .mark_published(task.task_id, o.seq, true)
+            .await
+            .map_err(|e| Failure::new("InternalError", format!("catalog: {e}")))?;
+        let (counters, cancel) = (counters.clone(), cancel.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            write_object(&*disk, format, writer, &counters, &cancel)
+        })
+        .await
+        .map_err(|e| Failure::new("InternalError", format!("the export thread stopped: {e}")))?;
+        written.map_err(|e| {
+            let what = format!("{} disk {}", o.image_id, o.disk_index);
+            match e {
+                ExportError::Cancelled => Failure::new("ExportCancelled", "cancelled"),
+                e => Failure::new(e.code(), format!("{what}: {e}")),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes one object and publishes it, or aborts it on any failure.
+fn write_object(
+    disk: &dyn diskformat::DiskImage,
+    format: ExportFormat,
+    mut writer: Box<dyn ObjectWriter>,
+    counters: &Counters,
+    cancel: &AtomicBool,
+) -> Result<(), ExportError> {
+    let base_written = counters.bytes_written.load(Ordering::Relaxed);
+    let base_done = counters.guest_done.load(Ordering::Relaxed);
+    let mut progress = |p: Progress| {
+        counters
+            .bytes_written
+            .store(base_written + p.bytes_written, Ordering::Relaxed);
+        counters
+            .guest_done
+            .store(base_done + p.guest_done, Ordering::Relaxed);
+        !cancel.load(Ordering::SeqCst)
+    };
+    match export(disk, format, &mut *writer, &mut progress) {
+        Ok(summary) => {
+            counters
+                .bytes_written
+                .store(base_written + summary.bytes_written, Ordering::Relaxed);
+            counters
+                .guest_done
+                .store(base_done + summary.virtual_size, Ordering::Relaxed);
+            if cancel.load(Ordering::SeqCst) {
+                writer.abort();
+                return Err(ExportError::Cancelled);
+            }
+            writer.publish().map_err(ExportError::Sink)
+        }
+        Err(e) => {
+            writer.abort();
+            Err(e)
+        }
+    }
+}

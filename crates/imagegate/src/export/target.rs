@@ -1,0 +1,359 @@
+//! Where exported objects go: the same stand-ins for COS that imports read
+//! from (`source.cos_root`, a folder of `<bucket>-<appid>` folders, or
+//! `source.cos_endpoint`, an S3-compatible store with one bucket per COS
+//! bucket; the folder wins when both are set, as for imports).
+//!
+//! An object appears only when it is complete, and a failed or cancelled
+//! export leaves nothing:
+//! - folder: the bytes go to `<cos_root>/.imagegate-exports/<task>-<seq>-…`
+//!   (outside every bucket), are synced, and are renamed into the bucket
+//!   last. A process killed midway leaves a temporary file outside the
+//!   buckets, which the next attempt or the worker's sweep removes.
+//! - S3: a multipart upload to the final key, completed last; an abort or
+//!   a drop aborts it. One left by a killed process is invisible to readers
+//!   and listings, and the bucket's AbortIncompleteMultipartUpload rule
+//!   reclaims its parts.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use diskformat::export::{ExportSink, FileSink};
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::config::SourceConfig;
+
+/// Folder (under `cos_root`) of temporary export files.
+pub const PARTIAL_DIR: &str = ".imagegate-exports";
+/// S3 part size and parts in flight per object (memory: their product).
+const S3_CHUNK: usize = 8 << 20;
+const S3_IN_FLIGHT: usize = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("the bucket {0} does not exist")]
+    BucketNotFound(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The configured destination.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Folder { root: PathBuf },
+    S3(S3Target),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Target {
+    endpoint: String,
+    region: String,
+    keys: Option<(String, String)>,
+}
+
+/// One object being written: an [`ExportSink`] that is published whole or
+/// not at all.
+pub trait ObjectWriter: ExportSink + Send {
+    /// Make the object visible under its key (after `ExportSink::finish`).
+    fn publish(self: Box<Self>) -> io::Result<()>;
+    /// Drop everything written.
+    fn abort(self: Box<Self>);
+}
+
+impl Target {
+    /// `None` when neither `cos_root` nor `cos_endpoint` is configured:
+    /// there is no bucket to write to (`MissingLocationCosEndpoint`).
+    pub fn from_config(cfg: &SourceConfig) -> Option<Target> {
+        if let Some(root) = &cfg.cos_root {
+            return Some(Target::Folder { root: root.clone() });
+        }
+        let endpoint = cfg.cos_endpoint.clone()?;
+        let keys = match (&cfg.cos_access_key, &cfg.cos_secret_key) {
+            (Some(a), Some(s)) => Some((a.clone(), s.clone())),
+            _ => None,
+        };
+        Some(Target::S3(S3Target {
+            endpoint,
+            region: cfg.cos_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            keys,
+        }))
+    }
+
+    /// Whether the bucket exists (its folder, or the S3 bucket).
+    pub async fn check_bucket(&self, bucket: &str) -> Result<(), TargetError> {
+        match self {
+            Target::Folder { root } => {
+                let dir = root.join(bucket);
+                match tokio::fs::symlink_metadata(&dir).await {
+                    Ok(m) if m.is_dir() => Ok(()),
+                    Ok(_) => Err(TargetError::BucketNotFound(bucket.into())),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        Err(TargetError::BucketNotFound(bucket.into()))
+                    }
+                    Err(e) => Err(TargetError::Io(format!("cannot reach the bucket: {e}"))),
+                }
+            }
+            Target::S3(s3) => {
+                let store = s3.store(bucket)?;
+                match store.list_with_delimiter(None).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_missing_bucket(&e) => {
+                        Err(TargetError::BucketNotFound(bucket.into()))
+                    }
+                    Err(e) => Err(TargetError::Io(format!("cannot reach the bucket: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Start writing `key` in `bucket`; `tag` (`<task>-<seq>`) names the
+    /// temporary file so a later attempt can find and remove it.
+    pub async fn begin(
+        &self,
+        bucket: &str,
+        key: &str,
+        tag: &str,
+    ) -> Result<Box<dyn ObjectWriter>, TargetError> {
+        if !super::names::is_safe_key(key) {
+            return Err(TargetError::Io(format!("refusing object key {key:?}")));
+        }
+        match self {
+            Target::Folder { root } => {
+                let partial_dir = root.join(PARTIAL_DIR);
+                tokio::fs::create_dir_all(&partial_dir)
+                    .await
+                    .map_err(|e| TargetError::Io(format!("cannot create {PARTIAL_DIR}: {e}")))?;
+                let partial =
+                    partial_dir.join(format!("{tag}-{}.part", uuid::Uuid::new_v4().simple()));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&partial)
+                    .map_err(|e| TargetError::Io(format!("cannot create a temporary file: {e}")))?;
+                let sink = FileSink::new(file).map_err(|e| TargetError::Io(e.to_string()))?;
+                Ok(Box::new(FolderWriter {
+                    sink: Some(sink),
+                    partial,
+                    bucket_dir: root.join(bucket),
+                    target: root.join(bucket).join(key),
+                }))
+            }
+            Target::S3(s3) => {
+                let store = s3.store(bucket)?;
+                let path = object_store::path::Path::from(key);
+                let upload = store
+                    .put_multipart(&path)
+                    .await
+                    .map_err(|e| TargetError::Io(format!("cannot start the upload: {e}")))?;
+                Ok(Box::new(S3Writer {
+                    runtime: tokio::runtime::Handle::current(),
+                    upload: Some(object_store::WriteMultipart::new_with_chunk_size(
+                        upload, S3_CHUNK,
+                    )),
+                }))
+            }
+        }
+    }
+
+    /// Delete a published object; a missing one is not an error.
+    pub async fn remove(&self, bucket: &str, key: &str) -> Result<(), TargetError> {
+        if !super::names::is_safe_key(key) {
+            return Err(TargetError::Io(format!("refusing object key {key:?}")));
+        }
+        match self {
+            Target::Folder { root } => {
+                match tokio::fs::remove_file(root.join(bucket).join(key)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(TargetError::Io(e.to_string())),
+                }
+            }
+            Target::S3(s3) => {
+                let path = object_store::path::Path::from(key);
+                match s3.store(bucket)?.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(TargetError::Io(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Remove the temporary files of the tasks `keep` says no to (folder
+    /// target only: an S3 upload never shows before it completes). Returns
+    /// how many were removed.
+    pub async fn sweep_partials(&self, keep: impl Fn(i64) -> bool) -> usize {
+        let Target::Folder { root } = self else {
+            return 0;
+        };
+        let Ok(mut dir) = tokio::fs::read_dir(root.join(PARTIAL_DIR)).await else {
+            return 0;
+        };
+        let mut removed = 0;
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let task = name.split('-').next().and_then(|t| t.parse::<i64>().ok());
+            if task.is_some_and(|t| !keep(t)) && tokio::fs::remove_file(entry.path()).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+impl S3Target {
+    fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, TargetError> {
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(bucket)
+            .with_region(&self.region)
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(true);
+        match &self.keys {
+            Some((a, s)) => b = b.with_access_key_id(a).with_secret_access_key(s),
+            None => b = b.with_skip_signature(true),
+        }
+        let store = b
+            .build()
+            .map_err(|e| TargetError::Io(format!("source.cos_endpoint is not usable: {e}")))?;
+        Ok(Arc::new(store))
+    }
+}
+
+fn is_missing_bucket(e: &object_store::Error) -> bool {
+    let text = e.to_string();
+    matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchBucket")
+}
+
+struct FolderWriter {
+    sink: Option<FileSink>,
+    partial: PathBuf,
+    bucket_dir: PathBuf,
+    target: PathBuf,
+}
+
+impl FolderWriter {
+    fn sink(&mut self) -> io::Result<&mut FileSink> {
+        self.sink
+            .as_mut()
+            .ok_or_else(|| io::Error::other("object already closed"))
+    }
+}
+
+impl ExportSink for FolderWriter {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.sink()?.write_all(data)
+    }
+    fn write_zeros(&mut self, n: u64) -> io::Result<()> {
+        self.sink()?.write_zeros(n)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        self.sink()?.finish()
+    }
+}
+
+impl ObjectWriter for FolderWriter {
+    fn publish(mut self: Box<Self>) -> io::Result<()> {
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| io::Error::other("object already closed"))?;
+        let file = sink.into_file();
+        file.sync_all()?;
+        drop(file);
+        // The bucket folder must still be a folder (not a link placed since
+        // the check): the object goes nowhere else.
+        let meta = std::fs::symlink_metadata(&self.bucket_dir)?;
+        if !meta.is_dir() {
+            let _ = std::fs::remove_file(&self.partial);
+            return Err(io::Error::other("the bucket folder is gone"));
+        }
+        if let Err(e) = std::fs::rename(&self.partial, &self.target) {
+            let _ = std::fs::remove_file(&self.partial);
+            return Err(e);
+        }
+        std::fs::File::open(&self.bucket_dir)?.sync_all()
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.sink.take();
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+impl Drop for FolderWriter {
+    fn drop(&mut self) {
+        if self.sink.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Writes go to S3 parts from the exporting (blocking) thread; at most
+/// [`S3_IN_FLIGHT`] parts are in flight, so memory stays bounded.
+struct S3Writer {
+    runtime: tokio::runtime::Handle,
+    upload: Option<object_store::WriteMultipart>,
+}
+
+impl S3Writer {
+    fn upload(&mut self) -> io::Result<&mut object_store::WriteMultipart> {
+        self.upload
+            .as_mut()
+            .ok_or_else(|| io::Error::other("object already closed"))
+    }
+}
+
+impl ExportSink for S3Writer {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        let runtime = self.runtime.clone();
+        let upload = self.upload()?;
+        runtime
+            .block_on(upload.wait_for_capacity(S3_IN_FLIGHT))
+            .map_err(io::Error::other)?;
+        // Parts are spawned on the runtime by `write`.
+        let _guard = runtime.enter();
+        upload.write(data);
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn publish(mut self: Box<Self>) -> io::Result<()> {
+        let upload = self
+            .upload
+            .take()
+            .ok_or_else(|| io::Error::other("object already closed"))?;
+        self.runtime
+            .block_on(upload.finish())
+            .map(|_| ())
+            .map_err(io::Error::other)
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.abort_now();
+    }
+}
+
+impl S3Writer {
+    fn abort_now(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            // Fire and forget: the blocking thread must not wait on a dead store.
+            self.runtime.spawn(async move {
+                let _ = upload.abort().await;
+            });
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        self.abort_now();
+    }
+}
+
+/// For tests and the benchmark: the path an object has in the folder target.
+pub fn folder_object_path(root: &Path, bucket: &str, key: &str) -> PathBuf {
+    root.join(bucket).join(key)
+}
