@@ -4,7 +4,8 @@
 //! - `credentials`: flags, `TENCENTCLOUD_*` variables, tccli profile files;
 //! - `api`: one TC3-signed call, built like the official SDKs build it;
 //! - `render`: tables, details and progress text;
-//! - `watch`: following an import to NORMAL or IMPORTFAILED.
+//! - `watch`: following an import to NORMAL or IMPORTFAILED;
+//! - `export`: ExportImages and following its task.
 //!
 //! Exit codes: 0 success; 1 the API refused, the server was unreachable, or
 //! the import failed; 2 a local problem (no credentials, bad profile file,
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod credentials;
+pub mod export;
 pub mod lifecycle;
 pub mod render;
 pub mod watch;
@@ -100,6 +102,8 @@ pub enum ImagesCommand {
     /// Copy an image to other regions, or an image shared with you into your
     /// account (SyncImages); prints the new image ids.
     Sync(lifecycle::SyncArgs),
+    /// Export images to your bucket (ExportImages); --wait follows the task.
+    Export(export::ExportArgs),
     /// Follow an import until it ends; exit 0 on NORMAL, 1 on IMPORTFAILED.
     Watch {
         /// Image ID (img-…).
@@ -246,6 +250,11 @@ pub async fn run_with(
         ImagesCommand::Unshare(a) => lifecycle::share(&client, &a, false, io).await,
         ImagesCommand::Shares { id } => lifecycle::shares(&client, &id, io).await,
         ImagesCommand::Sync(a) => lifecycle::sync(&client, &a, io).await,
+        ImagesCommand::Export(a) => match export::export(&client, a, io).await {
+            Ok(code) => Ok(code),
+            Err(export::CallOrIo::Call(e)) => Err(Failure::Call(e)),
+            Err(export::CallOrIo::Io(e)) => Err(Failure::Io(e)),
+        },
         ImagesCommand::Watch { id, interval } => {
             return watch::watch(&client, &id, interval, io).await;
         }
