@@ -79,7 +79,7 @@ def bindir_binary() -> str:
     return str(Path(target) / "debug" / "imagegate")
 
 
-def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos_root: Path,
+def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos_root: Path | None,
                  regions=("ap-guangzhou", "ap-shanghai", "ap-beijing"),
                  import_regions=("ap-guangzhou", "ap-beijing"), extra: str = "",
                  source_extra: str = "", workers: str = "concurrency = 32",
@@ -107,7 +107,7 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
         "[workers]",
         workers,
         "[source]",
-        f'cos_root = "{cos_root}"',
+        f'cos_root = "{cos_root}"' if cos_root else "",
         'allow_hosts = ["127.0.0.1"]',
         source_extra,
     ]
@@ -234,7 +234,8 @@ def _drop_test_databases():
 class Server:
     """One `imagegate serve` child process; stdout is drained into `self.output`."""
 
-    def __init__(self, config: Path, log_path: Path):
+    def __init__(self, config: Path, log_path: Path, args: tuple[str, ...] = ()):
+        self.args = args
         self.config = config
         self.log_path = log_path
         self.output: list[str] = []
@@ -251,7 +252,7 @@ class Server:
         env.pop("IMAGEGATE_DATA_DIR", None)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--config", str(self.config)],
+            [binary, "serve", "--config", str(self.config), *self.args],
             stdout=subprocess.PIPE,
             stderr=self._log,
             stdin=subprocess.DEVNULL,
@@ -347,14 +348,18 @@ class Deployment:
         return RawClient(self.port, acc.secret_id, acc.secret_key, region)
 
 
-def _start_deployment(tmp: Path, *, rate_limits: bool, accounts=None, **cfg) -> Deployment:
+def _start_deployment(tmp: Path, *, rate_limits: bool, accounts=None, with_cos_root: bool = True,
+                      server_args: tuple[str, ...] = (), **cfg) -> Deployment:
+    """`with_cos_root=False` leaves `source.cos_root` unset (COS through `cos_endpoint`);
+    `server_args` are added to `imagegate serve` (e.g. `--no-workers`)."""
     accounts = accounts or make_accounts()
     data_dir = tmp / "data"
     cos_root = tmp / "cos"
     cos_root.mkdir(parents=True, exist_ok=True)
     config = tmp / "imagegate.toml"
-    backend = write_config(config, data_dir, accounts.values(), rate_limits=rate_limits, cos_root=cos_root, **cfg)
-    server = Server(config, tmp / "server.log").start()
+    backend = write_config(config, data_dir, accounts.values(), rate_limits=rate_limits,
+                           cos_root=cos_root if with_cos_root else None, **cfg)
+    server = Server(config, tmp / "server.log", server_args).start()
     return Deployment(server, accounts, tmp, backend)
 
 
