@@ -12,12 +12,16 @@
 //! - `export`: diskformat's export of a 4 GiB-virtual qcow2 holding 1 GiB of
 //!   random data to RAW, QCOW2, VHD and VMDK, beside `qemu-img convert` of
 //!   the same image into the same folder; peak RSS of both.
+//! - `export-api`: the same through the service: ExportImages until the
+//!   object is complete in the `cos_root` bucket, beside `qemu-img convert`
+//!   of the stored image into the same folder; the server's peak RSS.
 
 #![forbid(unsafe_code)]
 
 mod api;
 mod client;
 mod export;
+mod export_api;
 mod fileserver;
 mod import;
 mod server;
@@ -45,6 +49,8 @@ enum Cmd {
     Import(import::ImportArgs),
     /// Export writers against qemu-img convert of the same image.
     Export(export::ExportArgs),
+    /// ExportImages end to end against qemu-img convert of the stored image.
+    ExportApi(export_api::ExportApiArgs),
     /// (internal) One export, for `export` to time and measure.
     #[command(hide = true)]
     ExportOne(export::ExportOneArgs),
@@ -65,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         match cmd {
             Cmd::Api(args) => api::run(&cli.bin, args).await,
             Cmd::Import(args) => import::run(&cli.bin, args).await,
+            Cmd::ExportApi(args) => export_api::run(&cli.bin, args).await,
             Cmd::Export(_) | Cmd::ExportOne(_) => Ok(()),
         }
     })
