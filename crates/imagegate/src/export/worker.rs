@@ -199,11 +199,7 @@ impl ExportWorkers {
             self.remove_published(id).await;
         }
         let secs = started.elapsed().as_secs_f64();
-        match self
-            .catalog
-            .finish_export(id, &self.node, outcome.clone())
-            .await
-        {
+        match self.catalog.finish_export(id, &self.node, outcome).await {
             Ok(true) => match outcome {
                 Ok(row) => tracing::info!(
                     task_id = id,
