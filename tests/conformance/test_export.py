@@ -272,6 +272,14 @@ def test_refusals(dep, disks, normal):
     # Another account's image is not found for the caller.
     assert sdk_error(dep, "ExportImages", {**base, "BucketName": "exports-1300000002"},
                      account="b") == "InvalidImageId.NotFound"
+    # A recipient of a shared image may not export it.
+    share = {"ImageId": image_id, "AccountIds": [dep.accounts["b"].uin]}
+    sdk_call(dep, "ModifyImageSharePermission", {**share, "Permission": "SHARE"})
+    try:
+        assert sdk_error(dep, "ExportImages", {**base, "BucketName": "exports-1300000002"},
+                         account="b") == "UnsupportedOperation.SharedImageExportUnsupported"
+    finally:
+        sdk_call(dep, "ModifyImageSharePermission", {**share, "Permission": "CANCEL"})
     # An image that is not NORMAL (its object is missing: IMPORTFAILED).
     failed = import_image(dep, f"https://{SOURCES}.cos.ap-guangzhou.myqcloud.com/missing-{unique()}.raw")
     assert wait_image(dep, failed)["ImageState"] == "IMPORTFAILED"

@@ -434,14 +434,6 @@ pub fn windows_export_unsupported(id: &str) -> ApiError {
     )
 }
 
-pub fn shared_export_unsupported(id: &str) -> ApiError {
-    e(
-        "UnsupportedOperation.SharedImageExportUnsupported",
-        format!("The image `{id}` was shared with you; only its owner can export it (copy it with SyncImages first)."),
-        format!("镜像`{id}`为共享镜像，只有其所有者可以导出（可先通过SyncImages复制）。"),
-    )
-}
-
 pub fn export_too_large(id: &str, max_gib: u64) -> ApiError {
     e(
         "UnsupportedOperation.ImageTooLargeExportUnsupported",

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tcapi::{ApiError, ExportImages};
 
 use super::{internal, region, validate};
+use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::exports::{ExportInsert, ExportObject, NewExport};
 use crate::catalog::jobs::default_blob_key;
@@ -155,13 +156,18 @@ fn bucket(name: &str, app_id: u64) -> Result<BucketName, ApiError> {
     Ok(bucket)
 }
 
-/// The caller's images, by id; any other id is not found.
+/// The caller's own images, by id: another account's is not found, one
+/// only shared with the caller is refused.
 async fn images(
     state: &AppState,
     caller: &Caller<'_>,
     region: &str,
     ids: &[String],
 ) -> Result<HashMap<String, ImageView>, ApiError> {
+    // A recipient of a shared image may not export it (the documented code).
+    for id in ids {
+        ensure_owned(state, caller, id, OwnerAction::Export).await?;
+    }
     let query = ImageQuery {
         conditions: vec![Condition::ImageIds(ids.to_vec())],
         offset: 0,
@@ -176,13 +182,8 @@ async fn images(
         .into_iter()
         .map(|v| (v.image.image_id.clone(), v))
         .collect();
-    for id in ids {
-        let Some(view) = by_id.get(id) else {
-            return Err(errors::image_id_not_found(id));
-        };
-        if view.image.account_uin != caller.account.uin {
-            return Err(errors::shared_export_unsupported(id));
-        }
+    if let Some(id) = ids.iter().find(|id| !by_id.contains_key(*id)) {
+        return Err(errors::image_id_not_found(id));
     }
     Ok(by_id)
 }
