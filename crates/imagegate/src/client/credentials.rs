@@ -8,8 +8,13 @@
 //! - `~/.tccli/<profile>.credential` is a JSON object with `secretId`,
 //!   `secretKey` and optionally `token`;
 //! - `~/.tccli/<profile>.configure` is a JSON object whose `_sys_param` holds
-//!   `region` and `language` (files written before tccli 3.0.30 keep them at
-//!   the top level), and whose `cvm.endpoint` names the endpoint;
+//!   `region` and `language` (files written before tccli 3.0.30 keep them as
+//!   strings at the top level), and whose `cvm.endpoint` names the endpoint.
+//!   Every other top-level member is a product's settings: `tccli configure
+//!   set` writes `"region": {"endpoint": …, "version": …}` for the product
+//!   called `region`, which is not the region;
+//! - a profile named with `--profile` or `TCCLI_PROFILE` must exist (one of
+//!   its two files), as in tccli;
 //! - `TENCENTCLOUD_SECRET_ID` + `TENCENTCLOUD_SECRET_KEY` (+
 //!   `TENCENTCLOUD_TOKEN`) and `TENCENTCLOUD_REGION` override the files, but
 //!   only when no profile was named explicitly: naming a profile means "use
@@ -112,6 +117,16 @@ pub enum CredentialError {
     NoRegion { profile: String },
     #[error("language `{0}` in the profile is not zh-CN or en-US")]
     BadLanguage(String),
+    #[error(
+        "the profile `{profile}` does not exist: there is no {dir}/{profile}.credential \
+         nor {dir}/{profile}.configure (create it with `tccli configure --profile {profile}`)"
+    )]
+    NoSuchProfile { profile: String, dir: String },
+    #[error(
+        "--endpoint `{0}` has no scheme: write http://{0} for a plain-HTTP server \
+         (such as a local imagegate) or https://{0}"
+    )]
+    EndpointWithoutScheme(String),
 }
 
 /// One tccli profile file: absent, or a JSON object.
@@ -204,9 +219,29 @@ pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, Credentia
         .as_ref()
         .and_then(|c| c.get("_sys_param"))
         .and_then(Value::as_object);
+    // `_sys_param` first; a top-level string is the legacy layout, while a
+    // top-level object is a product's settings (`region` is a product too).
     let conf_string = |key: &str| -> Result<Option<String>, CredentialError> {
-        Ok(string_at(sys, key, conf_p)?.or(string_at(conf_file.as_ref(), key, conf_p)?))
+        if let Some(v) = string_at(sys, key, conf_p)? {
+            return Ok(Some(v));
+        }
+        match conf_file.as_ref().and_then(|c| c.get(key)) {
+            Some(Value::String(_)) => string_at(conf_file.as_ref(), key, conf_p),
+            _ => Ok(None),
+        }
     };
+    let named = explicit_profile
+        .clone()
+        .or_else(|| env("TCCLI_PROFILE"))
+        .is_some();
+    if named && cred_file.is_none() && conf_file.is_none() {
+        if let Some(dir) = &dir {
+            return Err(CredentialError::NoSuchProfile {
+                profile,
+                dir: dir.display().to_string(),
+            });
+        }
+    }
 
     // Credentials: both flags, else the environment (unless a profile was
     // named), else the profile's file.
@@ -281,7 +316,13 @@ pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, Credentia
         .as_ref()
         .and_then(|c| c.get("cvm"))
         .and_then(Value::as_object);
+    // A flag must say http or https: guessing HTTPS for `127.0.0.1:9000`
+    // (as tccli does) ends in a TLS error against a plain-HTTP server. The
+    // profile's value is tccli's to interpret: a bare host means HTTPS.
     let endpoint = match non_empty(req.endpoint.clone()) {
+        Some(e) if !e.contains("://") => {
+            return Err(CredentialError::EndpointWithoutScheme(e.trim().to_string()))
+        }
         Some(e) => endpoint_url(&e),
         None => match string_at(conf_endpoint, "endpoint", conf_p)? {
             Some(e) => endpoint_url(&e),
@@ -446,7 +487,7 @@ mod tests {
         let s = home
             .resolve(
                 &Requested {
-                    endpoint: Some("127.0.0.1:9000".into()),
+                    endpoint: Some("http://127.0.0.1:9000".into()),
                     region: Some("ap-guangzhou".into()),
                     secret_id: Some("AKIDflag".into()),
                     secret_key: Some("flagkey".into()),
@@ -460,8 +501,21 @@ mod tests {
             .unwrap();
         assert_eq!(s.credentials.secret_id, "AKIDflag");
         assert_eq!(s.region, "ap-guangzhou");
-        // A bare host:port means HTTPS, as in tccli and the SDK.
-        assert_eq!(s.endpoint, "https://127.0.0.1:9000");
+        assert_eq!(s.endpoint, "http://127.0.0.1:9000");
+        // A flag without a scheme is refused with what to write instead.
+        let req = Requested {
+            endpoint: Some("127.0.0.1:9000".into()),
+            ..Default::default()
+        };
+        let err = home.resolve(&req, &[]).unwrap_err();
+        assert_eq!(
+            err,
+            CredentialError::EndpointWithoutScheme("127.0.0.1:9000".into())
+        );
+        assert!(
+            err.to_string().contains("write http://127.0.0.1:9000"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -474,6 +528,51 @@ mod tests {
         );
         let s = home.resolve(&Requested::default(), &[]).unwrap();
         assert_eq!(s.region, "ap-seoul");
+    }
+
+    #[test]
+    fn product_settings_named_region_are_not_the_region() {
+        // As `tccli configure set region.endpoint … ` leaves it beside _sys_param.
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        home.write(
+            "default.configure",
+            r#"{"_sys_param": {"region": "ap-chengdu"}, "region": {"endpoint": "region.tencentcloudapi.com", "version": "2022-06-27"}}"#,
+        );
+        let s = home.resolve(&Requested::default(), &[]).unwrap();
+        assert_eq!(s.region, "ap-chengdu");
+        home.write(
+            "default.configure",
+            r#"{"region": {"endpoint": "region.tencentcloudapi.com"}}"#,
+        );
+        let err = home.resolve(&Requested::default(), &[]).unwrap_err();
+        assert!(matches!(err, CredentialError::NoRegion { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_named_profile_must_exist() {
+        let home = Home::new();
+        home.write("default.credential", CRED);
+        home.write("default.configure", CONF);
+        let req = Requested {
+            profile: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = home.resolve(&req, &[]).unwrap_err();
+        assert!(
+            matches!(err, CredentialError::NoSuchProfile { .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("`nope` does not exist"), "{msg}");
+        assert!(msg.contains("nope.credential"), "{msg}");
+        let err = home
+            .resolve(&Requested::default(), &[("TCCLI_PROFILE", "nope")])
+            .unwrap_err();
+        assert!(
+            matches!(err, CredentialError::NoSuchProfile { .. }),
+            "{err}"
+        );
     }
 
     #[test]
