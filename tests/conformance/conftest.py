@@ -46,6 +46,7 @@ class Account:
     app_id: int
     uin: str
     quota: int
+    storage_quota_gib: float | None = None  # accounts.storage_quota_gib (issue 16)
 
 
 def _secret(n: int) -> str:
@@ -120,6 +121,8 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
             f'uin = "{acc.uin}"',
             f"image_quota = {acc.quota}",
         ]
+        if acc.storage_quota_gib is not None:
+            lines.append(f"storage_quota_gib = {acc.storage_quota_gib}")
     path.write_text("\n".join(lines + backend.toml_lines()) + "\n")
     return backend
 

@@ -26,6 +26,8 @@ pub struct Account {
     pub app_id: u64,
     pub uin: String,
     pub image_quota: u32,
+    /// Stored bytes allowed (`accounts.storage_quota_gib`); `None`: unlimited.
+    pub storage_quota: Option<u64>,
 }
 
 impl std::fmt::Debug for Account {
@@ -63,6 +65,9 @@ impl Accounts {
                 app_id: c.app_id,
                 uin: c.uin.clone(),
                 image_quota: c.image_quota,
+                storage_quota: c
+                    .storage_quota_gib
+                    .map(|gib| (gib * (1u64 << 30) as f64) as u64),
             }));
         }
         accounts
@@ -168,6 +173,7 @@ pub fn generate_account() -> AccountConfig {
             .random_range(100_000_000_000u64..=199_999_999_999)
             .to_string(),
         image_quota: default_image_quota(),
+        storage_quota_gib: None,
     }
 }
 

@@ -121,7 +121,7 @@ pub struct LocalBlobStore {
 impl LocalBlobStore {
     pub fn new(dir: PathBuf) -> Result<Self, BlobError> {
         let partial_dir = dir.join(".partial");
-        std::fs::create_dir_all(&partial_dir)?;
+        crate::private_fs::create_dir_all(&partial_dir)?;
         Ok(LocalBlobStore { dir, partial_dir })
     }
 
@@ -205,7 +205,7 @@ impl BlobStore for LocalBlobStore {
             let partial = self
                 .partial_dir
                 .join(format!("{key}.{}", uuid::Uuid::new_v4().simple()));
-            let file = std::fs::OpenOptions::new()
+            let file = crate::private_fs::file_options()
                 .write(true)
                 .create_new(true)
                 .open(&partial)?;

@@ -81,6 +81,10 @@ pub struct AccountConfig {
     pub uin: String,
     #[serde(default = "default_image_quota")]
     pub image_quota: u32,
+    /// Bytes of stored images the account may keep, in GiB (fractions
+    /// allowed); none: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_quota_gib: Option<f64>,
 }
 
 impl std::fmt::Debug for AccountConfig {
@@ -91,6 +95,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("app_id", &self.app_id)
             .field("uin", &self.uin)
             .field("image_quota", &self.image_quota)
+            .field("storage_quota_gib", &self.storage_quota_gib)
             .finish()
     }
 }
@@ -188,6 +193,17 @@ pub struct LimitsConfig {
     /// Unfinished ExportImages tasks per account and region
     /// (`LimitExceeded.ExportImageTaskLimitExceeded` beyond).
     pub max_export_tasks: u32,
+    /// Jobs one account may run at once across all workers; 0: no cap (the
+    /// queue is fair between accounts either way).
+    pub max_running_per_account: u32,
+    /// Bytes that must stay free on the data directory's volume: an import
+    /// that would go below fails with `StorageReserveReached`; 0: no reserve.
+    pub min_free_space: u64,
+    /// Seconds guest inspection of one image may take, in all (fractions
+    /// allowed): past it the import fails with `GuestInspectionTimeout`.
+    pub inspect_timeout_secs: f64,
+    /// Bytes guest inspection of one image may read, in all.
+    pub inspect_max_read_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -197,6 +213,10 @@ impl Default for LimitsConfig {
             max_stored_size: 50 << 30,
             max_source_size: 512 << 30,
             max_export_tasks: 10,
+            max_running_per_account: 0,
+            min_free_space: 1 << 30,
+            inspect_timeout_secs: guestinspect::DEFAULT_DEADLINE_SECS as f64,
+            inspect_max_read_bytes: guestinspect::DEFAULT_MAX_READ_BYTES,
         }
     }
 }
@@ -468,6 +488,10 @@ impl Config {
             }
         }
         let mut ids = std::collections::HashSet::new();
+        // uin and app_id name an account's images and buckets: two accounts
+        // sharing one would see and delete each other's images.
+        let mut uins = std::collections::HashMap::new();
+        let mut app_ids = std::collections::HashMap::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
             if a.secret_id.is_empty() || !a.secret_id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -487,6 +511,26 @@ impl Config {
             }
             if a.app_id == 0 {
                 return Err(invalid(key("app_id"), "must be a positive number"));
+            }
+            if a.storage_quota_gib
+                .is_some_and(|q| !q.is_finite() || q < 0.0 || q > 1e9)
+            {
+                return Err(invalid(
+                    key("storage_quota_gib"),
+                    "must be a number of GiB from 0 to 1e9",
+                ));
+            }
+            if let Some(first) = uins.insert(a.uin.as_str(), i) {
+                return Err(invalid(
+                    key("uin"),
+                    format!("{:?} is also the uin of accounts[{first}]", a.uin),
+                ));
+            }
+            if let Some(first) = app_ids.insert(a.app_id, i) {
+                return Err(invalid(
+                    key("app_id"),
+                    format!("{} is also the app_id of accounts[{first}]", a.app_id),
+                ));
             }
         }
         if let Some(url) = &self.source.cos_endpoint {
@@ -528,6 +572,19 @@ impl Config {
             if !url.starts_with("s3://") {
                 return Err(invalid("blobs.url", "must be an s3://bucket/prefix URL"));
             }
+        }
+        let t = self.limits.inspect_timeout_secs;
+        if !t.is_finite() || t <= 0.0 || t > 86_400.0 {
+            return Err(invalid(
+                "limits.inspect_timeout_secs",
+                "must be more than 0 and at most 86400 seconds",
+            ));
+        }
+        if self.limits.inspect_max_read_bytes == 0 {
+            return Err(invalid(
+                "limits.inspect_max_read_bytes",
+                "must be at least 1",
+            ));
         }
         if self.workers.concurrency == 0 {
             return Err(invalid("workers.concurrency", "must be at least 1"));
@@ -620,6 +677,36 @@ allow_private_networks = false
         assert_eq!(c.effective_import_regions(), ["ap-guangzhou".to_string()]);
         // The secret never shows in Debug output.
         assert!(!format!("{c:?}").contains("\"secret\""));
+    }
+
+    #[test]
+    fn uin_and_app_id_are_unique_across_accounts() {
+        let account = |id: &str, app_id: u64, uin: &str| AccountConfig {
+            secret_id: id.into(),
+            secret_key: "k".into(),
+            app_id,
+            uin: uin.into(),
+            image_quota: 1,
+            storage_quota_gib: None,
+        };
+        let mut c = Config {
+            accounts: vec![account("AKID1", 1, "10"), account("AKID2", 2, "10")],
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("accounts[1].uin") && e.contains("accounts[0]"),
+            "{e}"
+        );
+        c.accounts[1].uin = "11".into();
+        c.accounts[1].app_id = 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("accounts[1].app_id") && e.contains("accounts[0]"),
+            "{e}"
+        );
+        c.accounts[1].app_id = 2;
+        c.validate().unwrap();
     }
 
     #[test]

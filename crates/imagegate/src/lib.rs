@@ -22,5 +22,8 @@ pub mod net;
 pub mod ops;
 pub mod oslist;
 pub mod pipeline;
+pub mod private_fs;
+pub mod redact;
 pub mod server;
 pub mod source;
+pub mod storage;

@@ -161,12 +161,16 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
 /// together here, so neither module needs the other.
 pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, ServerError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
+    // Everything this process creates is private to its user (issue 16).
+    crate::private_fs::restrict_umask();
+    crate::private_fs::secure_data_dir(&config.data_dir).map_err(|source| {
+        ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        }
     })?;
     let images = blobs::local_blob_dir(&config.data_dir);
-    std::fs::create_dir_all(&images).map_err(|source| ServerError::DataDir {
+    crate::private_fs::create_dir_all(&images).map_err(|source| ServerError::DataDir {
         path: images.clone(),
         source,
     })?;

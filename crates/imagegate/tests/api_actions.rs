@@ -22,6 +22,7 @@ fn account(id: &str, key: &str, app_id: u64, uin: &str, quota: u32) -> AccountCo
         app_id,
         uin: uin.into(),
         image_quota: quota,
+        storage_quota_gib: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn config(dir: &Path) -> Config {
             app_id: APP,
             uin: UIN.into(),
             image_quota: 50,
+            storage_quota_gib: None,
         }],
         rate_limits: imagegate::config::RateLimitConfig { enabled: false },
         ..Config::default()
@@ -182,8 +183,8 @@ async fn healthz_and_readyz_when_all_is_well() {
         assert_eq!(body["checks"][check]["ok"], true, "{body}");
     }
     assert_eq!(body["checks"]["catalog"]["backend"], "sqlite");
-    assert_eq!(body["checks"]["migrations"]["applied"], json!([1]));
-    assert_eq!(body["checks"]["migrations"]["expected"], json!([1]));
+    assert_eq!(body["checks"]["migrations"]["applied"], json!([1, 2, 4, 5]));
+    assert_eq!(body["checks"]["migrations"]["expected"], json!([1, 2, 4, 5]));
 
     // The API's own route is untouched by the merge: a GET of `/` is still
     // an API request answered in the Tencent envelope.

@@ -289,12 +289,14 @@ fn blobs_insert(items: &[(String, &NewImage, u32)], now: i64) -> Sql {
 fn jobs_insert(items: &[(String, &NewImage, u32)], now: i64) -> Sql {
     let mut sql = Sql::default();
     sql.push(
-        "INSERT INTO import_jobs (image_id, state, phase, attempts, run_after, cancel_requested, \
-         bytes_fetched, created_at, updated_at) VALUES ",
+        "INSERT INTO import_jobs (image_id, account_uin, state, phase, attempts, run_after, \
+         cancel_requested, bytes_fetched, created_at, updated_at) VALUES ",
     );
-    for (n, (image_id, _, _)) in items.iter().enumerate() {
+    for (n, (image_id, image, _)) in items.iter().enumerate() {
         sql.push(if n == 0 { "(" } else { ", (" })
             .arg(image_id.as_str())
+            .push(", ")
+            .arg(image.account_uin.as_str())
             .push(", 'QUEUED', 'queued', 0, ")
             .int(now)
             .push(", 0, 0, ")
@@ -533,5 +535,27 @@ mod tests {
         assert_eq!(count(&c, "images").await, 150);
         assert_eq!(count(&c, "import_jobs").await, 150);
         assert_eq!(c.quota_used("u1", "ap-guangzhou").await.unwrap(), 150);
+    }
+
+    #[tokio::test]
+    async fn claims_serve_accounts_in_turn_and_respect_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(dir.path()).await;
+        let backlog = (0..3)
+            .map(|i| (image("u1", &format!("a{i}")), 500))
+            .collect();
+        assert_eq!(created(&batch(&c, backlog).await), 3);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(created(&batch(&c, vec![(image("u2", "b0"), 500)]).await), 1);
+        let claim = |cap| {
+            let c = c.clone();
+            async move { c.claim_job("n", 60_000, 3, cap).await.unwrap() }
+        };
+        // The oldest job first; then u2, whose account runs nothing, before u1's backlog.
+        assert_eq!(claim(0).await.unwrap().account_uin, "u1");
+        assert_eq!(claim(0).await.unwrap().account_uin, "u2");
+        // With a cap of one running job per account, u1's backlog waits.
+        assert!(claim(1).await.is_none());
+        assert_eq!(claim(0).await.unwrap().account_uin, "u1");
     }
 }

@@ -11,6 +11,13 @@
 //! on PostgreSQL the inner select adds `FOR UPDATE SKIP LOCKED` so concurrent
 //! claimers on several nodes never take the same row, and on SQLite the
 //! single writer serialises them.
+//!
+//! The queue is fair between accounts: a claim takes a job of the account
+//! with the fewest running jobs, among those the account whose last claim is
+//! oldest, and only then the oldest job. One account's backlog therefore
+//! delays another account's job by at most the time one running job needs to
+//! free its slot. `limits.max_running_per_account` can cap an account's
+//! running jobs besides.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -72,12 +79,29 @@ pub struct ImportSuccess {
     pub virtual_size: i64,
     pub bytes_fetched: i64,
     pub image_size_gib: i64,
+    /// Bytes the image keeps in the blob store, all disks together.
+    pub stored_bytes: i64,
+    /// The account's byte quota, checked again as the image is recorded (two
+    /// imports of one account may finish at once); `None`: unlimited.
+    pub storage_quota: Option<i64>,
     /// (disk_index, size_gib)
     pub disk_sizes: Vec<(i64, i64)>,
     pub os_name: Option<String>,
     pub platform: Option<String>,
     pub is_support_cloudinit: bool,
     pub details: serde_json::Value,
+}
+
+/// How recording a successful import ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The image is NORMAL.
+    Recorded,
+    /// Another attempt owns the job: nothing was recorded.
+    LeaseLost,
+    /// The account's other images already use this much of its byte quota,
+    /// and this image does not fit: nothing was recorded.
+    OverQuota { used: i64 },
 }
 
 /// Guest facts recorded with a failure (they are kept whatever the outcome).
@@ -142,29 +166,18 @@ impl Catalog {
         node: &str,
         lease_ms: i64,
         max_attempts: i64,
+        max_running_per_account: u32,
     ) -> Result<Option<ClaimedJob>, CatalogError> {
         self.fail_exhausted_jobs(max_attempts).await?;
         let _gate = self.write_gate().await;
         let now = now_ms();
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE import_jobs SET state = 'RUNNING', lease_owner = $1, lease_until = $2, \
-             heartbeat_at = $3, attempts = attempts + 1, node = $1, \
-             started_at = COALESCE(started_at, $3), updated_at = $3, phase = 'FETCHING' \
-             WHERE image_id = (SELECT image_id FROM import_jobs \
-                WHERE ((state = 'QUEUED' AND run_after <= $3) OR (state = 'RUNNING' AND lease_until < $3)) \
-                  AND attempts < $4 \
-                ORDER BY created_at, image_id LIMIT 1{lock}) \
-             RETURNING image_id, attempts, details"
-        );
+        let sql = claim_sql(self.backend(), max_running_per_account);
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(node)
             .bind(now + lease_ms)
             .bind(now)
             .bind(max_attempts)
+            .bind(i64::from(max_running_per_account))
             .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else {
@@ -346,10 +359,17 @@ impl Catalog {
         image_id: &str,
         owner: &str,
         ok: &ImportSuccess,
-    ) -> Result<bool, CatalogError> {
+    ) -> Result<Finish, CatalogError> {
         let now = now_ms();
         let _gate = self.write_gate().await;
         let mut tx = self.pool().begin().await?;
+        if let Some(quota) = ok.storage_quota {
+            let used = self.stored_bytes_in(&mut tx, image_id).await?;
+            if used.saturating_add(ok.stored_bytes) > quota {
+                tx.rollback().await?;
+                return Ok(Finish::OverQuota { used });
+            }
+        }
         let job = sqlx::query(
             "UPDATE import_jobs SET state = 'SUCCEEDED', phase = 'DONE', lease_owner = NULL, \
              lease_until = NULL, finished_at = $1, updated_at = $1, sha256 = $2, source_format = $3, \
@@ -369,12 +389,12 @@ impl Catalog {
         .await?;
         if job.rows_affected() == 0 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Finish::LeaseLost);
         }
         sqlx::query(
             "UPDATE images SET state = 'NORMAL', image_size_gib = $1, \
              os_name = COALESCE($2, os_name), platform = COALESCE($3, platform), \
-             is_support_cloudinit = $4, updated_at = $5 WHERE image_id = $6",
+             is_support_cloudinit = $4, updated_at = $5, stored_bytes = $7 WHERE image_id = $6",
         )
         .bind(ok.image_size_gib)
         .bind(ok.os_name.as_deref())
@@ -382,6 +402,7 @@ impl Catalog {
         .bind(i64::from(ok.is_support_cloudinit))
         .bind(now)
         .bind(image_id)
+        .bind(ok.stored_bytes)
         .execute(&mut *tx)
         .await?;
         for (index, size_gib) in &ok.disk_sizes {
@@ -396,7 +417,48 @@ impl Catalog {
         }
         tx.commit().await?;
         self.note_change();
-        Ok(true)
+        Ok(Finish::Recorded)
+    }
+
+    /// Bytes the account stores in its images (NORMAL ones, and any other
+    /// that has recorded its bytes): what `accounts.storage_quota_gib` limits.
+    pub async fn stored_bytes(&self, account_uin: &str) -> Result<i64, CatalogError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(stored_bytes), 0) AS BIGINT) AS n FROM images \
+             WHERE account_uin = $1 AND state <> 'IMPORTFAILED'",
+        )
+        .bind(account_uin)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(col(&row, "n")?)
+    }
+
+    /// The stored bytes of the account owning `image_id`, inside `tx`. On
+    /// PostgreSQL an advisory lock per account serialises the imports of one
+    /// account that finish at once (SQLite's single writer already does).
+    async fn stored_bytes_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        image_id: &str,
+    ) -> Result<i64, CatalogError> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query(
+                "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext(account_uin)) \
+                 FROM images WHERE image_id = $1) AS l",
+            )
+            .bind(image_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        }
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(o.stored_bytes), 0) AS BIGINT) AS n FROM images o \
+             WHERE o.account_uin = (SELECT i.account_uin FROM images i WHERE i.image_id = $1) \
+             AND o.state <> 'IMPORTFAILED' AND o.image_id <> $1",
+        )
+        .bind(image_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(col(&row, "n")?)
     }
 
     /// Record a failed (or cancelled) import, only if `owner` still holds the
@@ -694,6 +756,38 @@ impl Catalog {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(CatalogError::from)
     }
+}
+
+/// The claim statement (see the module's comment on fairness). Binds: $1
+/// node, $2 lease end, $3 now, $4 max attempts, $5 the per-account cap (0:
+/// none).
+fn claim_sql(backend: Backend, max_running_per_account: u32) -> String {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    // Jobs of j's account running under a live lease, and its last claim.
+    let running = "(SELECT COUNT(*) FROM import_jobs r WHERE r.account_uin = j.account_uin \
+                   AND r.state = 'RUNNING' AND r.lease_until >= $3)";
+    let last_claim = "(SELECT COALESCE(MAX(c.claimed_at), 0) FROM import_jobs c \
+                      WHERE c.account_uin = j.account_uin)";
+    let cap = if max_running_per_account > 0 {
+        format!(" AND {running} < $5")
+    } else {
+        // $5 is bound either way; keep it referenced so both dialects accept it.
+        " AND $5 >= 0".to_string()
+    };
+    format!(
+        "UPDATE import_jobs SET state = 'RUNNING', lease_owner = $1, lease_until = $2, \
+         heartbeat_at = $3, claimed_at = $3, attempts = attempts + 1, node = $1, \
+         started_at = COALESCE(started_at, $3), updated_at = $3, phase = 'FETCHING' \
+         WHERE image_id = (SELECT j.image_id FROM import_jobs j \
+            WHERE ((j.state = 'QUEUED' AND j.run_after <= $3) \
+                   OR (j.state = 'RUNNING' AND j.lease_until < $3)) \
+              AND j.attempts < $4{cap} \
+            ORDER BY {running}, {last_claim}, j.created_at, j.image_id LIMIT 1{lock}) \
+         RETURNING image_id, attempts, details"
+    )
 }
 
 /// The blob key of a disk when the row does not name one.

@@ -75,6 +75,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "exports",
         include_str!("../../migrations/sqlite/0003_exports.sql"),
     ),
+    (
+        4,
+        "fair_queue",
+        include_str!("../../migrations/sqlite/0004_fair_queue.sql"),
+    ),
+    (
+        5,
+        "stored_bytes",
+        include_str!("../../migrations/sqlite/0005_stored_bytes.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -91,6 +101,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "exports",
         include_str!("../../migrations/postgres/0003_exports.sql"),
+    ),
+    (
+        4,
+        "fair_queue",
+        include_str!("../../migrations/postgres/0004_fair_queue.sql"),
+    ),
+    (
+        5,
+        "stored_bytes",
+        include_str!("../../migrations/postgres/0005_stored_bytes.sql"),
     ),
 ];
 
@@ -119,7 +139,7 @@ impl Catalog {
             Some(url) if url.starts_with("postgres") => Self::open_postgres(url).await,
             Some(url) => Self::open_sqlite_url(url).await,
             None => {
-                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                crate::private_fs::create_dir_all(&config.data_dir).map_err(|source| {
                     CatalogError::CreateDir {
                         path: config.data_dir.clone(),
                         source,

@@ -19,6 +19,7 @@ use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
 use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress, Spool};
 use crate::source::url::parse_image_url;
+use crate::storage::{check_free_space, StorageRefusal};
 
 /// What one imported disk turned out to be.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct DiskTask<'a> {
     /// Inspect the guest (the system disk) while converting, and judge it.
     pub guest_check: Option<GuestCheck>,
     pub scratch: &'a Path,
+    /// The account's byte quota and use (`None`: no quota).
+    pub quota: Option<QuotaUse>,
 }
 
 /// The guest view of an opened container, owned, for the inspector. The
@@ -72,20 +75,59 @@ impl ReadAt for SharedGuest {
     }
 }
 
-/// Counts what reaches the blob store and stops at the stored-size limit.
+/// What may be stored for one disk: the stored-size limit, the account's
+/// remaining byte quota, and the data volume's free-space reserve.
+#[derive(Debug, Clone)]
+pub struct SinkLimits {
+    pub max_stored: u64,
+    /// The account's byte quota and what it stores already (`None`: no quota).
+    pub quota: Option<QuotaUse>,
+    /// `limits.min_free_space`, checked on `volume` as the image is written.
+    pub reserve: u64,
+    pub volume: std::path::PathBuf,
+}
+
+/// An account's byte quota and its stored bytes (other images, earlier disks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUse {
+    pub quota: u64,
+    pub used: u64,
+}
+
+/// The free-space reserve is checked after every this many bytes written.
+const RESERVE_CHECK_EVERY: u64 = 16 << 20;
+
+/// Counts what reaches the blob store and stops at the stored-size limit,
+/// the quota, or the free-space reserve.
 struct LimitedSink {
     upload: Box<dyn BlobUpload>,
     written: Arc<AtomicU64>,
-    limit: u64,
+    limits: SinkLimits,
     head_len: u64,
+    next_reserve_check: u64,
 }
 
 impl AppendSink for LimitedSink {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let total =
             self.written.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-        if total.saturating_add(self.head_len) > self.limit {
-            return Err(io::Error::other(StoredSizeExceeded));
+        let stored = total.saturating_add(self.head_len);
+        if stored > self.limits.max_stored {
+            return Err(io::Error::other(SinkStop::StoredSize));
+        }
+        if let Some(q) = self.limits.quota {
+            if q.used.saturating_add(stored) > q.quota {
+                let refusal = StorageRefusal::QuotaExceeded {
+                    quota: q.quota,
+                    used: q.used,
+                };
+                return Err(io::Error::other(SinkStop::Storage(refusal)));
+            }
+        }
+        if total >= self.next_reserve_check {
+            self.next_reserve_check = total + RESERVE_CHECK_EVERY;
+            check_free_space(&self.limits.volume, self.limits.reserve, 0)
+                .map_err(|r| io::Error::other(SinkStop::Storage(r)))?;
         }
         self.upload.append(data)?;
         crate::metrics::global().add_bytes_written(data.len() as u64);
@@ -99,16 +141,23 @@ impl AppendSink for LimitedSink {
     }
 }
 
+/// Why the sink refused more bytes.
 #[derive(Debug)]
-struct StoredSizeExceeded;
+enum SinkStop {
+    StoredSize,
+    Storage(StorageRefusal),
+}
 
-impl std::fmt::Display for StoredSizeExceeded {
+impl std::fmt::Display for SinkStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stored size limit exceeded")
+        match self {
+            SinkStop::StoredSize => f.write_str("stored size limit exceeded"),
+            SinkStop::Storage(r) => f.write_str(r.code()),
+        }
     }
 }
 
-impl std::error::Error for StoredSizeExceeded {}
+impl std::error::Error for SinkStop {}
 
 /// Set when guest inspection has failed a check, so the converter stops.
 #[derive(Default)]
@@ -169,9 +218,21 @@ pub async fn import_disk(
         limits: diskformat::Limits {
             max_virtual_size: config.limits.max_virtual_size,
         },
-        max_stored: config.limits.max_stored_size,
+        sink_limits: SinkLimits {
+            max_stored: config.limits.max_stored_size,
+            quota: task.quota,
+            reserve: config.limits.min_free_space,
+            volume: config.data_dir.clone(),
+        },
         force: task.force,
         guest_check: task.guest_check.clone(),
+        inspect_options: guestinspect::InspectOptions {
+            deadline: Some(std::time::Duration::from_secs_f64(
+                config.limits.inspect_timeout_secs,
+            )),
+            max_read_bytes: Some(config.limits.inspect_max_read_bytes),
+            ..Default::default()
+        },
         runtime: tokio::runtime::Handle::current(),
         blobs,
         blob_key: task.blob_key.to_string(),
@@ -232,9 +293,11 @@ struct Conversion {
     /// The download behind it, released once the converter is done.
     download: Arc<Spool>,
     limits: diskformat::Limits,
-    max_stored: u64,
+    sink_limits: SinkLimits,
     force: bool,
     guest_check: Option<GuestCheck>,
+    /// The inspector's deadline and read budget.
+    inspect_options: guestinspect::InspectOptions,
     runtime: tokio::runtime::Handle,
     blobs: Arc<dyn BlobStore>,
     blob_key: String,
@@ -263,7 +326,13 @@ impl Conversion {
         let mut guest = self
             .guest_check
             .clone()
-            .map(|check| spawn_guest_check(image.clone(), check, verdict.clone()));
+            .map(|check| GuestJob {
+                image: image.clone(),
+                check,
+                options: self.inspect_options.clone(),
+                verdict: verdict.clone(),
+            })
+            .map(GuestJob::spawn);
         let (sink, head) = self.write_stored(image.as_ref(), &info, &verdict, &mut guest)?;
         self.progress.set_phase("INSPECTING_GUEST");
         let guest = match join_guest(guest) {
@@ -274,9 +343,10 @@ impl Conversion {
             }
             None => None,
         };
-        let published = sink.upload.finish(&head).map_err(|e| {
-            ImportFailure::internal(format!("publishing the stored image failed: {e}"))
-        })?;
+        let published = sink
+            .upload
+            .finish(&head)
+            .map_err(|e| ImportFailure::from_write("publishing the stored image failed", &e))?;
         crate::metrics::global().add_bytes_written(head.len() as u64);
         Ok(DiskOutcome {
             source_format: info.format.name().to_string(),
@@ -321,7 +391,7 @@ impl Conversion {
         verdict: &GuestVerdict,
         guest: &mut Option<GuestThread>,
     ) -> Result<(LimitedSink, Vec<u8>), ImportFailure> {
-        let max_stored = self.max_stored;
+        let max_stored = self.sink_limits.max_stored;
         self.progress.set_phase("CONVERTING");
         let min_head = self.blobs.min_head_len();
         let head_len = Qcow2Writer::new(NullSink, info.virtual_size, min_head)
@@ -330,12 +400,18 @@ impl Conversion {
         let upload = self
             .runtime
             .block_on(self.blobs.create(&self.blob_key, head_len))
-            .map_err(|e| ImportFailure::internal(format!("cannot write to the blob store: {e}")))?;
+            .map_err(|e| match e {
+                crate::blobstore::BlobError::Io(io) => {
+                    ImportFailure::from_write("cannot write to the blob store", &io)
+                }
+                e => ImportFailure::internal(format!("cannot write to the blob store: {e}")),
+            })?;
         let sink = LimitedSink {
             upload,
             written: self.progress.bytes_written.clone(),
-            limit: max_stored,
+            limits: self.sink_limits.clone(),
             head_len,
+            next_reserve_check: 0,
         };
         let mut writer = Qcow2Writer::new(sink, info.virtual_size, min_head)
             .map_err(ImportFailure::from_format)?;
@@ -371,24 +447,38 @@ impl Conversion {
     }
 }
 
-/// Inspects the guest on a thread of its own; a failed check sets
-/// `verdict`, which stops the converter.
-fn spawn_guest_check(
+/// One guest inspection: the image, its judge, the inspector's budget, and
+/// the verdict that stops the converter.
+struct GuestJob {
     image: Arc<dyn DiskImage>,
     check: GuestCheck,
+    options: guestinspect::InspectOptions,
     verdict: Arc<GuestVerdict>,
-) -> GuestThread {
-    let shared = Arc::new(SharedGuest {
-        image,
-        first_error: std::sync::Mutex::new(None),
-    });
-    let disk: Arc<dyn ReadAt> = shared.clone();
-    std::thread::spawn(move || {
+}
+
+impl GuestJob {
+    /// Inspects the guest on a thread of its own; a failed check sets
+    /// `verdict`, which stops the converter.
+    fn spawn(self) -> GuestThread {
+        std::thread::spawn(move || self.run())
+    }
+
+    fn run(self) -> Result<guestinspect::GuestReport, ImportFailure> {
+        let GuestJob {
+            image,
+            check,
+            options,
+            verdict,
+        } = self;
+        let shared = Arc::new(SharedGuest {
+            image,
+            first_error: std::sync::Mutex::new(None),
+        });
+        let disk: Arc<dyn ReadAt> = shared.clone();
         let container_error = || shared.first_error.lock().ok().and_then(|mut e| e.take());
         // The inspector's reads jump around the disk: they must not
         // count as the converter's progress (see `spool::untracked`).
-        let inspected =
-            crate::source::spool::untracked(|| guestinspect::inspect(disk, &Default::default()));
+        let inspected = crate::source::spool::untracked(|| guestinspect::inspect(disk, &options));
         let outcome = match inspected {
             Ok(report) => match container_error() {
                 Some(f) => Err(f),
@@ -400,6 +490,15 @@ fn spawn_guest_check(
                     }
                 },
             },
+            // Out of time or reads: its own code, whatever else broke.
+            Err(guestinspect::InspectError::Budget(b)) => Err(ImportFailure::new(
+                "GuestInspectionTimeout",
+                format!(
+                    "{b}; the image's partitions or filesystems are laid out so that \
+                     inspecting them takes unreasonably long. Rebuild the image, or import \
+                     it with fewer partitions and filesystems."
+                ),
+            )),
             Err(e) => Err(container_error().unwrap_or_else(|| {
                 ImportFailure::new(
                     "GuestInspectionFailed",
@@ -411,16 +510,20 @@ fn spawn_guest_check(
             verdict.failed.store(true, Ordering::SeqCst);
         }
         outcome
-    })
+    }
 }
 
 fn stored_limit_or(e: FormatError, max_stored: u64) -> ImportFailure {
     if let FormatError::Io(io) = &e {
-        if io
+        match io
             .get_ref()
-            .is_some_and(|inner| inner.is::<StoredSizeExceeded>())
+            .and_then(|inner| inner.downcast_ref::<SinkStop>())
         {
-            return ImportFailure::stored_too_large(max_stored + 1, max_stored);
+            Some(SinkStop::StoredSize) => {
+                return ImportFailure::stored_too_large(max_stored + 1, max_stored)
+            }
+            Some(SinkStop::Storage(r)) => return ImportFailure::storage(r),
+            None => {}
         }
     }
     ImportFailure::from_format(e)

@@ -33,6 +33,20 @@ impl ImportFailure {
         )
     }
 
+    /// Refused for room: quota, free-space reserve, or a full disk.
+    pub fn storage(refusal: &crate::storage::StorageRefusal) -> Self {
+        Self::new(refusal.code(), refusal.message())
+    }
+
+    /// A write that failed: `StorageFull` when the disk was full, else an
+    /// internal error with `what` for context.
+    pub fn from_write(what: &str, e: &std::io::Error) -> Self {
+        if crate::storage::is_disk_full(e) {
+            return Self::storage(&crate::storage::StorageRefusal::Full);
+        }
+        Self::internal(format!("{what}: {e}"))
+    }
+
     pub fn stored_too_large(size: u64, limit: u64) -> Self {
         Self::new(
             "InvalidFormatSize",
@@ -47,6 +61,11 @@ impl ImportFailure {
     }
 
     pub fn from_format(e: FormatError) -> Self {
+        if let FormatError::Io(io) = &e {
+            if crate::storage::is_disk_full(io) {
+                return Self::storage(&crate::storage::StorageRefusal::Full);
+            }
+        }
         let code = e.code();
         let hint = match &e {
             FormatError::TooLarge(_) => {
@@ -73,6 +92,12 @@ impl ImportFailure {
     }
 
     pub fn from_fetch(e: crate::source::fetch::FetchError) -> Self {
+        // The spool's write errors reach here as text only.
+        if matches!(e, crate::source::fetch::FetchError::Internal(_))
+            && crate::storage::names_disk_full(&e.to_string())
+        {
+            return Self::storage(&crate::storage::StorageRefusal::Full);
+        }
         Self::new(e.code(), e.to_string())
     }
 }

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
 use crate::blobstore::BlobStore;
-use crate::catalog::jobs::{ClaimedJob, FailureFacts, ImportSuccess};
+use crate::catalog::jobs::{ClaimedJob, FailureFacts, Finish, ImportSuccess};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use disk::{import_disk, DiskOutcome, DiskTask, GuestCheck};
+use disk::{import_disk, DiskOutcome, DiskTask, GuestCheck, QuotaUse};
 use failure::ImportFailure;
 use progress::ImportProgress;
 
@@ -96,7 +96,12 @@ impl Workers {
             }
             let claimed = self
                 .catalog
-                .claim_job(&self.node, self.lease_ms(), MAX_ATTEMPTS)
+                .claim_job(
+                    &self.node,
+                    self.lease_ms(),
+                    MAX_ATTEMPTS,
+                    self.config.limits.max_running_per_account,
+                )
                 .await;
             match claimed {
                 Ok(Some(job)) => {
@@ -167,12 +172,21 @@ impl Workers {
                     .finish_job_ok(&job.image_id, &self.node, &ok)
                     .await
                 {
-                    Ok(true) => {
+                    Ok(Finish::OverQuota { used }) => {
+                        // Another import of the account finished first.
+                        let refusal = crate::storage::StorageRefusal::QuotaExceeded {
+                            quota: ok.storage_quota.unwrap_or(0) as u64,
+                            used: used as u64,
+                        };
+                        self.record_failure(&job, ImportFailure::storage(&refusal), started)
+                            .await;
+                    }
+                    Ok(Finish::Recorded) => {
                         tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
                         crate::metrics::global().import_finished("NORMAL", "", started.elapsed());
                         self.remove_scratch(&job.image_id).await;
                     }
-                    Ok(false) => {
+                    Ok(Finish::LeaseLost) => {
                         tracing::warn!(image_id = %job.image_id, "import finished after its lease was lost; outcome dropped")
                     }
                     Err(e) => {
@@ -186,45 +200,75 @@ impl Workers {
                 } else {
                     failure
                 };
-                let facts = failure.guest.as_ref().map(|report| {
-                    let f = guest_checks::facts(report);
-                    let mut details = job.details.clone();
-                    details["guest"] = serde_json::to_value(report).unwrap_or_default();
-                    FailureFacts {
-                        os_name: f.os_name,
-                        platform: f.platform,
-                        is_support_cloudinit: f.is_support_cloudinit,
-                        details,
-                    }
-                });
-                match self
-                    .catalog
-                    .finish_job_failed(
-                        &job.image_id,
-                        &self.node,
-                        &failure.code,
-                        &failure.message,
-                        facts.as_ref(),
-                    )
-                    .await
-                {
-                    Ok(true) => {
-                        tracing::info!(image_id = %job.image_id, code = %failure.code, message = %failure.message, "import failed");
-                        crate::metrics::global().import_finished(
-                            "IMPORTFAILED",
-                            &failure.code,
-                            started.elapsed(),
-                        );
-                        self.delete_blobs(&job).await;
-                        self.remove_scratch(&job.image_id).await;
-                    }
-                    Ok(false) => {
-                        tracing::warn!(image_id = %job.image_id, "import failed after its lease was lost; outcome dropped")
-                    }
-                    Err(e) => {
-                        tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed")
-                    }
-                }
+                self.record_failure(&job, failure, started).await;
+            }
+        }
+    }
+
+    /// Records a failed attempt, then removes what it stored. A full disk
+    /// may also refuse the catalog's write: the attempt's scratch space is
+    /// freed and the write tried once more.
+    async fn record_failure(
+        &self,
+        job: &ClaimedJob,
+        failure: ImportFailure,
+        started: std::time::Instant,
+    ) {
+        let facts = failure.guest.as_ref().map(|report| {
+            let f = guest_checks::facts(report);
+            let mut details = job.details.clone();
+            details["guest"] = serde_json::to_value(report).unwrap_or_default();
+            FailureFacts {
+                os_name: f.os_name,
+                platform: f.platform,
+                is_support_cloudinit: f.is_support_cloudinit,
+                details,
+            }
+        });
+        // What the tenant reads names nothing of the server.
+        let failure = ImportFailure {
+            message: crate::redact::Redactor::new(&self.config).redact(&failure.message),
+            ..failure
+        };
+        let mut recorded = self
+            .catalog
+            .finish_job_failed(
+                &job.image_id,
+                &self.node,
+                &failure.code,
+                &failure.message,
+                facts.as_ref(),
+            )
+            .await;
+        if recorded.is_err() {
+            self.remove_scratch(&job.image_id).await;
+            recorded = self
+                .catalog
+                .finish_job_failed(
+                    &job.image_id,
+                    &self.node,
+                    &failure.code,
+                    &failure.message,
+                    facts.as_ref(),
+                )
+                .await;
+        }
+        match recorded {
+            Ok(true) => {
+                tracing::info!(image_id = %job.image_id, code = %failure.code, message = %failure.message, "import failed");
+                crate::metrics::global().import_finished(
+                    "IMPORTFAILED",
+                    &failure.code,
+                    started.elapsed(),
+                );
+                self.delete_blobs(job).await;
+                self.remove_scratch(&job.image_id).await;
+            }
+            Ok(false) => {
+                tracing::warn!(image_id = %job.image_id, "import failed after its lease was lost; outcome dropped")
+            }
+            Err(e) => {
+                tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed")
             }
         }
     }
@@ -246,10 +290,17 @@ impl Workers {
                     job.account_uin
                 ))
             })?;
+        let mut quota = self.quota_use(&account).await?;
         let mut outcomes: Vec<(i64, DiskOutcome)> = Vec::with_capacity(job.disks.len());
         for disk in &job.disks {
+            crate::storage::check_free_space(
+                &self.config.data_dir,
+                self.config.limits.min_free_space,
+                0,
+            )
+            .map_err(|r| ImportFailure::storage(&r))?;
             let scratch = self.scratch_dir(&job.image_id, disk.disk_index);
-            tokio::fs::create_dir_all(&scratch).await.map_err(|e| {
+            crate::private_fs::create_dir_all(&scratch).map_err(|e| {
                 ImportFailure::internal(format!("cannot create scratch space: {e}"))
             })?;
             let guest_check: Option<GuestCheck> = (disk.disk_index == 0).then(|| {
@@ -276,6 +327,7 @@ impl Workers {
                 force: job.force,
                 guest_check,
                 scratch: &scratch,
+                quota,
             };
             let outcome = import_disk(
                 &self.config,
@@ -295,6 +347,10 @@ impl Workers {
                     )
                 }
             })?;
+            // The next disk's quota counts this one's bytes.
+            if let Some(q) = quota.as_mut() {
+                q.used = q.used.saturating_add(outcome.stored_size);
+            }
             outcomes.push((disk.disk_index, outcome));
         }
         let system = outcomes
@@ -335,6 +391,8 @@ impl Workers {
             virtual_size: system.virtual_size as i64,
             bytes_fetched: outcomes.iter().map(|(_, o)| o.source_bytes as i64).sum(),
             image_size_gib: gib_rounded_up(system.virtual_size),
+            stored_bytes: outcomes.iter().map(|(_, o)| o.stored_size as i64).sum(),
+            storage_quota: quota.map(|q| q.quota as i64),
             disk_sizes: outcomes
                 .iter()
                 .map(|(i, o)| (*i, gib_rounded_up(o.virtual_size)))
@@ -344,6 +402,24 @@ impl Workers {
             is_support_cloudinit: facts.is_some_and(|f| f.is_support_cloudinit),
             details,
         })
+    }
+
+    /// The account's byte quota and what its images store now; an account
+    /// already at its quota fails here, before anything is fetched.
+    async fn quota_use(
+        &self,
+        account: &crate::accounts::Account,
+    ) -> Result<Option<QuotaUse>, ImportFailure> {
+        let Some(quota) = account.storage_quota else {
+            return Ok(None);
+        };
+        let used =
+            self.catalog.stored_bytes(&account.uin).await.map_err(|e| {
+                ImportFailure::internal(format!("reading the account's usage: {e}"))
+            })?;
+        let used = u64::try_from(used).unwrap_or(0);
+        crate::storage::quota_room(Some(quota), used).map_err(|r| ImportFailure::storage(&r))?;
+        Ok(Some(QuotaUse { quota, used }))
     }
 
     async fn delete_blobs(&self, job: &ClaimedJob) {

@@ -36,7 +36,7 @@ pub(super) async fn start_remote(
     remote: Remote,
     f: RemoteFetch<'_>,
 ) -> Result<FetchHandle, FetchError> {
-    std::fs::create_dir_all(f.scratch).map_err(|e| {
+    crate::private_fs::create_dir_all(f.scratch).map_err(|e| {
         FetchError::Internal(format!(
             "cannot create scratch folder {}: {e}",
             f.scratch.display()
@@ -141,7 +141,7 @@ async fn open_first(
 /// The spool file at its full length; what an earlier process left there is
 /// kept only when it is continued (`reused` > 0).
 fn create_spool_file(path: &Path, total: u64, reused: u64) -> Result<std::fs::File, FetchError> {
-    std::fs::OpenOptions::new()
+    crate::private_fs::file_options()
         .read(true)
         .write(true)
         .create(true)

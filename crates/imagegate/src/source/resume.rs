@@ -108,6 +108,6 @@ fn write_sidecar(scratch: &Path, s: &Sidecar) -> std::io::Result<()> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = scratch.join(format!("{SIDECAR_NAME}.{}.{n}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec(s).map_err(std::io::Error::other)?)?;
+    crate::private_fs::write(&tmp, &serde_json::to_vec(s).map_err(std::io::Error::other)?)?;
     std::fs::rename(tmp, scratch.join(SIDECAR_NAME))
 }
