@@ -513,7 +513,7 @@ impl Config {
                 return Err(invalid(key("app_id"), "must be a positive number"));
             }
             if a.storage_quota_gib
-                .is_some_and(|q| !q.is_finite() || q < 0.0 || q > 1e9)
+                .is_some_and(|q| !(0.0..=1e9).contains(&q))
             {
                 return Err(invalid(
                     key("storage_quota_gib"),
