@@ -59,12 +59,45 @@ impl Redactor {
     pub fn redact(&self, message: &str) -> String {
         let mut out = message.to_string();
         for (secret, with) in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), with);
+            if !out.contains(secret.as_str()) {
+                continue;
             }
+            out = if *with == PATH {
+                replace_path(&out, secret)
+            } else {
+                out.replace(secret.as_str(), with)
+            };
         }
         redact_absolute_paths(&out)
     }
+}
+
+/// Every `folder` in `message`, with the rest of the path it starts
+/// (`folder/scratch/x`), replaced by one [`PATH`]: a path under a known
+/// folder reveals the folder's layout too.
+fn replace_path(message: &str, folder: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(folder) {
+        // Inside a word (`metadata` for a folder `data`): not the folder.
+        if rest[..at].ends_with(|c: char| c.is_alphanumeric() || "-_.".contains(c)) {
+            let next = at + folder.len();
+            out.push_str(&rest[..next]);
+            rest = &rest[next..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        out.push_str(PATH);
+        let after = &rest[at + folder.len()..];
+        let word = after
+            .find(|c: char| c.is_whitespace() || "\"'`)]".contains(c))
+            .unwrap_or(after.len());
+        // Punctuation ending the word belongs to the sentence.
+        let tail = after[..word].trim_end_matches([',', ';', ':', '.']).len();
+        rest = &after[tail..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `host[:port]` of a URL such as `http://10.0.0.5:9000/x` or
@@ -133,6 +166,8 @@ mod tests {
         assert!(!m.contains("10.1.2.3"), "{m}");
         let m = r.redact("catalog: connection to db.internal:5432 refused");
         assert!(!m.contains("db.internal"), "{m}");
+        let m = r.redact("stored in /srv/imagegate-data, spool at /srv/imagegate-data/s/1.");
+        assert_eq!(m, "stored in <server path>, spool at <server path>.");
         let m = r.redact("reading \"/etc/passwd\", then (/var/lib/x).");
         assert_eq!(m, "reading \"<server path>\", then (<server path>).");
     }
@@ -143,6 +178,12 @@ mod tests {
         let m = "https://images-1251233127.cos.ap-guangzhou.myqcloud.com/a/b.qcow2 returned 404; \
                  use qcow2/raw images";
         assert_eq!(r.redact(m), m);
+        let relative = Redactor::new(&Config {
+            data_dir: "data".into(),
+            ..Config::default()
+        });
+        let m = "the metadata of data/scratch/x is bad";
+        assert_eq!(relative.redact(m), "the metadata of <server path> is bad");
         assert_eq!(
             host_of(Some("s3://bucket/prefix")).as_deref(),
             Some("bucket")
