@@ -225,7 +225,9 @@ impl Workers {
                 details,
             }
         });
-        // What the tenant reads names nothing of the server.
+        // What the tenant reads names nothing of the server; the log keeps
+        // the operator's text.
+        let raw_message = failure.message.clone();
         let failure = ImportFailure {
             message: crate::redact::Redactor::new(&self.config).redact(&failure.message),
             ..failure
@@ -255,7 +257,7 @@ impl Workers {
         }
         match recorded {
             Ok(true) => {
-                tracing::info!(image_id = %job.image_id, code = %failure.code, message = %failure.message, "import failed");
+                tracing::info!(image_id = %job.image_id, code = %failure.code, message = %raw_message, "import failed");
                 crate::metrics::global().import_finished(
                     "IMPORTFAILED",
                     &failure.code,
