@@ -183,10 +183,13 @@ async fn healthz_and_readyz_when_all_is_well() {
         assert_eq!(body["checks"][check]["ok"], true, "{body}");
     }
     assert_eq!(body["checks"]["catalog"]["backend"], "sqlite");
-    assert_eq!(body["checks"]["migrations"]["applied"], json!([1, 2, 4, 5]));
+    assert_eq!(
+        body["checks"]["migrations"]["applied"],
+        json!([1, 2, 3, 4, 5])
+    );
     assert_eq!(
         body["checks"]["migrations"]["expected"],
-        json!([1, 2, 4, 5])
+        json!([1, 2, 3, 4, 5])
     );
 
     // The API's own route is untouched by the merge: a GET of `/` is still
@@ -229,7 +232,7 @@ async fn readyz_names_each_failing_check() {
         body["checks"]["migrations"]["error"]
             .as_str()
             .unwrap()
-            .contains("[1, 2, 4, 5]"),
+            .contains("[1, 2, 3, 4, 5]"),
         "{body}"
     );
 
