@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import diskimages as di
-from conftest import unique
+from conftest import bindir_binary, unique
 from tcraw import send_raw, tc3_signature, utc_date
 from tencentcloud.cbs.v20170312 import cbs_client
 from tencentcloud.cbs.v20170312 import models as cbs_models
@@ -346,3 +346,123 @@ def test_platform_is_right_from_the_moment_of_import(gate, os_type, os_version, 
         time.sleep(0.3)
     assert describe_one(sdk, image_id)["Platform"] == platform
 
+
+# --------------------------------------------------------------------------- the CLI: tccli's profiles, --json
+
+
+def imagegate(*args, home, env=None, timeout=180):
+    """`imagegate images …` with this HOME and no TENCENTCLOUD_*/TCCLI_* variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TENCENTCLOUD_", "TCCLI_"))}
+    clean["HOME"] = str(home)
+    clean.update(env or {})
+    return subprocess.run([bindir_binary(), *args], capture_output=True, text=True, env=clean,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def tccli_configure(home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TENCENTCLOUD_", "TCCLI_"))}
+    env["HOME"] = str(home)
+    p = subprocess.run([TCCLI, "configure", "set", *args], capture_output=True, text=True, env=env,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, (args, p.stdout, p.stderr)
+
+
+@pytest.fixture(scope="module")
+def tccli_home(gate, tmp_path_factory):
+    """A home whose ~/.tccli was written by the real `tccli configure set`: profile
+    `default` with region, key and cvm.endpoint, and profile `second` (key and region only)."""
+    home = tmp_path_factory.mktemp("tccli-profiles")
+    acc = gate.accounts["a"]
+    tccli_configure(home, "secretId", acc.secret_id, "secretKey", acc.secret_key)
+    tccli_configure(home, "region", "ap-guangzhou")
+    tccli_configure(home, "cvm.endpoint", f"http://127.0.0.1:{gate.port}")
+    b = gate.accounts["b"]
+    tccli_configure(home, "secretId", b.secret_id, "secretKey", b.secret_key, "--profile", "second")
+    tccli_configure(home, "region", "ap-guangzhou", "--profile", "second")
+    conf = json.loads((home / ".tccli" / "default.configure").read_text())
+    # What made `imagegate images` fail: the product called `region` beside _sys_param.
+    assert isinstance(conf["region"], dict) and conf["_sys_param"]["region"] == "ap-guangzhou", conf["region"]
+    return home
+
+
+def test_cli_reads_the_files_tccli_writes(gate, tccli_home):
+    p = imagegate("images", "quota", "--json", home=tccli_home)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert json.loads(p.stdout)["ImageNumQuota"] == gate.accounts["a"].quota
+    assert p.stderr == ""
+    p = imagegate("images", "quota", home=tccli_home)
+    assert p.returncode == 0, p.stderr
+    assert re.fullmatch(r"\d+ of 500 images used in ap-guangzhou\n", p.stdout), p.stdout
+    # A named profile (account b, endpoint from the flag).
+    p = imagegate("images", "--profile", "second", "--endpoint", f"http://127.0.0.1:{gate.port}", "quota",
+                  "--json", home=tccli_home)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert json.loads(p.stdout)["ImageNumQuota"] == gate.accounts["b"].quota
+    p = imagegate("images", "--endpoint", f"http://127.0.0.1:{gate.port}", "quota", "--json", home=tccli_home,
+                  env={"TCCLI_PROFILE": "second"})
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert json.loads(p.stdout)["ImageNumQuota"] == gate.accounts["b"].quota
+
+
+def test_cli_unknown_profile_says_so(tccli_home):
+    p = imagegate("images", "--profile", "nope", "list", home=tccli_home)
+    assert p.returncode == 2
+    assert "profile `nope` does not exist" in p.stderr, p.stderr
+    assert "nope.credential" in p.stderr
+    assert "no credentials" not in p.stderr
+
+
+def test_cli_endpoint_without_scheme_is_a_clear_error(gate, tccli_home):
+    p = imagegate("images", "--endpoint", f"127.0.0.1:{gate.port}", "list", home=tccli_home)
+    assert p.returncode == 2
+    assert f"write http://127.0.0.1:{gate.port}" in p.stderr, p.stderr
+    assert "InvalidContentType" not in p.stderr
+
+
+def test_cli_os_and_quota_commands(gate, tccli_home):
+    p = imagegate("images", "os", home=tccli_home)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["OS", "TYPE", "OS", "VERSIONS", "ARCHITECTURES"]
+    centos = next(line for line in lines if line.startswith("CentOS "))
+    assert "7" in centos and "x86_64" in centos
+    p = imagegate("images", "os", "--json", home=tccli_home)
+    assert "ImportImageOsVersionSet" in json.loads(p.stdout)
+
+
+def test_cli_json_errors_take_the_api_error_shape(gate, tccli_home):
+    p = imagegate("images", "delete", "img-BAD", "--json", home=tccli_home)
+    assert p.returncode == 1
+    assert p.stderr == ""
+    doc = json.loads(p.stdout)
+    assert doc["Response"]["Error"]["Code"] == "InvalidImageId.Malformed"
+    assert re.fullmatch(r"[0-9a-f-]{36}", doc["Response"]["RequestId"])
+    p = imagegate("images", "--json", "list", "--limit", "1", home=tccli_home)
+    assert p.returncode == 0
+    assert set(json.loads(p.stdout)) == {"TotalCount", "ImageSet"}
+
+
+def test_cli_import_json_wait_prints_one_document(gate, tccli_home, normal_image):
+    app_id = gate.accounts["a"].app_id
+    url = f"https://images-{app_id}.cos.ap-guangzhou.myqcloud.com/clients.qcow2"
+    p = imagegate("images", "import", "--url", url, "--name", unique("cli-json"), "--os-type", "CentOS",
+                  "--os-version", "7", "--json", "--wait", "--interval", "0.2", home=tccli_home)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    doc = json.loads(p.stdout)  # the whole of stdout is one JSON document
+    assert doc["Image"]["ImageState"] == "NORMAL"
+    assert doc["ImportTask"]["TaskState"] == "SUCCEEDED"
+    assert p.stderr == ""
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completions(shell, tmp_path):
+    p = imagegate("completions", shell, home=tmp_path)
+    assert p.returncode == 0, p.stderr
+    # fish names a long option `-l os-version`; bash and zsh write `--os-version`.
+    option = "-l os-version" if shell == "fish" else "--os-version"
+    assert "imagegate" in p.stdout and "images" in p.stdout and option in p.stdout
+    if shell == "bash":
+        script = tmp_path / "imagegate.bash"
+        script.write_text(p.stdout)
+        check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr

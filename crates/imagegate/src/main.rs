@@ -41,6 +41,15 @@ enum Command {
         #[command(subcommand)]
         cmd: imagegate::client::ImagesCommand,
     },
+    /// Print a shell completion script, e.g.
+    /// `imagegate completions bash > /etc/bash_completion.d/imagegate`,
+    /// `imagegate completions zsh > "${fpath[1]}/_imagegate"`,
+    /// `imagegate completions fish > ~/.config/fish/completions/imagegate.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -181,6 +190,11 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "imagegate", &mut std::io::stdout());
+        return Ok(());
+    }
     if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
         imagegate::alloc_tuning::tune_for_streaming();
     }
@@ -198,5 +212,6 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(imagegate::client::run(opts, cmd))?;
             std::process::exit(code)
         }
+        Command::Completions { .. } => Ok(()),
     }
 }

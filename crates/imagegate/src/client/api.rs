@@ -49,6 +49,33 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The code of the error in the API's error shape (`--json`): the
+    /// service's, or the one the official SDKs give a local failure.
+    pub fn wire_code(&self) -> &str {
+        match self {
+            CallError::Api { code, .. } => code,
+            CallError::Transport { .. } => "ClientNetworkError",
+            CallError::BadReply { .. } => "ServerNetworkError",
+            CallError::BadEndpoint(_) => "ClientParamsError",
+        }
+    }
+
+    /// The message without the code and RequestId (`--json`).
+    pub fn wire_message(&self) -> String {
+        match self {
+            CallError::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The RequestId the service gave, if any.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            CallError::Api { request_id, .. } => Some(request_id),
+            _ => None,
+        }
+    }
+
     /// The API error code, if the service gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -216,7 +243,7 @@ impl ApiClient {
         let endpoint = self.settings.endpoint.clone();
         let transport = |e: reqwest::Error| CallError::Transport {
             endpoint: endpoint.clone(),
-            reason: error_chain(&e),
+            reason: with_tls_hint(&endpoint, error_chain(&e)),
         };
         let mut req = self.http.post(signed.url.clone());
         for (k, v) in &signed.headers {
@@ -235,6 +262,17 @@ impl ApiClient {
             body.extend_from_slice(&chunk);
         }
         parse_reply(&self.settings.endpoint, status, &body)
+    }
+}
+
+/// rustls' "received corrupt message of type InvalidContentType" means an
+/// HTTPS request reached a server that answers in plain HTTP: say so.
+fn with_tls_hint(endpoint: &str, reason: String) -> String {
+    if endpoint.starts_with("https://") && reason.contains("InvalidContentType") {
+        let plain = endpoint.replacen("https://", "http://", 1);
+        format!("{reason} (the server does not speak TLS: if it serves plain HTTP, use {plain})")
+    } else {
+        reason
     }
 }
 

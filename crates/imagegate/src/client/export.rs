@@ -2,6 +2,8 @@
 //! followed through DescribeExportImageTasks to its end (a bar on a
 //! terminal, plain lines otherwise, like `images watch`). Exit 0 when every
 //! object is in the bucket, 1 when the export failed or was cancelled.
+//! With `--json`: the API's reply, or with `--wait` one document when the
+//! task ends, `{"ExportImageTask": …}`, and no progress.
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ pub struct ExportArgs {
     /// Your bucket, `<name>-<appid>`.
     #[arg(long)]
     pub bucket: String,
+    /// Format of the exported files.
     #[arg(long, default_value = "RAW", value_parser = ["RAW", "QCOW2", "VHD", "VMDK"], ignore_case = true)]
     pub format: String,
     /// File name prefix, one per image (repeat in the order of the IDs).
@@ -37,9 +40,6 @@ pub struct ExportArgs {
     /// Seconds between polls with --wait.
     #[arg(long, default_value = "1", value_parser = parse_interval, value_name = "SECONDS")]
     pub interval: Duration,
-    /// Print the API's JSON reply.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Give up after this many failed polls in a row.
@@ -57,11 +57,14 @@ pub async fn export(client: &ApiClient, a: ExportArgs, io: &mut Io<'_>) -> Resul
         params["FileNamePrefixList"] = json!(a.prefixes);
     }
     let resp = client.call("ExportImages", &params).await?;
-    if a.json {
+    let json_only = io.display == Display::Json;
+    // With --wait (and a real export) the one document comes at the end.
+    let follows = a.wait && !a.dry_run;
+    if json_only && !follows {
         writeln!(io.out, "{}", pretty(&resp))?;
     }
     if a.dry_run {
-        if !a.json {
+        if !json_only {
             writeln!(
                 io.out,
                 "DryRun passed: the export would be accepted (RequestId {})",
@@ -71,7 +74,7 @@ pub async fn export(client: &ApiClient, a: ExportArgs, io: &mut Io<'_>) -> Resul
         return Ok(EXIT_OK);
     }
     let task_id = resp.get("TaskId").and_then(Value::as_i64).unwrap_or(0);
-    if !a.json {
+    if !json_only {
         writeln!(
             io.out,
             "Exporting to {} as task {task_id} (RequestId {}):",
@@ -91,7 +94,7 @@ pub async fn export(client: &ApiClient, a: ExportArgs, io: &mut Io<'_>) -> Resul
     if !a.wait {
         return Ok(EXIT_OK);
     }
-    Ok(wait(client, task_id, a.interval, io).await?)
+    wait(client, task_id, a.interval, io).await
 }
 
 /// Why the command stopped: the API refused (printed by the caller) or the
@@ -123,7 +126,8 @@ pub async fn wait(
     task_id: i64,
     interval: Duration,
     io: &mut Io<'_>,
-) -> std::io::Result<i32> {
+) -> Result<i32, CallOrIo> {
+    let json_only = io.display == Display::Json;
     let mut bar: Option<ProgressBar> = None;
     let mut last_line = String::new();
     let mut errors = 0u32;
@@ -134,18 +138,21 @@ pub async fn wait(
                 t
             }
             Ok(None) => {
-                writeln!(io.err, "export task {task_id} is not listed")?;
+                let msg = format!("export task {task_id} is not listed");
+                super::print_error(io, "InvalidParameterValue", &msg, None)?;
                 break EXIT_FAILED;
             }
             Err(e) if e.is_transient() && errors + 1 < MAX_CONSECUTIVE_ERRORS => {
                 errors += 1;
-                writeln!(io.err, "{e} (retrying)")?;
+                if !json_only {
+                    writeln!(io.err, "{e} (retrying)")?;
+                }
                 tokio::time::sleep(interval).await;
                 continue;
             }
             Err(e) => {
-                writeln!(io.err, "{e}")?;
-                break EXIT_FAILED;
+                finish(&mut bar);
+                return Err(CallOrIo::Call(e));
             }
         };
         let state = field(&task, "TaskState").to_string();
@@ -174,6 +181,16 @@ pub async fn wait(
                     last_line = line;
                 }
             }
+            Display::Json => {}
+        }
+        let ended = matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED");
+        if json_only && ended {
+            writeln!(io.out, "{}", pretty(&json!({ "ExportImageTask": task })))?;
+            break if state == "SUCCEEDED" {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            };
         }
         match state.as_str() {
             "SUCCEEDED" => {

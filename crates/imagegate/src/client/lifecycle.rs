@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::api::ApiClient;
 use super::render::field;
-use super::{request_id, Failure, Io, EXIT_OK};
+use super::{pretty, request_id, Display, Failure, Io, EXIT_OK};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ShareArgs {
@@ -47,6 +47,10 @@ pub(super) async fn share(
             &json!({ "ImageId": a.id, "AccountIds": a.accounts, "Permission": permission }),
         )
         .await?;
+    if io.display == Display::Json {
+        writeln!(io.out, "{}", pretty(&resp))?;
+        return Ok(EXIT_OK);
+    }
     let verb = if share { "Shared" } else { "Stopped sharing" };
     writeln!(
         io.out,
@@ -63,6 +67,10 @@ pub(super) async fn shares(client: &ApiClient, id: &str, io: &mut Io<'_>) -> Res
     let resp = client
         .call("DescribeImageSharePermission", &json!({ "ImageId": id }))
         .await?;
+    if io.display == Display::Json {
+        writeln!(io.out, "{}", pretty(&resp))?;
+        return Ok(EXIT_OK);
+    }
     let set = resp
         .get("SharePermissionSet")
         .and_then(Value::as_array)
@@ -102,6 +110,10 @@ pub(super) async fn sync(
         params["DryRun"] = json!(true);
     }
     let resp = client.call("SyncImages", &params).await?;
+    if io.display == Display::Json {
+        writeln!(io.out, "{}", pretty(&resp))?;
+        return Ok(EXIT_OK);
+    }
     if a.dry_run {
         writeln!(
             io.out,

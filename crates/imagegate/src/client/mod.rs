@@ -3,15 +3,22 @@
 //!
 //! - `credentials`: flags, `TENCENTCLOUD_*` variables, tccli profile files;
 //! - `api`: one TC3-signed call, built like the official SDKs build it;
+//! - `commands`: one function per subcommand;
 //! - `render`: tables, details and progress text;
 //! - `watch`: following an import to NORMAL or IMPORTFAILED;
 //! - `export`: ExportImages and following its task.
+//!
+//! With `--json`, stdout carries JSON only: the API's reply, or for an error
+//! the API's error shape `{"Response":{"Error":{"Code","Message"},"RequestId"}}`
+//! (local failures take the official SDKs' codes: `ClientParamsError`,
+//! `ClientNetworkError`, `ServerNetworkError`); stderr stays empty.
 //!
 //! Exit codes: 0 success; 1 the API refused, the server was unreachable, or
 //! the import failed; 2 a local problem (no credentials, bad profile file,
 //! bad endpoint URL).
 
 pub mod api;
+mod commands;
 pub mod credentials;
 pub mod export;
 pub mod lifecycle;
@@ -19,9 +26,10 @@ pub mod render;
 pub mod watch;
 
 #[cfg(test)]
+mod json_tests;
+#[cfg(test)]
 mod stub_tests;
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -29,7 +37,6 @@ use serde_json::{json, Value};
 
 use api::{ApiClient, CallError};
 use credentials::{Requested, Sources};
-use render::field;
 pub use watch::{Display, Io};
 
 pub const EXIT_OK: i32 = 0;
@@ -40,11 +47,12 @@ pub const EXIT_USAGE: i32 = 2;
 /// subcommand (and accepted after it).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ClientOptions {
-    /// API endpoint, e.g. http://127.0.0.1:9000 [default: the profile's
-    /// cvm.endpoint, else https://cvm.tencentcloudapi.com]
+    /// API endpoint with its scheme, e.g. http://127.0.0.1:9000 [default: the
+    /// profile's cvm.endpoint, else https://cvm.tencentcloudapi.com]
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Region [default: $TENCENTCLOUD_REGION, else the profile's region]
+    /// Region, e.g. ap-guangzhou [default: $TENCENTCLOUD_REGION, else the
+    /// profile's region]
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// tccli profile whose ~/.tccli/<profile>.{credential,configure} are read
@@ -57,13 +65,28 @@ pub struct ClientOptions {
     /// SecretKey (prefer TENCENTCLOUD_SECRET_KEY).
     #[arg(long, global = true, hide = true)]
     pub secret_key: Option<String>,
+    /// Print JSON only on stdout: the API's reply, or an error in the API's
+    /// error shape; no progress.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
+
+const IMPORT_EXAMPLES: &str = "\
+Examples:
+  imagegate images import --endpoint http://127.0.0.1:9000 --region ap-guangzhou \\
+      --url https://images-1250000000.cos.ap-guangzhou.myqcloud.com/centos7.qcow2 \\
+      --name web-01 --os-type CentOS --os-version 7 --wait
+  imagegate images import --url URL --name ubuntu-22 --os-type Ubuntu --os-version 22 \\
+      --arch arm_64 --tag env=prod --json --wait
+
+`imagegate images os` lists the OS types and versions the server accepts.";
 
 // Parsed once per process: the size of the Import variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum ImagesCommand {
     /// Import a disk image from an object-store URL (ImportImage).
+    #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
     /// List your images (DescribeImages).
     List(ListArgs),
@@ -71,9 +94,6 @@ pub enum ImagesCommand {
     Show {
         /// Image ID (img-…).
         id: String,
-        /// Print the API's JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Delete images (DeleteImages).
     Delete {
@@ -112,6 +132,11 @@ pub enum ImagesCommand {
         #[arg(long, default_value = "1", value_parser = parse_interval, value_name = "SECONDS")]
         interval: Duration,
     },
+    /// The OS types, versions and architectures ImportImage accepts
+    /// (DescribeImportImageOs).
+    Os,
+    /// The image quota and how much of it is used (DescribeImageQuota).
+    Quota,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -122,26 +147,36 @@ pub struct ImportArgs {
     /// Image name (at most 60 characters, unique in the region).
     #[arg(long)]
     pub name: String,
-    /// OS type, as listed by DescribeImportImageOs (e.g. CentOS, Ubuntu).
+    /// OS type, as `imagegate images os` lists it (e.g. CentOS, Ubuntu,
+    /// "Windows Server 2019").
     #[arg(long)]
     pub os_type: String,
-    /// OS version (e.g. 7, 22.04).
+    /// OS version, as `imagegate images os` lists it for the OS type (e.g. 7
+    /// for CentOS, 22 for Ubuntu 22.04, 9 for Windows).
     #[arg(long)]
     pub os_version: String,
+    /// CPU architecture of the image.
     #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "i386", "arm_64"])]
     pub arch: String,
-    /// Skip the guest checks (cloud-init, virtio, partitions).
+    /// Forced import: skip only the cloud-init check, for Linux images that
+    /// cannot have cloud-init (the cloud then does no guest initialisation).
+    /// Every other check still applies; ISO files need it.
     #[arg(long)]
     pub force: bool,
+    /// Firmware the image boots with [server default: Legacy BIOS].
     #[arg(long, value_parser = ["Legacy BIOS", "UEFI"])]
     pub boot_mode: Option<String>,
+    /// License of the image's OS [server default: TencentCloud].
     #[arg(long, value_parser = ["TencentCloud", "BYOL"])]
     pub license_type: Option<String>,
     /// A data disk image URL; repeat for several.
     #[arg(long = "data-disk", value_name = "URL")]
     pub data_disks: Vec<String>,
+    /// Image description (at most 256 characters).
     #[arg(long)]
     pub description: Option<String>,
+    /// Image family, e.g. web-servers (a letter first, then letters, digits,
+    /// `-`, `_` or `.`).
     #[arg(long)]
     pub family: Option<String>,
     /// A tag KEY=VALUE; repeat for several.
@@ -150,15 +185,13 @@ pub struct ImportArgs {
     /// Only check the request (nothing is imported).
     #[arg(long)]
     pub dry_run: bool,
-    /// Follow the import until it ends (like `images watch`).
+    /// Follow the import until it ends (like `images watch`); with --json,
+    /// one JSON document at the end.
     #[arg(long)]
     pub wait: bool,
     /// Seconds between polls with --wait.
     #[arg(long, default_value = "1", value_parser = parse_interval, value_name = "SECONDS")]
     pub interval: Duration,
-    /// Print the API's JSON reply.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -172,9 +205,6 @@ pub struct ListArgs {
     /// Skip this many images first.
     #[arg(long, default_value_t = 0)]
     pub offset: u32,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -197,7 +227,9 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 /// Run one `images` command against the process's environment, stdout and
 /// stderr; returns the exit code. `Err` only when the terminal itself fails.
 pub async fn run(opts: ClientOptions, cmd: ImagesCommand) -> anyhow::Result<i32> {
-    let display = if std::io::stdout().is_terminal() {
+    let display = if opts.json {
+        Display::Json
+    } else if std::io::stdout().is_terminal() {
         Display::Bar
     } else {
         Display::Plain
@@ -212,13 +244,17 @@ pub async fn run(opts: ClientOptions, cmd: ImagesCommand) -> anyhow::Result<i32>
     Ok(run_with(&opts, cmd, &Sources::process(), &mut io).await?)
 }
 
-/// [`run`] with the environment and the output given (for tests).
+/// [`run`] with the environment and the output given (for tests). With
+/// `opts.json` the display is JSON whatever `io.display` says.
 pub async fn run_with(
     opts: &ClientOptions,
     cmd: ImagesCommand,
     sources: &Sources<'_>,
     io: &mut Io<'_>,
 ) -> std::io::Result<i32> {
+    if opts.json {
+        io.display = Display::Json;
+    }
     let requested = Requested {
         endpoint: opts.endpoint.clone(),
         region: opts.region.clone(),
@@ -226,47 +262,54 @@ pub async fn run_with(
         secret_id: opts.secret_id.clone(),
         secret_key: opts.secret_key.clone(),
     };
-    let settings = match credentials::resolve(&requested, sources) {
-        Ok(s) => s,
-        Err(e) => {
-            writeln!(io.err, "imagegate images: {e}")?;
-            return Ok(EXIT_USAGE);
-        }
-    };
-    let client = match ApiClient::new(settings) {
+    let client = match credentials::resolve(&requested, sources)
+        .map_err(|e| e.to_string())
+        .and_then(|s| ApiClient::new(s).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
+        Err(e) if io.display == Display::Json => {
+            print_error(io, "ClientParamsError", &e, None)?;
+            return Ok(EXIT_USAGE);
+        }
         Err(e) => {
             writeln!(io.err, "imagegate images: {e}")?;
             return Ok(EXIT_USAGE);
         }
     };
-    let result = match cmd {
-        ImagesCommand::Import(a) => import(&client, a, io).await,
-        ImagesCommand::List(a) => list(&client, a, io).await,
-        ImagesCommand::Show { id, json } => show(&client, &id, json, io).await,
-        ImagesCommand::Delete { ids, dry_run } => delete(&client, &ids, dry_run, io).await,
-        ImagesCommand::Cancel { id } => cancel(&client, &id, io).await,
-        ImagesCommand::Share(a) => lifecycle::share(&client, &a, true, io).await,
-        ImagesCommand::Unshare(a) => lifecycle::share(&client, &a, false, io).await,
-        ImagesCommand::Shares { id } => lifecycle::shares(&client, &id, io).await,
-        ImagesCommand::Sync(a) => lifecycle::sync(&client, &a, io).await,
-        ImagesCommand::Export(a) => match export::export(&client, a, io).await {
-            Ok(code) => Ok(code),
-            Err(export::CallOrIo::Call(e)) => Err(Failure::Call(e)),
-            Err(export::CallOrIo::Io(e)) => Err(Failure::Io(e)),
-        },
-        ImagesCommand::Watch { id, interval } => {
-            return watch::watch(&client, &id, interval, io).await;
-        }
-    };
+    let result = commands::run(&client, cmd, io).await;
     match result {
         Ok(code) => Ok(code),
         Err(Failure::Io(e)) => Err(e),
         Err(Failure::Call(e)) => {
-            writeln!(io.err, "{e}")?;
+            print_call_error(io, &e)?;
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// An error: a line on stderr, or with `--json` the API's error shape on
+/// stdout.
+pub(crate) fn print_error(
+    io: &mut Io<'_>,
+    code: &str,
+    message: &str,
+    request_id: Option<&str>,
+) -> std::io::Result<()> {
+    if io.display != Display::Json {
+        return writeln!(io.err, "{message}");
+    }
+    let mut response = json!({ "Error": { "Code": code, "Message": message } });
+    if let Some(id) = request_id {
+        response["RequestId"] = json!(id);
+    }
+    writeln!(io.out, "{}", pretty(&json!({ "Response": response })))
+}
+
+pub(crate) fn print_call_error(io: &mut Io<'_>, e: &CallError) -> std::io::Result<()> {
+    if io.display != Display::Json {
+        return writeln!(io.err, "{e}");
+    }
+    print_error(io, e.wire_code(), &e.wire_message(), e.request_id())
 }
 
 /// Why a command stopped: the API (printed, exit 1) or our own output.
@@ -288,288 +331,11 @@ impl From<std::io::Error> for Failure {
 }
 
 fn request_id(resp: &Value) -> &str {
-    field(resp, "RequestId")
+    render::field(resp, "RequestId")
 }
 
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-}
-
-async fn import(client: &ApiClient, a: ImportArgs, io: &mut Io<'_>) -> Result<i32, Failure> {
-    let mut params = json!({
-        "Architecture": a.arch,
-        "OsType": a.os_type,
-        "OsVersion": a.os_version,
-        "ImageUrl": a.url,
-        "ImageName": a.name,
-    });
-    let p = params.as_object_mut().expect("built as an object above");
-    if let Some(d) = &a.description {
-        p.insert("ImageDescription".into(), json!(d));
-    }
-    if a.force {
-        p.insert("Force".into(), json!(true));
-    }
-    if a.dry_run {
-        p.insert("DryRun".into(), json!(true));
-    }
-    if let Some(b) = &a.boot_mode {
-        p.insert("BootMode".into(), json!(b));
-    }
-    if let Some(l) = &a.license_type {
-        p.insert("LicenseType".into(), json!(l));
-    }
-    if let Some(f) = &a.family {
-        p.insert("ImageFamily".into(), json!(f));
-    }
-    if !a.tags.is_empty() {
-        let tags: Vec<Value> = a
-            .tags
-            .iter()
-            .map(|(k, v)| json!({"Key": k, "Value": v}))
-            .collect();
-        p.insert(
-            "TagSpecification".into(),
-            json!([{"ResourceType": "image", "Tags": tags}]),
-        );
-    }
-    if !a.data_disks.is_empty() {
-        let disks: Vec<Value> = a
-            .data_disks
-            .iter()
-            .map(|u| json!({"ImageUrl": u}))
-            .collect();
-        p.insert("ImportImageDataDiskList".into(), Value::Array(disks));
-    }
-    let resp = client.call("ImportImage", &params).await?;
-    if a.json {
-        writeln!(io.out, "{}", pretty(&resp))?;
-    }
-    if a.dry_run {
-        if !a.json {
-            writeln!(
-                io.out,
-                "DryRun passed: the import would be accepted (RequestId {})",
-                request_id(&resp)
-            )?;
-        }
-        return Ok(EXIT_OK);
-    }
-    // Tencent's documented examples answer with the RequestId only; the
-    // image is then found by its name, which is unique per region.
-    let image_id = match resp.get("ImageId").and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => find_by_name(client, &a.name).await?.unwrap_or_default(),
-    };
-    if !a.json {
-        if image_id.is_empty() {
-            writeln!(
-                io.out,
-                "Import accepted (RequestId {}); the reply names no image yet.",
-                request_id(&resp)
-            )?;
-        } else {
-            writeln!(
-                io.out,
-                "Importing {image_id} \"{}\" (RequestId {})",
-                a.name,
-                request_id(&resp)
-            )?;
-        }
-    }
-    io.out.flush()?;
-    if !a.wait {
-        return Ok(EXIT_OK);
-    }
-    if image_id.is_empty() {
-        writeln!(
-            io.err,
-            "cannot --wait: the image `{}` is not listed",
-            a.name
-        )?;
-        return Ok(EXIT_FAILED);
-    }
-    Ok(watch::watch(client, &image_id, a.interval, io).await?)
-}
-
-async fn find_by_name(client: &ApiClient, name: &str) -> Result<Option<String>, CallError> {
-    let resp = client
-        .call(
-            "DescribeImages",
-            &json!({"Filters": [{"Name": "image-name", "Values": [name]}], "Limit": 100}),
-        )
-        .await?;
-    Ok(resp
-        .get("ImageSet")
-        .and_then(Value::as_array)
-        .and_then(|set| set.iter().find(|i| field(i, "ImageName") == name))
-        .map(|i| field(i, "ImageId").to_string()))
-}
-
-/// Import tasks of `ids` by ImageId; empty when the server has no tasks
-/// (the real cloud) or refuses: the caller's view is still right without
-/// them, only less detailed.
-async fn tasks_of(
-    client: &ApiClient,
-    ids: &[String],
-    io: &mut Io<'_>,
-) -> std::io::Result<HashMap<String, Value>> {
-    let mut out = HashMap::new();
-    for chunk in ids.chunks(100) {
-        match client
-            .call(
-                "DescribeImportImageTasks",
-                &json!({"ImageIds": chunk, "Limit": 100}),
-            )
-            .await
-        {
-            Ok(resp) => {
-                for t in resp
-                    .get("ImportImageTaskSet")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    out.insert(field(t, "ImageId").to_string(), t.clone());
-                }
-            }
-            Err(e) if e.code() == Some("InvalidAction") => break,
-            Err(e) => {
-                writeln!(io.err, "(import progress unavailable: {e})")?;
-                break;
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn list(client: &ApiClient, a: ListArgs, io: &mut Io<'_>) -> Result<i32, Failure> {
-    let mut filters = vec![json!({"Name": "image-type", "Values": ["PRIVATE_IMAGE"]})];
-    if let Some(n) = &a.name {
-        filters.push(json!({"Name": "image-name", "Values": [n]}));
-    }
-    let want = a.limit as usize;
-    let mut images: Vec<Value> = Vec::new();
-    let mut total: u64;
-    // The API pages by at most 100.
-    loop {
-        let page = (want - images.len()).min(100);
-        let resp = client
-            .call(
-                "DescribeImages",
-                &json!({"Filters": filters, "Offset": a.offset as usize + images.len(), "Limit": page}),
-            )
-            .await?;
-        total = render::number(&resp, "TotalCount").unwrap_or(0);
-        let set = resp
-            .get("ImageSet")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let got = set.len();
-        images.extend(set);
-        if got == 0 || images.len() >= want || (a.offset as u64 + images.len() as u64) >= total {
-            break;
-        }
-    }
-    images.truncate(want);
-    if a.json {
-        writeln!(
-            io.out,
-            "{}",
-            pretty(&json!({"TotalCount": total, "ImageSet": images}))
-        )?;
-        return Ok(EXIT_OK);
-    }
-    if images.is_empty() {
-        writeln!(io.out, "No images.")?;
-        return Ok(EXIT_OK);
-    }
-    let unfinished: Vec<String> = images
-        .iter()
-        .filter(|i| matches!(field(i, "ImageState"), "IMPORTING" | "IMPORTFAILED"))
-        .map(|i| field(i, "ImageId").to_string())
-        .collect();
-    let tasks = if unfinished.is_empty() {
-        HashMap::new()
-    } else {
-        tasks_of(client, &unfinished, io).await?
-    };
-    write!(io.out, "{}", render::images_table(&images, &tasks))?;
-    if (images.len() as u64) < total {
-        writeln!(
-            io.out,
-            "{} of {total} images shown (--offset/--limit for more).",
-            images.len()
-        )?;
-    }
-    Ok(EXIT_OK)
-}
-
-async fn show(
-    client: &ApiClient,
-    id: &str,
-    as_json: bool,
-    io: &mut Io<'_>,
-) -> Result<i32, Failure> {
-    let resp = client
-        .call("DescribeImages", &json!({"ImageIds": [id]}))
-        .await?;
-    let Some(image) = resp
-        .get("ImageSet")
-        .and_then(Value::as_array)
-        .and_then(|s| s.iter().find(|i| field(i, "ImageId") == id))
-        .cloned()
-    else {
-        writeln!(io.err, "{id}: no such image")?;
-        return Ok(EXIT_FAILED);
-    };
-    let tasks = tasks_of(client, &[id.to_string()], io).await?;
-    let task = tasks.get(id);
-    if as_json {
-        writeln!(
-            io.out,
-            "{}",
-            pretty(&json!({"Image": image, "ImportTask": task}))
-        )?;
-    } else {
-        write!(io.out, "{}", render::image_details(&image, task))?;
-    }
-    Ok(EXIT_OK)
-}
-
-async fn delete(
-    client: &ApiClient,
-    ids: &[String],
-    dry_run: bool,
-    io: &mut Io<'_>,
-) -> Result<i32, Failure> {
-    let mut params = json!({ "ImageIds": ids });
-    if dry_run {
-        params["DryRun"] = json!(true);
-    }
-    let resp = client.call("DeleteImages", &params).await?;
-    let verb = if dry_run { "Would delete" } else { "Deleted" };
-    writeln!(
-        io.out,
-        "{verb} {} (RequestId {})",
-        ids.join(", "),
-        request_id(&resp)
-    )?;
-    Ok(EXIT_OK)
-}
-
-async fn cancel(client: &ApiClient, id: &str, io: &mut Io<'_>) -> Result<i32, Failure> {
-    let resp = client
-        .call("CancelImportImageTask", &json!({ "ImageId": id }))
-        .await?;
-    writeln!(
-        io.out,
-        "Cancelling the import of {id} (RequestId {}); `imagegate images watch {id}` \
-         follows it to the end",
-        request_id(&resp)
-    )?;
-    Ok(EXIT_OK)
 }
 
 #[cfg(test)]
@@ -676,5 +442,74 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        opts: ClientOptions,
+        #[command(subcommand)]
+        cmd: ImagesCommand,
+    }
+
+    /// Every visible option and argument of every subcommand says what it is.
+    #[test]
+    fn every_option_is_described() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+            for arg in sub.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+            if sub.get_name() != cmd.get_name() && sub.get_about().is_none() {
+                missing.push(format!("{} (no about)", sub.get_name()));
+            }
+        }
+        assert!(missing.is_empty(), "undescribed: {missing:?}");
+    }
+
+    /// The examples use values the server's built-in OS list accepts.
+    #[test]
+    fn import_examples_name_accepted_os_versions() {
+        let list = crate::oslist::OsList::from_config(None);
+        for line in IMPORT_EXAMPLES.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let value = |flag: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == flag)
+                    .and_then(|i| words.get(i + 1))
+                    .copied()
+            };
+            if let (Some(t), Some(v)) = (value("--os-type"), value("--os-version")) {
+                let arch = value("--arch").unwrap_or("x86_64");
+                assert!(list.check(t, v, arch).is_ok(), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_is_accepted_before_and_after_the_subcommand() {
+        for args in [
+            vec!["images", "--json", "list"],
+            vec!["images", "list", "--json"],
+            vec!["images", "quota", "--json"],
+            vec!["images", "os"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["images", "show", "img-1", "--json"]).unwrap();
+        assert!(cli.opts.json);
     }
 }

@@ -137,6 +137,34 @@ pub fn images_table(images: &[Value], tasks: &HashMap<String, Value>) -> String 
     )
 }
 
+/// The `images os` table: one row per OS type of DescribeImportImageOs,
+/// with the values `images import --os-type/--os-version/--arch` take.
+pub fn os_table(resp: &Value) -> String {
+    let join = |v: Option<&Value>| -> String {
+        let items: Vec<&str> = v
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        items.join(", ")
+    };
+    let rows: Vec<Vec<String>> = resp
+        .get("ImportImageOsVersionSet")
+        .and_then(Value::as_array)
+        .map(|set| {
+            set.iter()
+                .map(|os| {
+                    vec![
+                        field(os, "OsName").to_string(),
+                        join(os.get("OsVersions")),
+                        join(os.get("Architecture")),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["OS TYPE", "OS VERSIONS", "ARCHITECTURES"], &rows)
+}
+
 /// What the user can do about an import failure code. The server's message
 /// says what was found; this says where to go from there.
 pub fn advice(code: &str) -> Option<&'static str> {
@@ -146,7 +174,7 @@ pub fn advice(code: &str) -> Option<&'static str> {
         "ExternalReferenceRefused" => "The image points at other files (backing file, data file or extents). Flatten it on a trusted machine, e.g. `qemu-img convert -O qcow2 in out`, and import the result.",
         "PartitionNotPresent" => "The disk has no partition table. Upload the whole system disk, not a single partition or an incomplete file.",
         "RootPartitionNotFound" => "No root file system was found: this looks like an installer, data disk or /boot image. Import the whole system disk; a data disk belongs in --data-disk.",
-        "VirtioNotInstall" => "Install the virtio drivers in the guest (Linux: virtio_blk/virtio_net in the initramfs; Windows: Tencent's virtio package), export again, or use --force.",
+        "VirtioNotInstall" => "Install the virtio drivers in the guest (Linux: virtio_blk/virtio_net in the initramfs; Windows: Tencent's virtio package) and export again (--force does not skip this check).",
         "CloudInitNotInstalled" => "Install cloud-init (Windows: cloudbase-init) in the guest and export again, or import with --force.",
         "SourceUnreachable" => "The object store could not be reached. Check the URL's host and that the service's network may reach it, then import again.",
         "SourceStalled" => "The download stopped making progress. Check the object store's health and import again.",

@@ -37,7 +37,7 @@ fn envelope(mut body: Value, request_id: &str) -> String {
     json!({ "Response": body }).to_string()
 }
 
-fn error(code: &str, message: &str) -> Value {
+pub(super) fn error(code: &str, message: &str) -> Value {
     json!({"Error": {"Code": code, "Message": message}})
 }
 
@@ -94,7 +94,7 @@ async fn api(
     envelope(answer, &format!("req-{}", s.calls.len()))
 }
 
-struct Stub {
+pub(super) struct Stub {
     endpoint: String,
     script: Shared,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -102,7 +102,7 @@ struct Stub {
 }
 
 impl Stub {
-    async fn start(answers: Vec<(&str, Vec<Value>)>) -> Stub {
+    pub(super) async fn start(answers: Vec<(&str, Vec<Value>)>) -> Stub {
         let script: Shared = Arc::new(Mutex::new(Script {
             answers: answers
                 .into_iter()
@@ -132,21 +132,22 @@ impl Stub {
         }
     }
 
-    fn options(&self) -> ClientOptions {
+    pub(super) fn options(&self) -> ClientOptions {
         ClientOptions {
             endpoint: Some(self.endpoint.clone()),
             region: Some("ap-guangzhou".into()),
             profile: None,
             secret_id: Some(SECRET_ID.into()),
             secret_key: Some(SECRET_KEY.into()),
+            json: false,
         }
     }
 
-    fn calls(&self) -> Vec<(String, Value)> {
+    pub(super) fn calls(&self) -> Vec<(String, Value)> {
         self.script.lock().unwrap().calls.clone()
     }
 
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -154,15 +155,15 @@ impl Stub {
     }
 }
 
-struct Output {
-    code: i32,
-    out: String,
-    err: String,
+pub(super) struct Output {
+    pub(super) code: i32,
+    pub(super) out: String,
+    pub(super) err: String,
 }
 
 /// Run one command with an empty environment and no home folder, capturing
 /// both streams; plain progress lines (not a terminal).
-async fn run(opts: &ClientOptions, cmd: ImagesCommand) -> Output {
+pub(super) async fn run(opts: &ClientOptions, cmd: ImagesCommand) -> Output {
     let no_env = |_: &str| None;
     let sources = Sources {
         env: &no_env,
@@ -185,7 +186,7 @@ async fn run(opts: &ClientOptions, cmd: ImagesCommand) -> Output {
     }
 }
 
-fn task(state: &str, phase: &str, percent: u64, image_state: &str) -> Value {
+pub(super) fn task(state: &str, phase: &str, percent: u64, image_state: &str) -> Value {
     json!({
         "ImportImageTaskSet": [{
             "ImageId": "img-test0001", "ImageName": "web", "ImageState": image_state,
@@ -199,7 +200,7 @@ fn task(state: &str, phase: &str, percent: u64, image_state: &str) -> Value {
     })
 }
 
-fn failed_task() -> Value {
+pub(super) fn failed_task() -> Value {
     let mut t = task("FAILED", "INSPECTING_FORMAT", 100, "IMPORTFAILED");
     t["ImportImageTaskSet"][0]["FailureCode"] = json!("ExternalReferenceRefused");
     t["ImportImageTaskSet"][0]["FailureMessage"] =
@@ -207,7 +208,7 @@ fn failed_task() -> Value {
     t
 }
 
-fn images(state: &str) -> Value {
+pub(super) fn images(state: &str) -> Value {
     json!({"TotalCount": 1, "ImageSet": [{
         "ImageId": "img-test0001", "ImageName": "web", "ImageState": state,
         "OsName": "CentOS 7", "Architecture": "x86_64", "ImageSize": 1,
@@ -221,7 +222,7 @@ fn fast(id: &str) -> ImagesCommand {
     }
 }
 
-fn import_cmd(wait: bool) -> ImagesCommand {
+pub(super) fn import_cmd(wait: bool) -> ImagesCommand {
     use clap::Parser;
     #[derive(Parser)]
     struct Cli {
@@ -496,7 +497,6 @@ async fn list_and_show_render_tables_and_details() {
             name: Some("w".into()),
             limit: 20,
             offset: 0,
-            json: false,
         }),
     )
     .await;
@@ -522,11 +522,12 @@ img-test0002  db    NORMAL                    Ubuntu 22.04  arm     20 GiB  2026
         json!({"ImageIds": ["img-test0001"], "Limit": 100})
     );
 
+    let mut as_json = stub.options();
+    as_json.json = true;
     let o = run(
-        &stub.options(),
+        &as_json,
         ImagesCommand::Show {
             id: "img-test0002".into(),
-            json: true,
         },
     )
     .await;
@@ -545,7 +546,6 @@ img-test0002  db    NORMAL                    Ubuntu 22.04  arm     20 GiB  2026
         &stub.options(),
         ImagesCommand::Show {
             id: "img-nothere1".into(),
-            json: false,
         },
     )
     .await;
@@ -571,6 +571,7 @@ async fn local_problems_exit_2_and_unreachable_servers_exit_1() {
         secret_id: Some("AKID".into()),
         secret_key: Some("k".into()),
         profile: None,
+        json: false,
     };
     let o = run(&bad_endpoint, fast("img-x")).await;
     assert_eq!(o.code, 2);

@@ -5,7 +5,8 @@
 //! the real cloud), DescribeImages for the image's own state, which is the
 //! authority: NORMAL ends with exit 0, IMPORTFAILED with exit 1 and the reason.
 //! On a terminal the progress is an indicatif bar (phase, bytes, rate, ETA);
-//! otherwise one plain line each time the state, phase or percent changes.
+//! otherwise one plain line each time the state, phase or percent changes;
+//! with `--json` nothing until the end, then one JSON document.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ pub enum Display {
     Bar,
     /// Plain lines, for pipes and logs.
     Plain,
+    /// No progress; one JSON document on stdout at the end (`--json`).
+    Json,
 }
 
 /// Where output goes. Tests capture both streams.
@@ -140,6 +143,7 @@ impl Progress {
                     self.last_key = Some(key);
                 }
             }
+            Display::Json => {}
             Display::Bar => {
                 let bar = self.bar.get_or_insert_with(|| {
                     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
@@ -182,7 +186,19 @@ impl Progress {
 /// message is [`rate_suffix`].
 const BAR_TEMPLATE: &str = "{spinner} {prefix:17} [{bar:16}] {bytes}/{total_bytes}{msg}";
 
-/// Follow `image_id` until its import ends; returns the exit code.
+/// How a watch ended.
+enum Ended {
+    /// NORMAL, IMPORTFAILED or CREATEFAILED: the image and its last task.
+    Settled {
+        image: Value,
+        task: Option<Value>,
+    },
+    NotFound,
+    Failed(CallError),
+}
+
+/// Follow `image_id` until its import ends; returns the exit code (0 on
+/// NORMAL, 1 otherwise).
 pub async fn watch(
     client: &ApiClient,
     image_id: &str,
@@ -190,9 +206,71 @@ pub async fn watch(
     io: &mut Io<'_>,
 ) -> std::io::Result<i32> {
     let mut progress = Progress::new(io.display);
-    let code = follow(client, image_id, interval, io, &mut progress).await;
+    let ended = follow(client, image_id, interval, io, &mut progress).await;
     progress.finish();
-    code
+    match ended? {
+        Ended::Settled { image, task } if io.display == Display::Json => {
+            let doc = json!({ "Image": image, "ImportTask": task });
+            writeln!(io.out, "{}", super::pretty(&doc))?;
+            Ok(if field(&image, "ImageState") == "NORMAL" {
+                0
+            } else {
+                1
+            })
+        }
+        Ended::Settled { image, task } => report(image_id, &image, task.as_ref(), io),
+        Ended::NotFound => {
+            let msg = format!("{image_id}: no such image (deleted, or another account's)");
+            super::print_error(io, "InvalidImageId.NotFound", &msg, None)?;
+            Ok(1)
+        }
+        Ended::Failed(e) => {
+            super::print_call_error(io, &e)?;
+            Ok(1)
+        }
+    }
+}
+
+/// The text end of a watch.
+fn report(
+    image_id: &str,
+    image: &Value,
+    last_task: Option<&Value>,
+    io: &mut Io<'_>,
+) -> std::io::Result<i32> {
+    if field(image, "ImageState") == "NORMAL" {
+        let mut line = format!("{image_id} is NORMAL");
+        if let Some(t) = last_task {
+            let mut facts = Vec::new();
+            if field(t, "SourceFormat") != "-" {
+                facts.push(format!("from {}", field(t, "SourceFormat")));
+            }
+            if let Some(v) = number(t, "VirtualSize") {
+                facts.push(format!("virtual size {}", human_bytes(v)));
+            }
+            if field(t, "Sha256") != "-" {
+                facts.push(format!("sha256 {}", field(t, "Sha256")));
+            }
+            if !facts.is_empty() {
+                line.push_str(&format!(" ({})", facts.join(", ")));
+            }
+        }
+        writeln!(io.out, "{line}")?;
+        return Ok(0);
+    }
+    let code = last_task.map(|t| field(t, "FailureCode")).unwrap_or("-");
+    if code == "-" {
+        writeln!(
+            io.err,
+            "{image_id} is {}: the server gives no reason (it has no DescribeImportImageTasks); \
+             check the image in the provider's console.",
+            field(image, "ImageState")
+        )?;
+    } else {
+        let msg = last_task.map(|t| field(t, "FailureMessage")).unwrap_or("-");
+        write!(io.err, "{image_id}: {}", failure_text(code, msg))?;
+    }
+    Ok(1)
 }
 
 async fn follow(
@@ -201,7 +279,7 @@ async fn follow(
     interval: Duration,
     io: &mut Io<'_>,
     progress: &mut Progress,
-) -> std::io::Result<i32> {
+) -> std::io::Result<Ended> {
     let mut tasks_supported = true;
     let mut errors = 0u32;
     let mut last_task: Option<Value> = None;
@@ -214,18 +292,14 @@ async fn follow(
             }
             Err(e) if e.is_transient() && errors + 1 < MAX_CONSECUTIVE_ERRORS => {
                 errors += 1;
-                if errors == 1 || io.display == Display::Plain {
+                if io.display != Display::Json && (errors == 1 || io.display == Display::Plain) {
                     progress.finish();
                     writeln!(io.err, "{e} (retrying)")?;
                 }
                 tokio::time::sleep(interval).await;
                 continue;
             }
-            Err(e) => {
-                progress.finish();
-                writeln!(io.err, "{e}")?;
-                return Ok(1);
-            }
+            Err(e) => return Ok(Ended::Failed(e)),
         };
         if let Some(t) = &task {
             progress.update(io, t)?;
@@ -237,51 +311,12 @@ async fn follow(
             continue;
         };
         match field(&image, "ImageState") {
-            "NOT_FOUND" => {
-                progress.finish();
-                writeln!(
-                    io.err,
-                    "{image_id}: no such image (deleted, or another account's)"
-                )?;
-                return Ok(1);
-            }
-            "NORMAL" => {
-                progress.finish();
-                let mut line = format!("{image_id} is NORMAL");
-                if let Some(t) = &last_task {
-                    let mut facts = Vec::new();
-                    if field(t, "SourceFormat") != "-" {
-                        facts.push(format!("from {}", field(t, "SourceFormat")));
-                    }
-                    if let Some(v) = number(t, "VirtualSize") {
-                        facts.push(format!("virtual size {}", human_bytes(v)));
-                    }
-                    if field(t, "Sha256") != "-" {
-                        facts.push(format!("sha256 {}", field(t, "Sha256")));
-                    }
-                    if !facts.is_empty() {
-                        line.push_str(&format!(" ({})", facts.join(", ")));
-                    }
-                }
-                writeln!(io.out, "{line}")?;
-                return Ok(0);
-            }
-            "IMPORTFAILED" | "CREATEFAILED" => {
-                progress.finish();
-                let t = last_task.as_ref();
-                let code = t.map(|t| field(t, "FailureCode")).unwrap_or("-");
-                if code == "-" {
-                    writeln!(
-                        io.err,
-                        "{image_id} is {}: the server gives no reason (it has no DescribeImportImageTasks); \
-                         check the image in the provider's console.",
-                        field(&image, "ImageState")
-                    )?;
-                } else {
-                    let msg = t.map(|t| field(t, "FailureMessage")).unwrap_or("-");
-                    write!(io.err, "{image_id}: {}", failure_text(code, msg))?;
-                }
-                return Ok(1);
+            "NOT_FOUND" => return Ok(Ended::NotFound),
+            "NORMAL" | "IMPORTFAILED" | "CREATEFAILED" => {
+                return Ok(Ended::Settled {
+                    image,
+                    task: last_task,
+                })
             }
             _ => tokio::time::sleep(interval).await,
         }
