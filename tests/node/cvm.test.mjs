@@ -1,7 +1,8 @@
 // The official Node.js SDK (tencentcloud-sdk-nodejs-cvm from npm, pinned by
 // the lockfile) against a real `imagegate serve` (IMAGEGATE_BIN, default
 // target/debug/imagegate) with a temporary config, data directory and COS
-// folder, on every CVM action imagegate serves.
+// folder, on every CVM action imagegate serves (sharing, SyncImages,
+// DescribeImageFromFamily and ExportImages included).
 //
 // The SDK is used unchanged with `endpoint: "127.0.0.1:<port>"`: it then signs
 // with the credential scope `…/127/tc3_request` (the first label of its
@@ -29,6 +30,8 @@ const SECRET_ID = "AKIDnodesdktest00000000000000000000";
 const SECRET_KEY = "node-sdk-test-secret-key-000000000";
 const APP_ID = 1250000001;
 const BUCKET = "images-" + APP_ID;
+const EXPORT_BUCKET = "exports-" + APP_ID;
+const PEER_UIN = "100000000002";
 const cosUrl = (key) => `https://${BUCKET}.cos.ap-guangzhou.myqcloud.com/${key}`;
 
 // A small real system disk (MBR, ext4 root holding a CentOS 7 tree with
@@ -58,6 +61,7 @@ function centos7Tree(dir) {
 function makeDisk(dir) {
   const bucket = join(dir, "cos", BUCKET);
   mkdirSync(bucket, { recursive: true });
+  mkdirSync(join(dir, "cos", EXPORT_BUCKET), { recursive: true });
   const tree = join(dir, "tree");
   centos7Tree(tree);
   const raw = join(dir, "disk.raw");
@@ -71,7 +75,7 @@ function writeConfig(dir) {
   const path = join(dir, "imagegate.toml");
   writeFileSync(path, `listen = "127.0.0.1:0"
 data_dir = ${JSON.stringify(join(dir, "data"))}
-regions = ["ap-guangzhou"]
+regions = ["ap-guangzhou", "ap-shanghai"]
 
 [rate_limits]
 enabled = false
@@ -81,6 +85,14 @@ secret_id = "${SECRET_ID}"
 secret_key = "${SECRET_KEY}"
 app_id = ${APP_ID}
 uin = "100000000001"
+image_quota = 7
+
+# The recipient of a share.
+[[accounts]]
+secret_id = "AKIDnodesdkpeer000000000000000000000"
+secret_key = "node-sdk-peer-secret-key-0000000000"
+app_id = 1250000002
+uin = "100000000002"
 image_quota = 7
 
 [source]
@@ -113,10 +125,10 @@ function startServer(config) {
   });
 }
 
-function client(addr, secretKey = SECRET_KEY) {
+function client(addr, secretKey = SECRET_KEY, region = "ap-guangzhou") {
   return new CvmClient({
     credential: { secretId: SECRET_ID, secretKey },
-    region: "ap-guangzhou",
+    region,
     profile: { httpProfile: { endpoint: addr, protocol: "http://", reqTimeout: 30 } },
   });
 }
@@ -227,6 +239,57 @@ test("Node.js SDK: every CVM action against imagegate", async (t) => {
     }), "InvalidImageOsType.Unsupported");
     await rejectsWith(cvm.DescribeImages({ Filters: [{ Name: "image-type", Values: ["MY_IMAGE"] }] }), "InvalidFilter");
     await rejectsWith(client(server.addr, "wrong-key").DescribeImageQuota({}), "AuthFailure.SignatureFailure");
+  });
+
+  await t.test("ModifyImageSharePermission and DescribeImageSharePermission", async () => {
+    await nextSecond();
+    await cvm.ModifyImageSharePermission({ ImageId: imageId, AccountIds: [PEER_UIN], Permission: "SHARE" });
+    const shared = await cvm.DescribeImageSharePermission({ ImageId: imageId });
+    assert.deepEqual(shared.SharePermissionSet.map((p) => p.AccountId), [PEER_UIN]);
+    await nextSecond();
+    await rejectsWith(cvm.DeleteImages({ ImageIds: [imageId] }), "InvalidImageId.InShared");
+    await nextSecond();
+    await cvm.ModifyImageSharePermission({ ImageId: imageId, AccountIds: [PEER_UIN], Permission: "CANCEL" });
+    assert.deepEqual((await cvm.DescribeImageSharePermission({ ImageId: imageId })).SharePermissionSet, []);
+  });
+
+  await t.test("DescribeImageFromFamily", async () => {
+    await nextSecond();
+    await cvm.ModifyImageAttribute({ ImageId: imageId, ImageFamily: "nodefam" });
+    const r = await cvm.DescribeImageFromFamily({ ImageFamily: "nodefam" });
+    assert.equal(r.Image.ImageId, imageId);
+    const none = await cvm.DescribeImageFromFamily({ ImageFamily: "no-such-family" });
+    assert.ok(none.Image == null, JSON.stringify(none));
+  });
+
+  await t.test("SyncImages", async () => {
+    await nextSecond();
+    const r = await cvm.SyncImages({ ImageIds: [imageId], DestinationRegions: ["ap-shanghai"], ImageSetRequired: true });
+    assert.equal(r.ImageSet.length, 1);
+    const copy = r.ImageSet[0];
+    assert.equal(copy.Region, "ap-shanghai");
+    const shanghai = client(server.addr, SECRET_KEY, "ap-shanghai");
+    const seen = (await shanghai.DescribeImages({ ImageIds: [copy.ImageId] })).ImageSet[0];
+    assert.equal(seen.ImageState, "NORMAL");
+    await nextSecond();
+    await shanghai.DeleteImages({ ImageIds: [copy.ImageId] });
+    await nextSecond();
+    await rejectsWith(cvm.SyncImages({ ImageIds: [imageId], DestinationRegions: ["ap-nowhere"] }),
+      "InvalidRegion.NotFound");
+  });
+
+  await t.test("ExportImages", async () => {
+    await nextSecond();
+    const r = await cvm.ExportImages({ BucketName: EXPORT_BUCKET, ImageIds: [imageId], ExportFormat: "QCOW2" });
+    assert.ok(Number.isInteger(r.TaskId), JSON.stringify(r));
+    assert.equal(r.CosPaths.length, 1);
+    const object = join(dir, "cos", EXPORT_BUCKET, r.CosPaths[0].replace(/^\//, ""));
+    const deadline = Date.now() + IMPORT_TIMEOUT_MS;
+    while (!existsSync(object) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 300));
+    assert.ok(existsSync(object), `${object} never appeared`);
+    execFileSync("qemu-img", ["check", "-q", object]);
+    await rejectsWith(cvm.ExportImages({ BucketName: "exports-1250000002", ImageIds: [imageId], ExportFormat: "RAW" }),
+      "InvalidParameterValue.InvalidBucketPermissionForExport");
   });
 
   await t.test("DeleteImages", async () => {
