@@ -123,9 +123,27 @@ impl Client {
         self
     }
 
+    /// Each call is a new request, so it gets a signature of its own: the
+    /// server answers a re-sent signature with the first answer, and refuses
+    /// one turned into another mutating action (the SDKs sign only the body and
+    /// host, with the current second). Within the same second an identical
+    /// body is signed with an earlier, unused second (well inside the skew).
     async fn call(&self, action: &str, params: Value) -> Reply {
-        self.call_at(action, params, chrono::Utc::now().timestamp())
-            .await
+        let body = serde_json::to_vec(&params).unwrap();
+        let mut ts = chrono::Utc::now().timestamp();
+        {
+            static USED: std::sync::Mutex<Vec<(String, Vec<u8>, i64)>> =
+                std::sync::Mutex::new(Vec::new());
+            let mut used = USED.lock().unwrap();
+            while used
+                .iter()
+                .any(|(id, b, t)| *id == self.secret_id && *b == body && *t == ts)
+            {
+                ts -= 1;
+            }
+            used.push((self.secret_id.clone(), body, ts));
+        }
+        self.call_at(action, params, ts).await
     }
 
     async fn call_at(&self, action: &str, params: Value, ts: i64) -> Reply {
