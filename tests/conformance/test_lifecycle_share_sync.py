@@ -392,7 +392,7 @@ def test_describe_image_from_family(life, source):
 # --------------------------------------------------------------------------- tccli and the CLI
 
 
-def test_tccli_share_and_sync(life, source, tmp_path):
+def test_tccli_share_sync_family_and_export(life, source, tmp_path):
     image_id = normal_image(life, source)
 
     def tccli(action, *args, account="a"):
@@ -415,6 +415,27 @@ def test_tccli_share_and_sync(life, source, tmp_path):
     copy = out["ImageSet"][0]["ImageId"]
     tccli("ModifyImageSharePermission", "--ImageId", image_id, "--AccountIds", json.dumps([uin(life, "b")]),
           "--Permission", "CANCEL")
+    # The family lookup and an export, the rest of the lifecycle tccli offers.
+    family = unique("fam")
+    call(life, "ModifyImageAttribute", {"ImageId": image_id, "ImageFamily": family})
+    out = tccli("DescribeImageFromFamily", "--ImageFamily", family)
+    assert out["Image"]["ImageId"] == image_id, out
+    bucket = f"exports-{life.accounts['a'].app_id}"
+    (life.workdir / "cos" / bucket).mkdir(parents=True, exist_ok=True)
+    out = tccli("ExportImages", "--BucketName", bucket, "--ImageIds", json.dumps([image_id]),
+                "--ExportFormat", "RAW")
+    assert isinstance(out["TaskId"], int) and len(out["CosPaths"]) == 1, out
+    exported = life.workdir / "cos" / bucket / out["CosPaths"][0].lstrip("/")
+    deadline = time.time() + 120
+    while not exported.exists() and time.time() < deadline:
+        time.sleep(0.3)
+    assert exported.exists(), f"{exported} never appeared"
+    # The export is done once its object is there; the image may go.
+    for _ in range(100):
+        task = life.common("a").call_json("DescribeExportImageTasks", {"TaskIds": [out["TaskId"]]})
+        if task["Response"]["ExportImageTaskSet"][0]["TaskState"] == "SUCCEEDED":
+            break
+        time.sleep(0.3)
     call(life, "DeleteImages", {"ImageIds": [image_id]})
     call(life, "DeleteImages", {"ImageIds": [copy]}, region="ap-shanghai")
 
