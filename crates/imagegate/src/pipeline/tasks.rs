@@ -13,15 +13,27 @@ fn iso8601(ms: Option<i64>) -> Value {
     }
 }
 
-/// Percent of the source fetched (100 once the import succeeded).
+/// How far the import is: the source fetched and its guest bytes converted
+/// count half each (the two overlap, so the slower one holds the figure
+/// back), and 99 at most until the import has succeeded, because storing's
+/// last bytes, the guest checks and the commit come after both.
 fn percent(row: &TaskRow) -> i64 {
     if row.state == "SUCCEEDED" {
         return 100;
     }
-    match row.bytes_total {
-        Some(total) if total > 0 => (row.bytes_fetched.saturating_mul(100) / total).clamp(0, 100),
-        _ => 0,
-    }
+    let fraction = |done: i64, total: Option<i64>| match total {
+        Some(total) if total > 0 => (done.clamp(0, total) as f64) / (total as f64),
+        _ => 0.0,
+    };
+    let converted = row
+        .details
+        .get("progress")
+        .and_then(|p| p.get("bytes_converted"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let fetched = fraction(row.bytes_fetched, row.bytes_total);
+    let converted = fraction(converted, row.virtual_size);
+    (((fetched + converted) * 50.0) as i64).min(99)
 }
 
 /// A node as tenants see it: `<host>:<pid>:<tag>` without the host name.
@@ -161,5 +173,41 @@ mod tests {
             tenant_message(Some("InvalidFormatSize"), "too big: 3 GiB / 2"),
             "too big: 3 GiB / 2"
         );
+    }
+
+    fn row(state: &str, fetched: i64, converted: i64) -> TaskRow {
+        TaskRow {
+            image_id: "img-00000001".into(),
+            image_name: "n".into(),
+            image_state: "IMPORTING".into(),
+            state: state.into(),
+            phase: None,
+            attempts: 1,
+            bytes_fetched: fetched,
+            bytes_total: Some(1000),
+            source_format: None,
+            virtual_size: Some(4000),
+            sha256: None,
+            failure_code: None,
+            failure_message: None,
+            details: json!({"progress": {"bytes_converted": converted}}),
+            node: None,
+            cancel_requested: false,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn percent_moves_with_fetch_and_conversion_and_waits_for_the_end() {
+        assert_eq!(percent(&row("RUNNING", 0, 0)), 0);
+        // Fetched all, converted half: the conversion holds the figure back.
+        assert_eq!(percent(&row("RUNNING", 1000, 2000)), 75);
+        // Everything fetched and converted: still checking and committing.
+        assert_eq!(percent(&row("RUNNING", 1000, 4000)), 99);
+        assert_eq!(percent(&row("SUCCEEDED", 1000, 4000)), 100);
+        // Counters past their totals (a row of another version) stay in range.
+        assert_eq!(percent(&row("RUNNING", 5000, 9000)), 99);
     }
 }
