@@ -25,7 +25,6 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from tcraw import RawClient  # noqa: E402
-from skip_policy import pytest_configure, pytest_runtest_makereport  # noqa: E402,F401
 
 from tencentcloud.common import credential  # noqa: E402
 from tencentcloud.common.common_client import CommonClient  # noqa: E402

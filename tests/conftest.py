@@ -3,7 +3,11 @@
 scripts/test installs and starts everything the suites need, so a skip there means a
 missing install step or a test that hides a failure. The one exception is a test marked
 `@pytest.mark.needs_outside_ci("why")`: it needs something CI cannot have, and may skip.
-Both conftest files (tests/conformance, tests/cluster) import the hook below.
+The hooks live in this top-level conftest (pytest.ini beside it makes tests/ the rootdir,
+so it is loaded for every suite) rather than being imported into each suite's conftest:
+two conftest modules both named `conftest` would shadow each other when tests/conformance
+and tests/cluster run in one session, and the test files import helpers from the
+conformance one by that name.
 """
 from __future__ import annotations
 
