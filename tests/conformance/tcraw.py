@@ -47,16 +47,19 @@ def tc3_signature(
     timestamp: int,
     date: str | None = None,
     service: str = SERVICE,
+    signed_extra: list[tuple[str, str]] | None = None,
 ) -> str:
-    """TC3-HMAC-SHA256 over content-type;host, as reference §2 describes."""
+    """TC3-HMAC-SHA256 over content-type;host, as reference §2 describes, and over
+    `signed_extra` (lower-case name, value as sent; sorted) when given."""
     date = date or utc_date(timestamp)
+    extra = sorted(signed_extra or [])
     canonical_request = "\n".join(
         [
             method,
             "/",
             query,
-            f"content-type:{content_type}\nhost:{host}\n",
-            "content-type;host",
+            f"content-type:{content_type}\nhost:{host}\n" + "".join(f"{n}:{v}\n" for n, v in extra),
+            ";".join(["content-type", "host"] + [n for n, _ in extra]),
             hashlib.sha256(payload).hexdigest(),
         ]
     )
@@ -277,7 +280,10 @@ class RawClient:
         method: str = "POST",
         extra_headers: list[tuple[str, str]] | None = None,
         content_length: int | None = None,
+        sign_action_region: bool = False,
     ) -> RawResponse:
+        """`sign_action_region` signs X-TC-Action and X-TC-Region too (the console does;
+        the SDKs sign only content-type and host)."""
         if body is None:
             body = json.dumps({} if params is None else params).encode("utf-8")
         host = self.host if host is None else host
@@ -286,13 +292,17 @@ class RawClient:
             (sid, method, host, content_type, body), (action, self.region if region == "" else region))
         skey = self.secret_key if secret_key is None else secret_key
         date = date or utc_date(ts)
+        region_value = self.region if region == "" else region
+        signed_extra = ([("x-tc-action", action or ""), ("x-tc-region", region_value or "")]
+                        if sign_action_region else [])
         sig = tc3_signature(skey, method=method, host=host, content_type=content_type, query="", payload=body,
-                            timestamp=ts, date=date, service=service)
+                            timestamp=ts, date=date, service=service, signed_extra=signed_extra)
         if tamper_signature:
             sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
         if authorization == "":
+            names = ";".join(["content-type", "host"] + [n for n, _ in signed_extra])
             authorization = (f"TC3-HMAC-SHA256 Credential={sid}/{date}/{service}/tc3_request, "
-                             f"SignedHeaders=content-type;host, Signature={sig}")
+                             f"SignedHeaders={names}, Signature={sig}")
         headers = [("Host", host), ("Content-Type", content_type)]
         if authorization is not None:
             headers.append(("Authorization", authorization))

@@ -228,6 +228,35 @@ def test_a_signature_cannot_become_a_mutating_request(net_gate):
     assert image_by_id(net_gate.sdk("a"), image_id).ImageId == image_id
 
 
+def test_a_client_that_signs_action_and_region_is_never_refused_for_sharing_a_second(net_gate):
+    """Signing X-TC-Action and X-TC-Region (as the console does) makes every action's
+    signature its own: DescribeImages then DeleteImages of one image, same body, same
+    second, both run; the signature still cannot be moved to another region."""
+    raw = net_gate.raw("a")
+    image_id = settled_image(net_gate, "a")
+    ts = unused_second()
+    params = {"ImageIds": [image_id]}
+    seen = raw.tc3_post("DescribeImages", params, timestamp=ts, sign_action_region=True)
+    assert seen.error_code is None and seen.response["TotalCount"] == 1, seen.body
+    gone = raw.tc3_post("DeleteImages", params, timestamp=ts, sign_action_region=True)
+    assert gone.error_code is None, gone.body
+    after = raw.tc3_post("DescribeImages", params, timestamp=ts + 1, sign_action_region=True)
+    assert after.error_code is None and after.response["TotalCount"] == 0, after.body
+    # The signed region is checked like any signed header: the Authorization signed for
+    # ap-guangzhou, sent with X-TC-Region ap-shanghai, is refused.
+    body = json.dumps(params).encode()
+    date = utc_date(ts + 2)
+    sig = tc3_signature(raw.secret_key, method="POST", host=raw.host, content_type="application/json", query="",
+                        payload=body, timestamp=ts + 2, date=date,
+                        signed_extra=[("x-tc-action", "DescribeImages"), ("x-tc-region", "ap-guangzhou")])
+    auth = (f"TC3-HMAC-SHA256 Credential={raw.secret_id}/{date}/cvm/tc3_request, "
+            f"SignedHeaders=content-type;host;x-tc-action;x-tc-region, Signature={sig}")
+    moved = raw.tc3_post("DescribeImages", body=body, timestamp=ts + 2, region="ap-shanghai", authorization=auth)
+    assert moved.error_code == "AuthFailure.SignatureFailure", moved.body
+    kept = raw.tc3_post("DescribeImages", body=body, timestamp=ts + 2, authorization=auth)
+    assert kept.error_code is None, kept.body
+
+
 def test_identical_resend_of_a_mutating_request_gets_the_first_answer(net_gate):
     raw = net_gate.raw("a")
     image_id = settled_image(net_gate, "a")

@@ -53,3 +53,23 @@ test("same Authorization as the Python SDK for every recorded TC3 POST", async (
     assert.equal(auth, r.headers.Authorization, r.action + " via " + r.endpoint);
   }
 });
+
+// The console also signs X-TC-Action and X-TC-Region (see api.js): checked
+// against the same algorithm written again here with node:crypto.
+test("signing x-tc-action and x-tc-region as extra headers", async () => {
+  const { createHash, createHmac } = await import("node:crypto");
+  const sha = (s) => createHash("sha256").update(s).digest("hex");
+  const mac = (k, s) => createHmac("sha256", k).update(s).digest();
+  const tc3 = await loadSigner();
+  const [id, key, host, body, ts] = ["AKIDexample", "secret", "127.0.0.1:9000", '{"ImageIds":["img-1"]}', 1700000000];
+  const auth = await tc3.authorization(id, key, host, body, ts,
+    { "x-tc-region": "ap-guangzhou", "x-tc-action": "DeleteImages" });
+  const canonical = "POST\n/\n\ncontent-type:application/json\nhost:" + host +
+    "\nx-tc-action:DeleteImages\nx-tc-region:ap-guangzhou\n\ncontent-type;host;x-tc-action;x-tc-region\n" + sha(body);
+  const date = "2023-11-14";
+  const toSign = "TC3-HMAC-SHA256\n" + ts + "\n" + date + "/cvm/tc3_request\n" + sha(canonical);
+  const signing = mac(mac(mac("TC3" + key, date), "cvm"), "tc3_request");
+  const expected = "TC3-HMAC-SHA256 Credential=" + id + "/" + date + "/cvm/tc3_request, " +
+    "SignedHeaders=content-type;host;x-tc-action;x-tc-region, Signature=" + mac(signing, toSign).toString("hex");
+  assert.equal(auth, expected);
+});

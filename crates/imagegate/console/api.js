@@ -33,7 +33,8 @@ export function forgetSession() {
 async function send(session, action, body, timestamp) {
   // The browser sends location.host as the Host header; the server verifies
   // the signature against exactly that value.
-  const auth = await authorization(session.secretId, session.secretKey, location.host, body, timestamp);
+  const auth = await authorization(session.secretId, session.secretKey, location.host, body, timestamp,
+    { "x-tc-action": action, "x-tc-region": session.region });
   try {
     return await fetch("/", {
       method: "POST",
