@@ -10,8 +10,9 @@ Each volume is a tmpfs mounted here (the suite runs as root).
   temporary folder, the image stays NORMAL, and once there is room the same export
   succeeds and matches the source (`qemu-img compare`).
 - Sync: the data volume (catalog included) is full. A copy shares the stored blob, so
-  only the catalog needs room: SyncImages (and ExportImages) either succeed or answer
-  ResourceInsufficient.StorageFull with nothing changed; the catalog stays sound (no
+  only the catalog needs room: with room in the catalog's WAL the copy is made at no
+  cost in bytes; without, SyncImages (and ExportImages) answer
+  ResourceInsufficient.StorageFull with nothing changed. The catalog stays sound (no
   image without its blob, no blob without an image) and the next sync runs normally.
 """
 
@@ -270,15 +271,15 @@ def test_export_into_the_data_volume_keeps_its_catalog_and_reserve(tmp_path, exp
 # --------------------------------------------------------------------------- sync
 
 
-def truncate_wal(data: Path):
-    """Checkpoint the catalog's WAL into the database and cut it to zero bytes, so the
-    next catalog write needs new room on the volume."""
+def checkpoint(data: Path, mode: str):
+    """Checkpoint the catalog's WAL into the database. RESTART: the next write reuses
+    the WAL file from its start (no new room needed); TRUNCATE: the file is cut to zero
+    bytes, so the next write needs new room on the volume."""
     deadline = time.monotonic() + 10
     with contextlib.closing(sqlite3.connect(data / "catalog.db")) as conn:
-        while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] != 0:
+        while conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0] != 0:
             assert time.monotonic() < deadline, "the catalog stayed busy"
             time.sleep(0.05)
-    assert (data / "catalog.db-wal").stat().st_size == 0
 
 
 def sync_copy(dep: Deployment, image_id: str, region: str = "ap-shanghai") -> tuple[str | None, str | None]:
@@ -298,7 +299,7 @@ def blocks_under(root: Path) -> int:
     return sum(p.stat().st_blocks for p in root.rglob("*") if p.is_file())
 
 
-def test_sync_on_a_full_data_volume_changes_nothing_or_copies_no_bytes(tmp_path, disks, origin):
+def test_sync_on_a_full_data_volume_copies_no_bytes_or_changes_nothing(tmp_path, disks, origin):
     """The data volume (catalog and blobs) is a 40 MiB tmpfs, filled to the last page."""
     _, small, small_raw = disks
     with tmpfs(tmp_path / "vol", 40) as vol:
@@ -310,18 +311,21 @@ def test_sync_on_a_full_data_volume_changes_nothing_or_copies_no_bytes(tmp_path,
             images = data / "images"
             blocks = blocks_under(images)
 
-            # Full, with whatever room the catalog's WAL already has: the copy is made
-            # (no byte copied) or refused, never half made.
+            # Full, but the catalog's WAL has room it wrote before (the import's
+            # progress): the copy is made, and costs no byte of the volume.
+            checkpoint(data, "RESTART")
+            assert (data / "catalog.db-wal").stat().st_size >= 64 << 10
             filler = fill(vol, 0)
             copy, code = sync_copy(dep, image_id)
-            assert copy or code == "ResourceInsufficient.StorageFull", code
-            if copy:
-                assert image_state(dep, copy, "ap-shanghai") == "NORMAL"
+            assert code is None and copy, code
+            assert image_state(dep, copy, "ap-shanghai") == "NORMAL"
+            assert free_bytes(vol) < 4096
             filler.unlink()
             catalog_sound(data)
 
             # Full, and the catalog needs new room for any write: refused, nothing made.
-            truncate_wal(data)
+            checkpoint(data, "TRUNCATE")
+            assert (data / "catalog.db-wal").stat().st_size == 0
             filler = fill(vol, 0)
             before = dep.common("a", region="ap-shanghai").call_json("DescribeImages", {})["Response"]
             copy, code = sync_copy(dep, image_id)
