@@ -171,11 +171,13 @@ class Cluster:
 # --------------------------------------------------------------------------- API helpers
 
 
-def import_image(dep, url: str, name: str, account: str = "a") -> str:
+def import_image(dep, url: str, name: str, account: str = "a", description: str | None = None) -> str:
     from tencentcloud.cvm.v20170312 import models
     req = models.ImportImageRequest()
-    req.from_json_string(json.dumps({"Architecture": "x86_64", "OsType": "CentOS", "OsVersion": "7",
-                                     "ImageUrl": url, "ImageName": name}))
+    params = {"Architecture": "x86_64", "OsType": "CentOS", "OsVersion": "7", "ImageUrl": url, "ImageName": name}
+    if description is not None:
+        params["ImageDescription"] = description
+    req.from_json_string(json.dumps(params))
     return dep.sdk(account).ImportImage(req).ImageId
 
 

@@ -50,10 +50,10 @@ def cluster(tmp_path_factory):
         c.drop()
 
 
-def _attempt(dep, account, name, url):
+def _attempt(dep, account, name, url, description=None):
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
     try:
-        return "ok", cl.import_image(dep, url, name, account)
+        return "ok", cl.import_image(dep, url, name, account, description)
     except TencentCloudSDKException as e:
         return e.code, None
 
@@ -64,7 +64,10 @@ def test_one_name_from_both_nodes_exactly_one_wins(cluster):
     name = igconf.unique("xnode")
     url = igconf.cos_url(acc.app_id, key=f"missing-{name}.qcow2")
     with ThreadPoolExecutor(20) as pool:
-        results = list(pool.map(lambda i: _attempt(apis[i % 2], "racer", name, url), range(20)))
+        # Each attempt is a request of its own (its own description): twenty identical
+        # bodies signed in one second would be one request sent twenty times, which a
+        # node answers once and replays (README, "A signature is bound...").
+        results = list(pool.map(lambda i: _attempt(apis[i % 2], "racer", name, url, f"attempt {i}"), range(20)))
     codes = [c for c, _ in results]
     assert codes.count("ok") == 1, codes
     assert set(codes) - {"ok"} == {"InvalidImageName.Duplicate"}, codes

@@ -403,8 +403,12 @@ def test_cancel_running_export_leaves_nothing(dep, big):
 
 
 def test_killed_export_is_retried_and_leaves_no_partial_object(tmp_path, big_source):
-    """kill -9 mid-export: no object appears; after a restart the task is taken up again."""
-    d = _start_deployment(tmp_path, rate_limits=False, workers=WORKERS)
+    """kill -9 mid-export: no object appears; after a restart the task is taken up again.
+
+    A lease of 8 s rather than the module's 3 s: the restarted server waits for the dead
+    one's lease to expire, and a 3 s lease on a loaded 2-core machine can lapse between
+    two heartbeats of the live attempt too, which would count as a third attempt."""
+    d = _start_deployment(tmp_path, rate_limits=False, workers=WORKERS.replace("lease_seconds = 3", "lease_seconds = 8"))
     bucket_dir(d).mkdir(parents=True)
     try:
         image_id = import_image(d, put_cos(d, big_source, "src/big.raw"))
