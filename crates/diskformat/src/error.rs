@@ -105,3 +105,12 @@ impl FormatError {
         }
     }
 }
+
+/// A field beyond its buffer: the structure is smaller than its own fields
+/// say, which is corruption (a file too short for a structure is
+/// `Truncated`, found when the structure is read).
+impl From<crate::bytes::Truncated> for FormatError {
+    fn from(t: crate::bytes::Truncated) -> Self {
+        FormatError::Corrupt(t.to_string())
+    }
+}

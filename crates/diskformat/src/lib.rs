@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bytes;
 pub mod convert;
 pub mod detect;
 pub mod error;

@@ -1,6 +1,6 @@
 //! Small helpers every parser uses: zero detection for the converter, and
-//! checked arithmetic and field decoding so no parser can overflow or index
-//! out of bounds on hostile numbers.
+//! checked arithmetic so no parser can overflow on hostile numbers. Field
+//! decoding lives in [`crate::bytes`].
 
 use crate::FormatError;
 
@@ -56,40 +56,6 @@ pub fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
     let a_end = a.saturating_add(alen);
     let b_end = b.saturating_add(blen);
     alen != 0 && blen != 0 && a < b_end && b < a_end
-}
-
-/// Big-endian field decoding that never panics: a field that does not fit
-/// in `buf` reads as zero (callers only pass buffers they sized themselves).
-pub fn be_u16(buf: &[u8], off: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = buf.get(off..off.saturating_add(2)) {
-        a.copy_from_slice(s);
-    }
-    u16::from_be_bytes(a)
-}
-
-pub fn be_u32(buf: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = buf.get(off..off.saturating_add(4)) {
-        a.copy_from_slice(s);
-    }
-    u32::from_be_bytes(a)
-}
-
-pub fn be_u64(buf: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = buf.get(off..off.saturating_add(8)) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
-}
-
-pub fn le_u32(buf: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = buf.get(off..off.saturating_add(4)) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
 }
 
 /// Reads `buf.len()` bytes at `offset` of the container; a short file is

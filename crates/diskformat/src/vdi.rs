@@ -8,7 +8,7 @@ use crate::{DiskImage, FormatError, Limits, ReadAt};
 const SIGNATURE: u32 = 0xbeda_107f;
 
 pub fn probe(head: &[u8], _tail: &[u8], _file_len: u64) -> bool {
-    head.len() >= 0x44 && crate::util::le_u32(head, 0x40) == SIGNATURE
+    crate::bytes::u32_le(head, 0x40) == Ok(SIGNATURE)
 }
 
 pub fn open(_src: Arc<dyn ReadAt>, _limits: &Limits) -> Result<Box<dyn DiskImage>, FormatError> {

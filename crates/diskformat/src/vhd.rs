@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use crate::bytes::{u32_be, u64_be};
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ImageInfo, Limits, ReadAt};
 
 const FOOTER_LEN: u64 = 512;
@@ -60,20 +61,20 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             "no VHD footer (\"conectix\") in the last 512 bytes".into(),
         ));
     }
-    let stored = be32(&footer, 64);
+    let stored = u32_be(&footer, 64)?;
     let computed = checksum(&footer, 64);
     if stored != computed {
         return Err(FormatError::Corrupt(format!(
             "VHD footer checksum {stored:#010x} does not match its content ({computed:#010x})"
         )));
     }
-    let version = be32(&footer, 12);
+    let version = u32_be(&footer, 12)?;
     if version != VERSION_1_0 {
         return Err(FormatError::Unsupported(format!(
             "VHD file format version {version:#010x} (only 1.0 is known)"
         )));
     }
-    let disk_type = be32(&footer, 60);
+    let disk_type = u32_be(&footer, 60)?;
     match disk_type {
         DISK_FIXED | DISK_DYNAMIC => {}
         DISK_DIFFERENCING => {
@@ -87,7 +88,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             )))
         }
     }
-    let virtual_size = be64(&footer, 48);
+    let virtual_size = u64_be(&footer, 48)?;
     if virtual_size > limits.max_virtual_size {
         return Err(FormatError::TooLarge(format!(
             "VHD virtual size {virtual_size} bytes exceeds the limit of {} bytes",
@@ -112,7 +113,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     }
     // Virtual PC sizes a disk by its CHS geometry, Hyper-V and qemu
     // (force_size) by the current size: say so when the two disagree.
-    let geometry = be32(&footer, 56);
+    let geometry = u32_be(&footer, 56)?;
     let chs_size = u64::from(geometry >> 16)
         * u64::from((geometry >> 8) & 0xff)
         * u64::from(geometry & 0xff)
@@ -155,7 +156,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             "dynamic VHD: the footer copy at offset 0 differs from the footer at the end".into(),
         ));
     }
-    let dyn_at = be64(&footer, 16);
+    let dyn_at = u64_be(&footer, 16)?;
     if dyn_at < FOOTER_LEN || !dyn_at.is_multiple_of(SECTOR) {
         return Err(FormatError::Corrupt(format!(
             "dynamic VHD header offset {dyn_at} is not a sector after the footer copy"
@@ -174,22 +175,22 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             "dynamic VHD header lacks its \"cxsparse\" cookie".into(),
         ));
     }
-    let stored = be32(&dh, 36);
+    let stored = u32_be(&dh, 36)?;
     let computed = checksum(&dh, 36);
     if stored != computed {
         return Err(FormatError::Corrupt(format!(
             "dynamic VHD header checksum {stored:#010x} does not match its content ({computed:#010x})"
         )));
     }
-    let hversion = be32(&dh, 24);
+    let hversion = u32_be(&dh, 24)?;
     if hversion != VERSION_1_0 {
         return Err(FormatError::Unsupported(format!(
             "dynamic VHD header version {hversion:#010x} (only 1.0 is known)"
         )));
     }
-    let bat_at = be64(&dh, 16);
-    let max_entries = u64::from(be32(&dh, 28));
-    let block_size = be32(&dh, 32);
+    let bat_at = u64_be(&dh, 16)?;
+    let max_entries = u64::from(u32_be(&dh, 28)?);
+    let block_size = u32_be(&dh, 32)?;
     if !block_size.is_power_of_two()
         || u64::from(block_size) < SECTOR
         || block_size > MAX_BLOCK_SIZE
@@ -223,8 +224,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     read(&*src, bat_at, &mut raw, "the dynamic VHD block table")?;
     let bat: Vec<u32> = raw
         .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+        .map(|c| u32_be(c, 0))
+        .collect::<Result<_, _>>()?;
     drop(raw);
 
     // One bit per sector, padded to whole sectors.
@@ -436,14 +437,4 @@ fn checksum(bytes: &[u8], field: usize) -> u32 {
         .filter(|(i, _)| !(field..field + 4).contains(i))
         .fold(0u32, |s, (_, &b)| s.wrapping_add(u32::from(b)));
     !sum
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
 }

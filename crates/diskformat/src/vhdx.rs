@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::bytes::{u16_le, u32_le, u64_le};
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ImageInfo, Limits, ReadAt};
 
 const MIB: u64 = 1 << 20;
@@ -74,7 +75,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         let mut h = vec![0u8; HEADER_LEN];
         read(&*src, at, &mut h, "the VHDX headers")?;
         if &h[0..4] == b"head" && crc_ok(&h) {
-            *slot = Some((le64(&h, 8), h));
+            *slot = Some((u64_le(&h, 8)?, h));
         }
     }
     let header = match headers {
@@ -98,7 +99,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             }
         }
     };
-    let version = le16(&header, 66);
+    let version = u16_le(&header, 66)?;
     if version != 1 {
         return Err(FormatError::Unsupported(format!(
             "VHDX header version {version}"
@@ -111,8 +112,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     }
     // File ranges in use, checked for overlaps once everything is known.
     let mut used: Vec<(u64, u64, Owner)> = vec![(0, MIB, Owner::Headers)];
-    let log_len = u64::from(le32(&header, 68));
-    let log_at = le64(&header, 72);
+    let log_len = u64::from(u32_le(&header, 68)?);
+    let log_at = u64_le(&header, 72)?;
     if log_len != 0 {
         if !log_at.is_multiple_of(MIB) || !log_len.is_multiple_of(MIB) {
             return Err(FormatError::Corrupt(format!(
@@ -129,7 +130,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         let mut t = vec![0u8; REGION_TABLE_LEN];
         read(&*src, at, &mut t, "the VHDX region tables")?;
         if &t[0..4] == b"regi" && crc_ok(&t) {
-            let count = le32(&t, 8) as usize;
+            let count = u32_le(&t, 8)? as usize;
             if count > MAX_ENTRIES {
                 return Err(FormatError::Corrupt(format!(
                     "VHDX region table claims {count} entries (at most {MAX_ENTRIES})"
@@ -159,9 +160,9 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     let mut meta_region = None;
     for (i, e) in table[16..].chunks_exact(32).enumerate() {
         let id: [u8; 16] = e[0..16].try_into().unwrap_or_default();
-        let at = le64(e, 16);
-        let len = u64::from(le32(e, 24));
-        let required = le32(e, 28) & 1 != 0;
+        let at = u64_le(e, 16)?;
+        let len = u64::from(u32_le(e, 24)?);
+        let required = u32_le(e, 28)? & 1 != 0;
         if !at.is_multiple_of(MIB) || !len.is_multiple_of(MIB) || len == 0 || at < MIB {
             return Err(FormatError::Corrupt(format!(
                 "VHDX region {i} ({len} bytes at {at}) is not a 1 MiB aligned range after the headers"
@@ -239,8 +240,8 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     let mut blocks: Vec<u64> = Vec::with_capacity(data_blocks as usize);
     let mut present = 0u64;
     let mut claimed = 0u64;
-    for (j, e) in raw.chunks_exact(8).map(|c| le64(c, 0)).enumerate() {
-        let j = j as u64;
+    for (j, e) in raw.chunks_exact(8).enumerate() {
+        let (j, e) = (j as u64, u64_le(e, 0)?);
         let state = e & 7;
         let at = e & BAT_OFFSET_MASK;
         if (j + 1).is_multiple_of(chunk_ratio + 1) {
@@ -381,7 +382,7 @@ fn read_metadata(
             "VHDX metadata region lacks its \"metadata\" signature".into(),
         ));
     }
-    let count = usize::from(le16(&t, 10));
+    let count = usize::from(u16_le(&t, 10)?);
     if count > MAX_ENTRIES {
         return Err(FormatError::Corrupt(format!(
             "VHDX metadata table claims {count} entries (at most {MAX_ENTRIES})"
@@ -398,9 +399,9 @@ fn read_metadata(
     ];
     for e in t[32..32 + 32 * count].chunks_exact(32) {
         let id: [u8; 16] = e[0..16].try_into().unwrap_or_default();
-        let at = u64::from(le32(e, 16));
-        let len = u64::from(le32(e, 20));
-        let flags = le32(e, 24);
+        let at = u64::from(u32_le(e, 16)?);
+        let len = u64::from(u32_le(e, 20)?);
+        let flags = u32_le(e, 24)?;
         let is_user = flags & 1 != 0;
         let required = flags & 4 != 0;
         if seen.contains(&(id, is_user)) {
@@ -445,15 +446,15 @@ fn read_metadata(
             "VHDX metadata lacks a required item (file parameters, virtual disk size, sector sizes, page 83 data)".into(),
         ));
     };
-    let block_size = le32(&fp, 0);
-    let flags = le32(&fp, 4);
+    let block_size = u32_le(&fp, 0)?;
+    let flags = u32_le(&fp, 4)?;
     if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&u64::from(block_size)) {
         return Err(FormatError::Corrupt(format!(
             "VHDX block size {block_size} is not a power of two between 1 MiB and 256 MiB"
         )));
     }
-    let logical_sector = le32(&ls, 0);
-    let physical_sector = le32(&ps, 0);
+    let logical_sector = u32_le(&ls, 0)?;
+    let physical_sector = u32_le(&ps, 0)?;
     for (what, v) in [("logical", logical_sector), ("physical", physical_sector)] {
         if v != 512 && v != 4096 {
             return Err(FormatError::Corrupt(format!(
@@ -465,7 +466,7 @@ fn read_metadata(
         block_size,
         leave_allocated: flags & 1 != 0,
         has_parent: flags & 2 != 0,
-        virtual_size: le64(&vs, 0),
+        virtual_size: u64_le(&vs, 0)?,
         logical_sector,
         physical_sector,
     })
@@ -567,7 +568,10 @@ impl DiskImage for Vhdx {
 }
 
 fn crc_ok(block: &[u8]) -> bool {
-    let stored = le32(block, 4);
+    // Too short to hold its checksum: not a valid block.
+    let Ok(stored) = u32_le(block, 4) else {
+        return false;
+    };
     let crc = crc32c::crc32c(&block[0..4]);
     let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
     crc32c::crc32c_append(crc, &block[8..]) == stored
@@ -634,18 +638,4 @@ fn guid_string(b: &[u8; 16]) -> String {
         s.push_str(&format!("{:02X}", b[i]));
     }
     s
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }

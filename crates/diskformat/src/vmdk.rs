@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use crate::bytes::{u16_le, u32_le, u64_le};
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ImageInfo, Limits, ReadAt};
 
 const MAGIC: &[u8; 4] = b"KDMV";
@@ -64,21 +65,22 @@ struct Header {
 }
 
 impl Header {
-    fn parse(b: &[u8]) -> Option<Header> {
+    /// `None` when `b` does not start with a sparse header.
+    fn parse(b: &[u8]) -> Result<Option<Header>, FormatError> {
         if !b.starts_with(MAGIC) || b.len() < 79 {
-            return None;
+            return Ok(None);
         }
-        Some(Header {
-            version: le32(b, 4),
-            flags: le32(b, 8),
-            capacity: le64(b, 12),
-            grain_sectors: le64(b, 20),
-            descriptor_offset: le64(b, 28),
-            descriptor_sectors: le64(b, 36),
-            gtes_per_gt: le32(b, 44),
-            gd_offset: le64(b, 56),
-            compress_algorithm: u16::from_le_bytes([b[77], b[78]]),
-        })
+        Ok(Some(Header {
+            version: u32_le(b, 4)?,
+            flags: u32_le(b, 8)?,
+            capacity: u64_le(b, 12)?,
+            grain_sectors: u64_le(b, 20)?,
+            descriptor_offset: u64_le(b, 28)?,
+            descriptor_sectors: u64_le(b, 36)?,
+            gtes_per_gt: u32_le(b, 44)?,
+            gd_offset: u64_le(b, 56)?,
+            compress_algorithm: u16_le(b, 77)?,
+        }))
     }
 }
 
@@ -100,7 +102,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
             "the VMDK sparse header is cut short".into(),
         ));
     }
-    let header = Header::parse(&first)
+    let header = Header::parse(&first)?
         .ok_or_else(|| FormatError::Corrupt("no VMDK sparse extent magic \"KDMV\"".into()))?;
     if !(1..=3).contains(&header.version) {
         return Err(FormatError::Unsupported(format!(
@@ -216,7 +218,10 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
     // Bounded by MAX_GD_BYTES, and the file holds it.
     let mut raw = vec![0u8; gd_bytes as usize];
     read(&*src, gd_at, &mut raw, "the VMDK grain directory")?;
-    let gd: Vec<u32> = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
+    let gd: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|c| u32_le(c, 0))
+        .collect::<Result<_, _>>()?;
     drop(raw);
 
     let mut vmdk = Vmdk {
@@ -271,17 +276,17 @@ fn read_footer(src: &dyn ReadAt, header: &Header) -> Result<u64, FormatError> {
     read(src, at, &mut f, "the VMDK footer")?;
     let (marker, rest) = f.split_at(SECTOR as usize);
     let (footer, eos) = rest.split_at(SECTOR as usize);
-    if le32(marker, 8) != 0 || le32(marker, 12) != MARKER_FOOTER {
+    if u32_le(marker, 8)? != 0 || u32_le(marker, 12)? != MARKER_FOOTER {
         return Err(FormatError::Corrupt(
             "streamOptimized VMDK: no footer marker three sectors before the end".into(),
         ));
     }
-    if le64(eos, 0) != 0 || le32(eos, 8) != 0 || le32(eos, 12) != MARKER_EOS {
+    if u64_le(eos, 0)? != 0 || u32_le(eos, 8)? != 0 || u32_le(eos, 12)? != MARKER_EOS {
         return Err(FormatError::Corrupt(
             "streamOptimized VMDK: the file does not end with an end-of-stream marker".into(),
         ));
     }
-    let footer = Header::parse(footer).ok_or_else(|| {
+    let footer = Header::parse(footer)?.ok_or_else(|| {
         FormatError::Corrupt("streamOptimized VMDK footer lacks the \"KDMV\" magic".into())
     })?;
     let agree = footer.version == header.version
@@ -498,7 +503,10 @@ impl Vmdk {
         check_inside(at, GT_BYTES, file_len, &format!("VMDK grain table {t}"))?;
         let mut raw = [0u8; GT_BYTES as usize];
         read(&*self.src, at, &mut raw, "a VMDK grain table")?;
-        let gt: Gt = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
+        let gt: Gt = raw
+            .chunks_exact(4)
+            .map(|c| u32_le(c, 0))
+            .collect::<Result<_, _>>()?;
         // Entries past the last grain of the disk are never used.
         let used = (self.n_grains - t * GTES_PER_GT).min(GTES_PER_GT);
         for (i, &e) in gt.iter().take(used as usize).enumerate() {
@@ -558,8 +566,8 @@ impl Vmdk {
         let at = u64::from(gte) * SECTOR;
         let mut marker = [0u8; 12];
         read(&*self.src, at, &mut marker, "a VMDK grain marker")?;
-        let lba = le64(&marker, 0);
-        let size = u64::from(le32(&marker, 8));
+        let lba = u64_le(&marker, 0)?;
+        let size = u64::from(u32_le(&marker, 8)?);
         let grain_sectors = self.grain_bytes / SECTOR;
         if g.checked_mul(grain_sectors) != Some(lba) {
             return Err(FormatError::Corrupt(format!(
@@ -734,14 +742,4 @@ fn out_of_range(offset: u64, len: u64, size: u64) -> FormatError {
 fn read(src: &dyn ReadAt, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FormatError> {
     src.read_at(offset, buf)
         .map_err(|e| FormatError::from_read(e, what))
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }

@@ -152,27 +152,6 @@ pub fn read_vec(disk: &dyn ReadAt, offset: u64, len: usize) -> io::Result<Vec<u8
     Ok(buf)
 }
 
-/// Little-endian field readers that return 0 when the slice is too short,
-/// so that parsers over fixed-size buffers never index out of bounds.
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(s) => u16::from_le_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    match b.get(at..at + 8) {
-        Some(s) => u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
-        None => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,8 +55,8 @@ pub(super) fn write(
     opts: &ExportOptions,
 ) -> Result<u64, ExportError> {
     let capacity = map.virtual_size().div_ceil(SECTOR);
-    let id = opts.disk_id();
-    let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+    let [a, b, c, d, ..] = opts.disk_id();
+    let cid = u32::from_le_bytes([a, b, c, d]);
     let desc = descriptor(capacity, cid);
     let desc_sectors = (desc.len() as u64).div_ceil(SECTOR);
     let head = header(capacity, desc_sectors, GD_AT_END);

@@ -9,6 +9,7 @@
 use std::io::Read;
 
 use super::header::Compression;
+use crate::bytes::{u16_le, u32_le, u64_le, u8_at};
 use crate::FormatError;
 
 /// Decompress `input` into `out` (exactly one cluster).
@@ -105,10 +106,12 @@ fn inflate(d: &mut flate2::Decompress, input: &[u8], out: &mut [u8]) -> Result<(
 /// before the decoder reserves memory for it. `None` for a malformed header.
 fn zstd_window(frame: &[u8]) -> Option<(u64, bool)> {
     const MAGIC: u32 = 0xFD2F_B528;
-    if crate::util::le_u32(frame, 0) != MAGIC || frame.len() < 6 {
+    // Too short for magic and descriptor: malformed, as a wrong magic is.
+    let magic = u32_le(frame, 0).ok()?;
+    let desc = u8_at(frame, 4).ok()?;
+    if magic != MAGIC || frame.len() < 6 {
         return None;
     }
-    let desc = frame[4];
     let fcs_flag = desc >> 6;
     let single = desc & 0x20 != 0;
     let has_dict = desc & 0x03 != 0;
@@ -122,13 +125,12 @@ fn zstd_window(frame: &[u8]) -> Option<(u64, bool)> {
         };
         let dict_len = [0usize, 1, 2, 4][(desc & 3) as usize];
         pos += dict_len;
-        let b = frame.get(pos..pos + fcs_len)?;
-        let mut v = [0u8; 8];
-        v[..fcs_len].copy_from_slice(b);
-        let mut size = u64::from_le_bytes(v);
-        if fcs_len == 2 {
-            size += 256;
-        }
+        let size = match fcs_len {
+            1 => u64::from(u8_at(frame, pos).ok()?),
+            2 => u64::from(u16_le(frame, pos).ok()?) + 256,
+            4 => u64::from(u32_le(frame, pos).ok()?),
+            _ => u64_le(frame, pos).ok()?,
+        };
         Some((size, has_dict))
     } else {
         let wd = *frame.get(pos)?;

@@ -3,7 +3,8 @@
 //! the caller's limits; a field that could make the reader touch another
 //! file (backing file, external data file) or decrypt is refused by name.
 
-use crate::util::{add, be_u32, be_u64, div_ceil, mul, overlaps, read_exact_at};
+use crate::bytes::{u32_be, u64_be};
+use crate::util::{add, div_ceil, mul, overlaps, read_exact_at};
 use crate::{FormatError, Limits, ReadAt};
 
 pub const MAGIC: &[u8; 4] = b"QFI\xfb";
@@ -111,22 +112,22 @@ impl Header {
         if &h[0..4] != MAGIC {
             return Err(FormatError::Corrupt("not a qcow2 file (bad magic)".into()));
         }
-        let version = be_u32(h, 4);
+        let version = u32_be(h, 4)?;
         if version != 2 && version != 3 {
             return Err(FormatError::Unsupported(format!(
                 "qcow2 version {version} (only 2 and 3 exist)"
             )));
         }
-        let backing_file_offset = be_u64(h, 8);
-        let cluster_bits = be_u32(h, 20);
-        let size = be_u64(h, 24);
-        let crypt_method = be_u32(h, 32);
-        let l1_size = be_u32(h, 36);
-        let l1_table_offset = be_u64(h, 40);
-        let refcount_table_offset = be_u64(h, 48);
-        let refcount_table_clusters = be_u32(h, 56);
-        let nb_snapshots = be_u32(h, 60);
-        let snapshots_offset = be_u64(h, 64);
+        let backing_file_offset = u64_be(h, 8)?;
+        let cluster_bits = u32_be(h, 20)?;
+        let size = u64_be(h, 24)?;
+        let crypt_method = u32_be(h, 32)?;
+        let l1_size = u32_be(h, 36)?;
+        let l1_table_offset = u64_be(h, 40)?;
+        let refcount_table_offset = u64_be(h, 48)?;
+        let refcount_table_clusters = u32_be(h, 56)?;
+        let nb_snapshots = u32_be(h, 60)?;
+        let snapshots_offset = u64_be(h, 64)?;
 
         let (incompatible, compatible, autoclear, refcount_order, header_length) = if version == 3 {
             if file_len < 104 {
@@ -135,11 +136,11 @@ impl Header {
                 ));
             }
             (
-                be_u64(h, 72),
-                be_u64(h, 80),
-                be_u64(h, 88),
-                be_u32(h, 96),
-                be_u32(h, 100),
+                u64_be(h, 72)?,
+                u64_be(h, 80)?,
+                u64_be(h, 88)?,
+                u32_be(h, 96)?,
+                u32_be(h, 100)?,
             )
         } else {
             (0, 0, 0, 4, 72)
@@ -340,8 +341,8 @@ impl Header {
         let mut pos = 0usize;
         // Each iteration advances by ≥ 8 bytes, so this terminates.
         while pos + 8 <= area.len() {
-            let ty = be_u32(&area, pos);
-            let len = be_u32(&area, pos + 4) as usize;
+            let ty = u32_be(&area, pos)?;
+            let len = u32_be(&area, pos + 4)? as usize;
             if ty == EXT_END {
                 return Ok(());
             }

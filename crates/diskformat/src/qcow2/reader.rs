@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::compress::Decompressor;
 use super::header::Header;
+use crate::bytes::u64_be;
 use crate::util::{add, overlaps, read_exact_at};
 use crate::{DiskImage, Extent, ExtentKind, FormatError, ImageInfo, ReadAt};
 
@@ -95,9 +96,7 @@ impl Qcow2Image {
             read_exact_at(&*src, at, &mut raw[..n * 8], "qcow2 L1 table")?;
             for e in raw[..n * 8].chunks_exact(8) {
                 let i = l1.len();
-                let mut b = [0u8; 8];
-                b.copy_from_slice(e);
-                let off = u64::from_be_bytes(b) & OFFSET_MASK;
+                let off = u64_be(e, 0)? & OFFSET_MASK;
                 if off != 0 {
                     if !off.is_multiple_of(cs) {
                         return Err(FormatError::Corrupt(format!(
@@ -182,12 +181,8 @@ impl Qcow2Image {
         read_exact_at(&*self.src, off, &mut raw, "qcow2 L2 table")?;
         let table: Arc<[u64]> = raw
             .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                u64::from_be_bytes(b)
-            })
-            .collect();
+            .map(|c| u64_be(c, 0))
+            .collect::<Result<_, _>>()?;
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         c.tick += 1;
         let tick = c.tick;

@@ -430,7 +430,7 @@ mod tests {
         let mut raw = vec![1u8; CLUSTER as usize];
         t.render(&mut raw);
         for i in 0..L2_ENTRIES as usize {
-            let e = u64::from_be_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
+            let e = crate::bytes::u64_be(&raw, i * 8).unwrap();
             let want = if order.contains(&i) {
                 (i as u64 + 1) << 16
             } else {

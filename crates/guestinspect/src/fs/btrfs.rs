@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
+use diskformat::bytes::{u16_le, u32_le, u64_le, u8_at};
 use diskformat::ReadAt;
 
 use super::{DirEntry, FileType, FsError, InodeId, Stat};
@@ -68,28 +69,6 @@ fn corrupt(msg: impl Into<String>) -> FsError {
     FsError::Corrupt(format!("btrfs: {}", msg.into()))
 }
 
-fn le16(b: &[u8], off: usize) -> Result<u16, FsError> {
-    b.get(off..off + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| corrupt("structure truncated"))
-}
-fn le32(b: &[u8], off: usize) -> Result<u32, FsError> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| corrupt("structure truncated"))
-}
-fn le64(b: &[u8], off: usize) -> Result<u64, FsError> {
-    b.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| corrupt("structure truncated"))
-}
-fn byte(b: &[u8], off: usize) -> Result<u8, FsError> {
-    b.get(off)
-        .copied()
-        .ok_or_else(|| corrupt("structure truncated"))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     objectid: u64,
@@ -100,9 +79,9 @@ struct Key {
 impl Key {
     fn parse(b: &[u8], off: usize) -> Result<Key, FsError> {
         Ok(Key {
-            objectid: le64(b, off)?,
-            ty: byte(b, off + 8)?,
-            offset: le64(b, off + 9)?,
+            objectid: u64_le(b, off)?,
+            ty: u8_at(b, off + 8)?,
+            offset: u64_le(b, off + 9)?,
         })
     }
     fn new(objectid: u64, ty: u8, offset: u64) -> Key {
@@ -160,7 +139,7 @@ pub fn open(
         return Ok(None);
     }
     let mut fs = Btrfs::from_superblock(disk, offset, len, &sb)?;
-    fs.load_chunk_tree(le64(&sb, 0x58)?, byte(&sb, 0xc7)?)?;
+    fs.load_chunk_tree(u64_le(&sb, 0x58)?, u8_at(&sb, 0xc7)?)?;
     let default = fs.default_subvolume()?;
     let root = fs.find_root(default)?;
     if let Ok(mut s) = fs.subvols.lock() {
@@ -183,12 +162,12 @@ impl Btrfs {
         len: u64,
         sb: &[u8],
     ) -> Result<Btrfs, FsError> {
-        let sectorsize = u64::from(le32(sb, 0x90)?);
-        let nodesize = u64::from(le32(sb, 0x94)?);
-        let num_devices = le64(sb, 0x88)?;
-        let incompat = le64(sb, 0xbc)?;
-        let sys_len = le32(sb, 0xa0)? as usize;
-        let root_level = byte(sb, 0xc6)?;
+        let sectorsize = u64::from(u32_le(sb, 0x90)?);
+        let nodesize = u64::from(u32_le(sb, 0x94)?);
+        let num_devices = u64_le(sb, 0x88)?;
+        let incompat = u64_le(sb, 0xbc)?;
+        let sys_len = u32_le(sb, 0xa0)? as usize;
+        let root_level = u8_at(sb, 0xc6)?;
         if !sectorsize.is_power_of_two() || !(512..=65536).contains(&sectorsize) {
             return Err(corrupt(format!("sector size {sectorsize}")));
         }
@@ -243,7 +222,7 @@ impl Btrfs {
             fsid,
             chunks: sort_chunks(chunks)?,
             root_tree: TreeRoot {
-                bytenr: le64(sb, 0x50)?,
+                bytenr: u64_le(sb, 0x50)?,
                 level: root_level,
             },
             subvols: Mutex::new(Vec::new()),
@@ -292,12 +271,12 @@ impl Btrfs {
         let (_, data) = items
             .last()
             .ok_or_else(|| FsError::NotFound(format!("btrfs: subvolume {tree_id}")))?;
-        let level = byte(data, 238)?;
+        let level = u8_at(data, 238)?;
         if level >= MAX_LEVEL {
             return Err(corrupt(format!("subvolume {tree_id}: tree level {level}")));
         }
         Ok(TreeRoot {
-            bytenr: le64(data, 176)?,
+            bytenr: u64_le(data, 176)?,
             level,
         })
     }
@@ -361,10 +340,10 @@ impl Btrfs {
         };
         // A node names its own address and level: this catches misdirected
         // pointers and pointer cycles before they are followed.
-        if le64(&node, 0x30)? != bytenr {
+        if u64_le(&node, 0x30)? != bytenr {
             return Err(corrupt(format!("node at {bytenr} records another address")));
         }
-        if byte(&node, 0x64)? != level {
+        if u8_at(&node, 0x64)? != level {
             return Err(corrupt(format!("node at {bytenr}: unexpected level")));
         }
         Ok(node)
@@ -411,7 +390,7 @@ impl Btrfs {
             ));
         }
         let node = self.node(bytenr, level)?;
-        let nritems = le32(&node, 0x60)? as usize;
+        let nritems = u32_le(&node, 0x60)? as usize;
         let body = node.len() - HEADER_LEN;
         if level == 0 {
             if nritems > body / 25 {
@@ -426,8 +405,8 @@ impl Btrfs {
                 if key > hi {
                     break;
                 }
-                let off = le32(&node, at + 17)? as usize;
-                let size = le32(&node, at + 21)? as usize;
+                let off = u32_le(&node, at + 17)? as usize;
+                let size = u32_le(&node, at + 21)? as usize;
                 let data = off
                     .checked_add(size)
                     .filter(|&e| e <= body)
@@ -452,7 +431,7 @@ impl Btrfs {
                 if i + 1 < nritems && Key::parse(&node, at + 33)? <= lo {
                     continue;
                 }
-                let child = le64(&node, at + 17)?;
+                let child = u64_le(&node, at + 17)?;
                 self.search_node(child, level - 1, lo, hi, max_items, out, spent)?;
             }
         }
@@ -524,14 +503,14 @@ impl Btrfs {
         let lo = Key::new(obj, EXTENT_DATA, offset.saturating_sub(MAX_EXTENT));
         let hi = Key::new(obj, EXTENT_DATA, end - 1);
         for (key, data) in self.search(root, lo, hi, MAX_ITEMS_PER_SEARCH)? {
-            let ram_bytes = le64(&data, 8)?;
-            let compression = byte(&data, 16)?;
-            if byte(&data, 17)? != 0 || le16(&data, 18)? != 0 {
+            let ram_bytes = u64_le(&data, 8)?;
+            let compression = u8_at(&data, 16)?;
+            if u8_at(&data, 17)? != 0 || u16_le(&data, 18)? != 0 {
                 return Err(FsError::Unsupported(
                     "btrfs: encrypted or encoded extent".into(),
                 ));
             }
-            let ty = byte(&data, 20)?;
+            let ty = u8_at(&data, 20)?;
             let ext_start = key.offset;
             match ty {
                 0 => {
@@ -546,10 +525,10 @@ impl Btrfs {
                     copy_range(buf, offset, ext_start, bytes);
                 }
                 1 | 2 => {
-                    let disk_bytenr = le64(&data, 21)?;
-                    let disk_num = le64(&data, 29)?;
-                    let ext_off = le64(&data, 37)?;
-                    let num = le64(&data, 45)?;
+                    let disk_bytenr = u64_le(&data, 21)?;
+                    let disk_num = u64_le(&data, 29)?;
+                    let ext_off = u64_le(&data, 37)?;
+                    let num = u64_le(&data, 45)?;
                     let ext_end = ext_start
                         .checked_add(num)
                         .ok_or_else(|| corrupt("extent end overflow"))?;
@@ -634,23 +613,23 @@ fn decompress(kind: u8, data: &[u8], ram_bytes: u64) -> Result<Vec<u8>, FsError>
 /// it first. Btrfs itself never uses a window above 128 KiB.
 fn zstd_window_ok(data: &[u8]) -> Result<(), FsError> {
     const MAX_WINDOW: u64 = 8 << 20;
-    if le32(data, 0)? != 0xfd2f_b528 {
+    if u32_le(data, 0)? != 0xfd2f_b528 {
         return Err(corrupt("zstd extent: bad frame magic"));
     }
-    let fhd = byte(data, 4)?;
+    let fhd = u8_at(data, 4)?;
     let window = if fhd & 0x20 != 0 {
         // Single segment: the window is the content size that follows the
         // (optional) dictionary id.
         let dict_len = [0usize, 1, 2, 4][usize::from(fhd & 3)];
         let at = 5 + dict_len;
         match fhd >> 6 {
-            0 => u64::from(byte(data, at)?),
-            1 => u64::from(le16(data, at)?) + 256,
-            2 => u64::from(le32(data, at)?),
-            _ => le64(data, at)?,
+            0 => u64::from(u8_at(data, at)?),
+            1 => u64::from(u16_le(data, at)?) + 256,
+            2 => u64::from(u32_le(data, at)?),
+            _ => u64_le(data, at)?,
         }
     } else {
-        let wd = byte(data, 5)?;
+        let wd = u8_at(data, 5)?;
         let base = 1u64 << (10 + u32::from(wd >> 3));
         base + (base / 8) * u64::from(wd & 7)
     };
@@ -661,9 +640,9 @@ fn zstd_window_ok(data: &[u8]) -> Result<(), FsError> {
 }
 
 fn parse_chunk(logical: u64, b: &[u8]) -> Result<(Chunk, usize), FsError> {
-    let length = le64(b, 0)?;
-    let ty = le64(b, 24)?;
-    let num_stripes = usize::from(le16(b, 44)?);
+    let length = u64_le(b, 0)?;
+    let ty = u64_le(b, 24)?;
+    let num_stripes = usize::from(u16_le(b, 44)?);
     if num_stripes == 0 {
         return Err(corrupt("chunk without stripes"));
     }
@@ -678,7 +657,7 @@ fn parse_chunk(logical: u64, b: &[u8]) -> Result<(Chunk, usize), FsError> {
     }
     // SINGLE has one stripe; DUP two copies on the one device: the first
     // stripe is as good as the second.
-    let physical = le64(b, 48 + 8)?;
+    let physical = u64_le(b, 48 + 8)?;
     let used = 48 + num_stripes * 32;
     if b.len() < used {
         return Err(corrupt("chunk item truncated"));
@@ -715,8 +694,8 @@ fn parse_dir_items(data: &[u8]) -> Result<Vec<DirItem>, FsError> {
     let mut pos = 0usize;
     while pos < data.len() {
         let location = Key::parse(data, pos)?;
-        let data_len = usize::from(le16(data, pos + 25)?);
-        let name_len = usize::from(le16(data, pos + 27)?);
+        let data_len = usize::from(u16_le(data, pos + 25)?);
+        let name_len = usize::from(u16_le(data, pos + 27)?);
         let name_at = pos + 30;
         let name = data
             .get(name_at..name_at + name_len)
@@ -770,13 +749,13 @@ impl super::Filesystem for Btrfs {
     fn stat(&self, inode: InodeId) -> Result<Stat, FsError> {
         let (_, _, item) = self.inode_item(inode)?;
         Ok(Stat {
-            file_type: file_type(le32(&item, 52)?),
-            size: le64(&item, 16)?,
+            file_type: file_type(u32_le(&item, 52)?),
+            size: u64_le(&item, 16)?,
         })
     }
     fn read_dir(&self, inode: InodeId, limit: usize) -> Result<Vec<DirEntry>, FsError> {
         let (root, obj, item) = self.inode_item(inode)?;
-        if file_type(le32(&item, 52)?) != FileType::Dir {
+        if file_type(u32_le(&item, 52)?) != FileType::Dir {
             return Err(FsError::NotADirectory(format!("btrfs inode {obj}")));
         }
         let subvol = inode & !((1 << OBJECTID_BITS) - 1);
@@ -818,10 +797,10 @@ impl super::Filesystem for Btrfs {
     }
     fn read(&self, inode: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         let (root, obj, item) = self.inode_item(inode)?;
-        if file_type(le32(&item, 52)?) == FileType::Dir {
+        if file_type(u32_le(&item, 52)?) == FileType::Dir {
             return Err(FsError::Unsupported("btrfs: read of a directory".into()));
         }
-        let size = le64(&item, 16)?;
+        let size = u64_le(&item, 16)?;
         if offset >= size || buf.is_empty() {
             return Ok(0);
         }
@@ -835,12 +814,12 @@ impl super::Filesystem for Btrfs {
     }
     fn read_link(&self, inode: InodeId) -> Result<Vec<u8>, FsError> {
         let (root, obj, item) = self.inode_item(inode)?;
-        if file_type(le32(&item, 52)?) != FileType::Symlink {
+        if file_type(u32_le(&item, 52)?) != FileType::Symlink {
             return Err(FsError::Unsupported(format!(
                 "btrfs inode {obj} is not a symlink"
             )));
         }
-        let size = le64(&item, 16)?;
+        let size = u64_le(&item, 16)?;
         if size == 0 || size > 4096 {
             return Err(corrupt(format!("symlink length {size}")));
         }

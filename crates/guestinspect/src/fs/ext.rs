@@ -12,7 +12,8 @@
 
 use super::blockcache::BlockCache;
 use super::{DirEntry, FileType, Filesystem, FsError, InodeId, Stat};
-use crate::window::{le16, le32, Window};
+use crate::window::Window;
+use diskformat::bytes::{u16_le, u32_le};
 use diskformat::ReadAt;
 use std::sync::Arc;
 
@@ -113,35 +114,35 @@ impl ExtFs {
         let disk = Window::new(disk, offset, len)?;
         let mut sb = [0u8; 1024];
         disk.read_at(1024, &mut sb)?;
-        if le16(&sb, 0x38) != MAGIC {
+        if u16_le(&sb, 0x38)? != MAGIC {
             return Ok(None);
         }
-        let log_bs = le32(&sb, 0x18);
+        let log_bs = u32_le(&sb, 0x18)?;
         if log_bs > 6 {
             return Err(corrupt(format!("block size 1024<<{log_bs} out of range")));
         }
         let block_size = 1024u64 << log_bs;
-        let incompat = le32(&sb, 0x60);
-        let ro_compat = le32(&sb, 0x64);
-        let compat = le32(&sb, 0x5c);
+        let incompat = u32_le(&sb, 0x60)?;
+        let ro_compat = u32_le(&sb, 0x64)?;
+        let compat = u32_le(&sb, 0x5c)?;
         if incompat & INCOMPAT_JOURNAL_DEV != 0 {
             return Err(FsError::Unsupported(
                 "an external journal device, not a filesystem".into(),
             ));
         }
-        let mut blocks_count = u64::from(le32(&sb, 0x04));
+        let mut blocks_count = u64::from(u32_le(&sb, 0x04)?);
         if incompat & INCOMPAT_64BIT != 0 {
-            blocks_count |= u64::from(le32(&sb, 0x150)) << 32;
+            blocks_count |= u64::from(u32_le(&sb, 0x150)?) << 32;
         }
-        let first_data_block = u64::from(le32(&sb, 0x14));
-        let blocks_per_group = u64::from(le32(&sb, 0x20));
-        let inodes_per_group = u64::from(le32(&sb, 0x28));
-        let inodes_count = u64::from(le32(&sb, 0x00));
-        let rev = le32(&sb, 0x4c);
+        let first_data_block = u64::from(u32_le(&sb, 0x14)?);
+        let blocks_per_group = u64::from(u32_le(&sb, 0x20)?);
+        let inodes_per_group = u64::from(u32_le(&sb, 0x28)?);
+        let inodes_count = u64::from(u32_le(&sb, 0x00)?);
+        let rev = u32_le(&sb, 0x4c)?;
         let inode_size = if rev == 0 {
             128
         } else {
-            u64::from(le16(&sb, 0x58))
+            u64::from(u16_le(&sb, 0x58)?)
         };
         if blocks_per_group == 0 || blocks_per_group > 8 * block_size {
             return Err(corrupt(format!("{blocks_per_group} blocks per group")));
@@ -165,7 +166,7 @@ impl ExtFs {
             )));
         }
         let desc_size = if incompat & INCOMPAT_64BIT != 0 {
-            u64::from(le16(&sb, 0xfe))
+            u64::from(u16_le(&sb, 0xfe)?)
         } else {
             32
         };
@@ -214,7 +215,7 @@ impl ExtFs {
             group_count,
             incompat,
             ro_compat,
-            first_meta_bg: u64::from(le32(&sb, 0x104)),
+            first_meta_bg: u64::from(u32_le(&sb, 0x104)?),
             label: (!label.is_empty()).then_some(label),
             uuid,
         }))
@@ -272,9 +273,9 @@ impl ExtFs {
         let (blk, off) = self.desc_location(g);
         let b = self.block(blk, "group descriptor")?;
         let d = &b[off as usize..(off + self.desc_size) as usize];
-        let mut table = u64::from(le32(d, 8));
+        let mut table = u64::from(u32_le(d, 8)?);
         if self.desc_size >= 64 {
-            table |= u64::from(le32(d, 0x28)) << 32;
+            table |= u64::from(u32_le(d, 0x28)?) << 32;
         }
         Ok(table)
     }
@@ -295,20 +296,20 @@ impl ExtFs {
         let raw = &b[o..o + self.inode_size as usize];
         let mut block = [0u8; 60];
         block.copy_from_slice(&raw[0x28..0x28 + 60]);
-        let size = u64::from(le32(raw, 4)) | (u64::from(le32(raw, 0x6c)) << 32);
-        let flags = le32(raw, 0x20);
+        let size = u64::from(u32_le(raw, 4)?) | (u64::from(u32_le(raw, 0x6c)?) << 32);
+        let flags = u32_le(raw, 0x20)?;
         let inline_tail = if flags & FLAG_INLINE_DATA != 0 {
             inline_xattr(raw)?
         } else {
             Vec::new()
         };
         Ok(Inode {
-            mode: le16(raw, 0),
+            mode: u16_le(raw, 0)?,
             size,
             flags,
             block,
-            blocks_lo: le32(raw, 0x1c),
-            file_acl: u64::from(le32(raw, 0x68)) | (u64::from(le16(raw, 0x76)) << 32),
+            blocks_lo: u32_le(raw, 0x1c)?,
+            file_acl: u64::from(u32_le(raw, 0x68)?) | (u64::from(u16_le(raw, 0x76)?) << 32),
             inline_tail,
         })
     }
@@ -329,11 +330,11 @@ impl ExtFs {
         // Each step goes one level down; depth is checked to decrease, so
         // this runs at most MAX_EXTENT_DEPTH + 1 times.
         for _ in 0..=MAX_EXTENT_DEPTH {
-            if le16(&node, 0) != EXTENT_MAGIC {
+            if u16_le(&node, 0)? != EXTENT_MAGIC {
                 return Err(corrupt("extent header magic missing"));
             }
-            let entries = usize::from(le16(&node, 2));
-            let depth = le16(&node, 6);
+            let entries = usize::from(u16_le(&node, 2)?);
+            let depth = u16_le(&node, 6)?;
             if depth > MAX_EXTENT_DEPTH || expected_depth.is_some_and(|d| d != depth) {
                 return Err(corrupt(format!(
                     "extent tree depth {depth} is inconsistent"
@@ -346,8 +347,8 @@ impl ExtFs {
             if depth == 0 {
                 for i in 0..entries {
                     let e = entry(i);
-                    let first = u64::from(le32(e, 0));
-                    let raw_len = le16(e, 4);
+                    let first = u64::from(u32_le(e, 0)?);
+                    let raw_len = u16_le(e, 4)?;
                     let (len, uninit) = if raw_len > 32768 {
                         (u64::from(raw_len - 32768), true)
                     } else {
@@ -357,7 +358,7 @@ impl ExtFs {
                         if uninit {
                             return Ok(None);
                         }
-                        let start = u64::from(le32(e, 8)) | (u64::from(le16(e, 6)) << 32);
+                        let start = u64::from(u32_le(e, 8)?) | (u64::from(u16_le(e, 6)?) << 32);
                         return Ok(Some(start + (lblk - first)));
                     }
                 }
@@ -367,8 +368,8 @@ impl ExtFs {
             let mut child = None;
             for i in 0..entries {
                 let e = entry(i);
-                if u64::from(le32(e, 0)) <= lblk {
-                    child = Some(u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32));
+                if u64::from(u32_le(e, 0)?) <= lblk {
+                    child = Some(u64::from(u32_le(e, 4)?) | (u64::from(u16_le(e, 8)?) << 32));
                 } else {
                     break;
                 }
@@ -384,27 +385,27 @@ impl ExtFs {
 
     fn map_indirect(&self, ino: &Inode, lblk: u64) -> Result<Option<u64>, FsError> {
         let per = self.block_size / 4;
-        let ptr = |i: usize| u64::from(le32(&ino.block, i * 4));
+        let ptr = |i: usize| u32_le(&ino.block, i * 4).map(u64::from);
         let (mut blk, path): (u64, Vec<u64>) = if lblk < 12 {
-            (ptr(lblk as usize), vec![])
+            (ptr(lblk as usize)?, vec![])
         } else if lblk - 12 < per {
-            (ptr(12), vec![lblk - 12])
+            (ptr(12)?, vec![lblk - 12])
         } else if lblk - 12 - per < per * per {
             let r = lblk - 12 - per;
-            (ptr(13), vec![r / per, r % per])
+            (ptr(13)?, vec![r / per, r % per])
         } else {
             let r = lblk - 12 - per - per * per;
             if r >= per * per * per {
                 return Ok(None);
             }
-            (ptr(14), vec![r / (per * per), (r / per) % per, r % per])
+            (ptr(14)?, vec![r / (per * per), (r / per) % per, r % per])
         };
         for idx in path {
             if blk == 0 {
                 return Ok(None);
             }
             let b = self.block(blk, "indirect block")?;
-            blk = u64::from(le32(&b, (idx * 4) as usize));
+            blk = u64::from(u32_le(&b, (idx * 4) as usize)?);
         }
         Ok((blk != 0).then_some(blk))
     }
@@ -469,23 +470,23 @@ fn inline_xattr(raw: &[u8]) -> Result<Vec<u8>, FsError> {
     if raw.len() <= 128 {
         return Ok(Vec::new());
     }
-    let extra = usize::from(le16(raw, 0x80));
+    let extra = usize::from(u16_le(raw, 0x80)?);
     let start = 128 + extra;
-    if start + 4 > raw.len() || le32(raw, start) != XATTR_MAGIC {
+    if start + 4 > raw.len() || u32_le(raw, start)? != XATTR_MAGIC {
         return Ok(Vec::new());
     }
     // Entries follow the magic; value offsets count from the first entry.
     let first = start + 4;
     let mut pos = first;
     while pos + 16 <= raw.len() {
-        if le32(raw, pos) == 0 {
+        if u32_le(raw, pos)? == 0 {
             break;
         }
         let name_len = usize::from(raw[pos]);
         let index = raw[pos + 1];
-        let value_offs = usize::from(le16(raw, pos + 2));
-        let value_inum = le32(raw, pos + 4);
-        let value_size = le32(raw, pos + 8) as usize;
+        let value_offs = usize::from(u16_le(raw, pos + 2)?);
+        let value_inum = u32_le(raw, pos + 4)?;
+        let value_size = u32_le(raw, pos + 8)? as usize;
         let name = raw
             .get(pos + 16..pos + 16 + name_len)
             .ok_or_else(|| corrupt("extended attribute name overruns the inode"))?;
@@ -512,12 +513,12 @@ fn parse_dir_block(
 ) -> Result<(), FsError> {
     let mut pos = 0usize;
     while pos + 8 <= b.len() {
-        let inode = le32(b, pos);
-        let rec_len = usize::from(le16(b, pos + 4));
+        let inode = u32_le(b, pos)?;
+        let rec_len = usize::from(u16_le(b, pos + 4)?);
         let name_len = if filetype {
             usize::from(b[pos + 6])
         } else {
-            usize::from(le16(b, pos + 6))
+            usize::from(u16_le(b, pos + 6)?)
         };
         if rec_len < 8 || pos + rec_len > b.len() || name_len + 8 > rec_len {
             return Err(corrupt(format!(

@@ -6,7 +6,8 @@
 
 use super::blockcache::BlockCache;
 use super::{DirEntry, FileType, Filesystem, FsError, InodeId, Stat};
-use crate::window::{le16, le32, Window};
+use crate::window::Window;
+use diskformat::bytes::{u16_le, u32_le, u8_at};
 use diskformat::ReadAt;
 use std::sync::Arc;
 
@@ -74,14 +75,14 @@ impl FatFs {
         if !(bs[0] == 0xeb || bs[0] == 0xe9) || bs[510] != 0x55 || bs[511] != 0xaa {
             return Ok(None);
         }
-        let bps = u64::from(le16(&bs, 11));
+        let bps = u64::from(u16_le(&bs, 11)?);
         let spc = u64::from(bs[13]);
-        let reserved = u64::from(le16(&bs, 14));
+        let reserved = u64::from(u16_le(&bs, 14)?);
         let nfats = u64::from(bs[16]);
-        let root_entries = u64::from(le16(&bs, 17));
-        let total16 = u64::from(le16(&bs, 19));
-        let fat16_size = u64::from(le16(&bs, 22));
-        let total32 = u64::from(le32(&bs, 32));
+        let root_entries = u64::from(u16_le(&bs, 17)?);
+        let total16 = u64::from(u16_le(&bs, 19)?);
+        let fat16_size = u64::from(u16_le(&bs, 22)?);
+        let total32 = u64::from(u32_le(&bs, 32)?);
         if !(512..=4096).contains(&bps)
             || !bps.is_power_of_two()
             || spc == 0
@@ -94,7 +95,7 @@ impl FatFs {
         let fat_size = if fat16_size != 0 {
             fat16_size
         } else {
-            u64::from(le32(&bs, 36))
+            u64::from(u32_le(&bs, 36)?)
         };
         let total = if total16 != 0 { total16 } else { total32 };
         if fat_size == 0 || total == 0 {
@@ -147,11 +148,11 @@ impl FatFs {
             fat_bytes,
             root_offset: (reserved + nfats * fat_size) * bps,
             root_bytes: root_entries * 32,
-            root_cluster: le32(&bs, 44),
+            root_cluster: u32_le(&bs, 44)?,
             data_offset: meta * bps,
             cluster_count: clusters as u32,
             label,
-            volume_id: le32(&bs, id_at),
+            volume_id: u32_le(&bs, id_at)?,
         }))
     }
 
@@ -192,7 +193,7 @@ impl FatFs {
         }
         let v = match self.bits {
             Bits::Fat12 => {
-                let raw = u32::from(le16(&two, within));
+                let raw = u32::from(u16_le(&two, within)?);
                 let v = if c & 1 == 1 { raw >> 4 } else { raw & 0xfff };
                 if v >= 0xff8 {
                     return Ok(None);
@@ -200,14 +201,14 @@ impl FatFs {
                 v
             }
             Bits::Fat16 => {
-                let v = u32::from(le16(&two, within));
+                let v = u32::from(u16_le(&two, within)?);
                 if v >= 0xfff8 {
                     return Ok(None);
                 }
                 v
             }
             Bits::Fat32 => {
-                let v = le32(&two, within) & 0x0fff_ffff;
+                let v = u32_le(&two, within)? & 0x0fff_ffff;
                 if v >= 0x0fff_fff8 {
                     return Ok(None);
                 }
@@ -255,9 +256,9 @@ impl FatFs {
     fn entry(&self, id: InodeId) -> Result<Entry, FsError> {
         let b = self.cache.get(&self.disk, id, 32)?;
         Ok(Entry {
-            attr: b[11],
-            cluster: (u32::from(le16(&b, 20)) << 16) | u32::from(le16(&b, 26)),
-            size: le32(&b, 28),
+            attr: u8_at(&b, 11)?,
+            cluster: (u32::from(u16_le(&b, 20)?) << 16) | u32::from(u16_le(&b, 26)?),
+            size: u32_le(&b, 28)?,
         })
     }
 
@@ -389,7 +390,7 @@ impl Filesystem for FatFs {
                         .iter()
                         .enumerate()
                     {
-                        units[i] = le16(e, *at);
+                        units[i] = u16_le(e, *at)?;
                     }
                     if lfn.len() < 20 {
                         lfn.push((e[13], e[0] & 0x1f, units));

@@ -14,6 +14,7 @@ pub mod ntfs;
 pub mod path;
 pub mod xfs;
 
+use diskformat::bytes::Truncated;
 use diskformat::ReadAt;
 
 /// A filesystem-specific inode (or MFT record, or FAT directory entry) id.
@@ -56,6 +57,13 @@ pub enum FsError {
     NotFound(String),
     #[error("not a directory: {0}")]
     NotADirectory(String),
+}
+
+/// A field beyond its buffer, where no structure name is worth giving.
+impl From<Truncated> for FsError {
+    fn from(t: Truncated) -> Self {
+        FsError::Corrupt(format!("structure truncated: {t}"))
+    }
 }
 
 /// A mounted (read-only, in-process) filesystem.

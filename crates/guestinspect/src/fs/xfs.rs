@@ -14,6 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use diskformat::bytes::{u16_be, u32_be, u64_be};
 use diskformat::ReadAt;
 
 use super::{DirEntry, FileType, FsError, InodeId, Stat};
@@ -60,23 +61,6 @@ const DIFLAG2_NREXT64: u64 = 1 << 4;
 
 fn corrupt(msg: impl Into<String>) -> FsError {
     FsError::Corrupt(format!("xfs: {}", msg.into()))
-}
-
-fn be16(b: &[u8], off: usize) -> Result<u16, FsError> {
-    b.get(off..off + 2)
-        .map(|s| u16::from_be_bytes([s[0], s[1]]))
-        .ok_or_else(|| corrupt("structure truncated"))
-}
-fn be32(b: &[u8], off: usize) -> Result<u32, FsError> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| corrupt("structure truncated"))
-}
-fn be64(b: &[u8], off: usize) -> Result<u64, FsError> {
-    b.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| corrupt("structure truncated"))
 }
 
 /// Geometry from the superblock, validated once at open.
@@ -152,7 +136,7 @@ pub fn open(
     }
     let mut sb = [0u8; 512];
     disk.read_at(offset, &mut sb)?;
-    if be32(&sb, 0)? != SB_MAGIC {
+    if u32_be(&sb, 0)? != SB_MAGIC {
         return Ok(None);
     }
     let geo = parse_superblock(&sb)?;
@@ -172,19 +156,19 @@ pub fn open(
 }
 
 fn parse_superblock(sb: &[u8]) -> Result<Geometry, FsError> {
-    let blocksize = u64::from(be32(sb, 4)?);
-    let rootino = be64(sb, 56)?;
-    let agblocks = u64::from(be32(sb, 84)?);
-    let agcount = u64::from(be32(sb, 88)?);
-    let versionnum = be16(sb, 100)?;
-    let inodesize = u64::from(be16(sb, 104)?);
+    let blocksize = u64::from(u32_be(sb, 4)?);
+    let rootino = u64_be(sb, 56)?;
+    let agblocks = u64::from(u32_be(sb, 84)?);
+    let agcount = u64::from(u32_be(sb, 88)?);
+    let versionnum = u16_be(sb, 100)?;
+    let inodesize = u64::from(u16_be(sb, 104)?);
     let blocklog = u32::from(sb[120]);
     let inodelog = u32::from(sb[122]);
     let inopblog = u32::from(sb[123]);
     let agblklog = u32::from(sb[124]);
     let dirblklog = u32::from(sb[192]);
-    let features2 = be32(sb, 200)?;
-    let incompat = be32(sb, 216)?;
+    let features2 = u32_be(sb, 200)?;
+    let incompat = u32_be(sb, 216)?;
 
     let version = versionnum & 0xf;
     let v5 = match version {
@@ -325,10 +309,10 @@ impl Xfs {
         let mut raw = vec![0u8; g.inodesize as usize];
         self.read_bytes(pos, &mut raw)?;
 
-        if be16(&raw, 0)? != DINODE_MAGIC {
+        if u16_be(&raw, 0)? != DINODE_MAGIC {
             return Err(corrupt(format!("inode {ino}: bad magic")));
         }
-        let mode = be16(&raw, 2)?;
+        let mode = u16_be(&raw, 2)?;
         let version = raw[4];
         let format = raw[5];
         let core = match (version, g.v5) {
@@ -336,19 +320,19 @@ impl Xfs {
             (3, true) => 176usize,
             _ => return Err(corrupt(format!("inode {ino}: version {version}"))),
         };
-        if version == 3 && be64(&raw, 152)? != ino {
+        if version == 3 && u64_be(&raw, 152)? != ino {
             return Err(corrupt(format!(
                 "inode {ino}: records another inode number"
             )));
         }
-        let size = be64(&raw, 56)?;
+        let size = u64_be(&raw, 56)?;
         let forkoff = usize::from(raw[82]);
-        let flags = be16(&raw, 90)?;
-        let flags2 = if version == 3 { be64(&raw, 120)? } else { 0 };
+        let flags = u16_be(&raw, 90)?;
+        let flags2 = if version == 3 { u64_be(&raw, 120)? } else { 0 };
         let nextents = if flags2 & DIFLAG2_NREXT64 != 0 {
-            be64(&raw, 24)?
+            u64_be(&raw, 24)?
         } else {
-            u64::from(be32(&raw, 76)?)
+            u64::from(u32_be(&raw, 76)?)
         };
         let fork_len = if forkoff == 0 {
             raw.len() - core
@@ -439,8 +423,8 @@ impl Xfs {
     /// and leaf blocks on disk. Levels must strictly descend to 0, so the walk
     /// ends after at most the root's level steps down any path.
     fn btree_extents(&self, fork: &[u8]) -> Result<Vec<Extent>, FsError> {
-        let level = be16(fork, 0)?;
-        let numrecs = usize::from(be16(fork, 2)?);
+        let level = u16_be(fork, 0)?;
+        let numrecs = usize::from(u16_be(fork, 2)?);
         if level == 0 || level > MAX_BTREE_DEPTH {
             return Err(corrupt(format!("bmbt root level {level}")));
         }
@@ -451,7 +435,7 @@ impl Xfs {
         let mut out = Vec::new();
         let mut visited = 0usize;
         for i in 0..numrecs {
-            let ptr = be64(fork, 4 + maxrecs * 8 + i * 8)?;
+            let ptr = u64_be(fork, 4 + maxrecs * 8 + i * 8)?;
             self.btree_walk(ptr, level - 1, &mut out, &mut visited)?;
         }
         Ok(out)
@@ -474,13 +458,13 @@ impl Xfs {
         } else {
             (BMAP_MAGIC, 24usize)
         };
-        if be32(&block, 0)? != magic {
+        if u32_be(&block, 0)? != magic {
             return Err(corrupt(format!("bmbt block {fsb}: bad magic")));
         }
-        if be16(&block, 4)? != level {
+        if u16_be(&block, 4)? != level {
             return Err(corrupt(format!("bmbt block {fsb}: unexpected level")));
         }
-        let numrecs = usize::from(be16(&block, 6)?);
+        let numrecs = usize::from(u16_be(&block, 6)?);
         let maxrecs = (block.len() - hdr) / 16;
         if numrecs > maxrecs {
             return Err(corrupt(format!("bmbt block {fsb}: record count")));
@@ -497,7 +481,7 @@ impl Xfs {
             }
         } else {
             for i in 0..numrecs {
-                let ptr = be64(&block, hdr + maxrecs * 8 + i * 8)?;
+                let ptr = u64_be(&block, hdr + maxrecs * 8 + i * 8)?;
                 self.btree_walk(ptr, level - 1, out, visited)?;
             }
         }
@@ -599,9 +583,9 @@ impl Xfs {
             }
             let ino_pos = name_start + namelen + usize::from(self.geo.ftype);
             let inode = if inosize == 8 {
-                be64(fork, ino_pos)?
+                u64_be(fork, ino_pos)?
             } else {
-                u64::from(be32(fork, ino_pos)?)
+                u64::from(u32_be(fork, ino_pos)?)
             };
             push_entry(out, name, inode, limit)?;
             pos = ino_pos + inosize;
@@ -617,7 +601,7 @@ impl Xfs {
         limit: usize,
         out: &mut Vec<DirEntry>,
     ) -> Result<(), FsError> {
-        let magic = be32(block, 0)?;
+        let magic = u32_be(block, 0)?;
         let hdr = if self.geo.v5 { 64usize } else { 16usize };
         let (block_magic, data_magic) = if self.geo.v5 {
             (DIR3_BLOCK_MAGIC, DIR3_DATA_MAGIC)
@@ -626,7 +610,7 @@ impl Xfs {
         };
         let end = if magic == block_magic {
             // Block form: the hash leaf and a tail share the block's end.
-            let count = be32(block, block.len() - 8)? as usize;
+            let count = u32_be(block, block.len() - 8)? as usize;
             count
                 .checked_mul(8)
                 .and_then(|l| block.len().checked_sub(8 + l))
@@ -642,15 +626,15 @@ impl Xfs {
             if pos + 8 > end {
                 return Err(corrupt("directory block ends inside an entry"));
             }
-            if be16(block, pos)? == 0xffff {
-                let len = usize::from(be16(block, pos + 2)?);
+            if u16_be(block, pos)? == 0xffff {
+                let len = usize::from(u16_be(block, pos + 2)?);
                 if len < 8 || !len.is_multiple_of(8) || pos + len > end {
                     return Err(corrupt("directory free space entry"));
                 }
                 pos += len;
                 continue;
             }
-            let inode = be64(block, pos)?;
+            let inode = u64_be(block, pos)?;
             let namelen = usize::from(
                 *block
                     .get(pos + 8)
@@ -691,7 +675,7 @@ impl Xfs {
                 while out.len() < size {
                     let mut block = vec![0u8; self.geo.blocksize as usize];
                     self.read_extents(inode, lblk << self.geo.blocklog, &mut block)?;
-                    if self.geo.v5 && be32(&block, 0)? != SYMLINK_MAGIC {
+                    if self.geo.v5 && u32_be(&block, 0)? != SYMLINK_MAGIC {
                         return Err(corrupt("symlink block: bad magic"));
                     }
                     let take = per_block.min(size - out.len());
@@ -725,8 +709,8 @@ fn push_entry(
 
 /// A packed 128-bit bmbt record: flag:1, startoff:54, startblock:52, count:21.
 fn parse_extent(rec: &[u8]) -> Result<Extent, FsError> {
-    let l0 = be64(rec, 0)?;
-    let l1 = be64(rec, 8)?;
+    let l0 = u64_be(rec, 0)?;
+    let l1 = u64_be(rec, 8)?;
     Ok(Extent {
         unwritten: l0 >> 63 != 0,
         startoff: (l0 & ((1 << 63) - 1)) >> 9,

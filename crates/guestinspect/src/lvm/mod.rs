@@ -6,7 +6,8 @@
 
 pub mod text;
 
-use crate::window::{le32, le64, Piece};
+use crate::window::Piece;
+use diskformat::bytes::{u32_le, u64_le};
 use diskformat::ReadAt;
 use serde::Serialize;
 use text::{Section, Value};
@@ -26,6 +27,12 @@ pub enum LvmError {
     Io(#[from] std::io::Error),
     #[error("corrupt LVM metadata: {0}")]
     Corrupt(String),
+}
+
+impl From<diskformat::bytes::Truncated> for LvmError {
+    fn from(t: diskformat::bytes::Truncated) -> Self {
+        LvmError::Corrupt(t.to_string())
+    }
 }
 
 /// LVM's checksum: CRC-32 (reflected 0xEDB88320) seeded with 0xf597a6cf and
@@ -90,16 +97,16 @@ pub fn read_pv(disk: &dyn ReadAt) -> Result<Option<PhysicalVolume>, LvmError> {
     let Some((sector, label)) = is_pv(disk)? else {
         return Ok(None);
     };
-    if le64(&label, 8) != sector {
+    let claimed = u64_le(&label, 8)?;
+    if claimed != sector {
         return Err(LvmError::Corrupt(format!(
-            "label in sector {sector} claims sector {}",
-            le64(&label, 8)
+            "label in sector {sector} claims sector {claimed}"
         )));
     }
-    if lvm_crc(&label[20..512]) != le32(&label, 16) {
+    if lvm_crc(&label[20..512]) != u32_le(&label, 16)? {
         return Err(LvmError::Corrupt("label checksum mismatch".into()));
     }
-    let hdr = le32(&label, 20) as usize;
+    let hdr = u32_le(&label, 20)? as usize;
     // pv_header: uuid[32], device_size u64, then disk_locn lists.
     if !(32..=512 - 48).contains(&hdr) {
         return Err(LvmError::Corrupt(format!(
@@ -117,8 +124,8 @@ pub fn read_pv(disk: &dyn ReadAt) -> Result<Option<PhysicalVolume>, LvmError> {
                     "PV header area lists overrun the label sector".into(),
                 ));
             }
-            let off = le64(&label, pos);
-            let size = le64(&label, pos + 8);
+            let off = u64_le(&label, pos)?;
+            let size = u64_le(&label, pos + 8)?;
             pos += 16;
             if off == 0 {
                 break;
@@ -161,14 +168,14 @@ fn read_metadata(disk: &dyn ReadAt, off: u64, size: u64) -> Result<Vec<u8>, LvmE
             "metadata area header has no magic".into(),
         ));
     }
-    if lvm_crc(&h[4..512]) != le32(&h, 0) {
+    if lvm_crc(&h[4..512]) != u32_le(&h, 0)? {
         return Err(LvmError::Corrupt(
             "metadata area header checksum mismatch".into(),
         ));
     }
-    let rl_off = le64(&h, 40);
-    let rl_size = le64(&h, 48);
-    let rl_crc = le32(&h, 56);
+    let rl_off = u64_le(&h, 40)?;
+    let rl_size = u64_le(&h, 48)?;
+    let rl_crc = u32_le(&h, 56)?;
     if rl_off == 0 || rl_size == 0 {
         return Err(LvmError::Corrupt("metadata area holds no metadata".into()));
     }

@@ -1,5 +1,7 @@
 //! The machine an ELF binary is built for, from its first 20 bytes.
 
+use diskformat::bytes::{u16_be, u16_le};
+
 /// Tencent's architecture name for an ELF `e_machine` ("x86_64", "i386",
 /// "arm_64"), or the usual name of another machine; None if `head` is not
 /// an ELF header.
@@ -8,11 +10,13 @@ pub fn architecture(head: &[u8]) -> Option<&'static str> {
         return None;
     }
     let class = head[4];
+    // Too short for e_machine: not an ELF header, as for a bad magic.
     let machine = match head[5] {
-        1 => u16::from_le_bytes([head[18], head[19]]),
-        2 => u16::from_be_bytes([head[18], head[19]]),
+        1 => u16_le(head, 18),
+        2 => u16_be(head, 18),
         _ => return None,
-    };
+    }
+    .ok()?;
     Some(match (machine, class) {
         (62, _) => "x86_64",
         (3, _) => "i386",

@@ -6,7 +6,7 @@
 use super::{
     gpt_type_name, GptHeader, PartError, Partition, PartitionTable, TableKind, MAX_PARTITIONS,
 };
-use crate::window::{le32, le64};
+use diskformat::bytes::{u16_le, u32_le, u64_le};
 use diskformat::ReadAt;
 
 /// The entry array may not exceed this: the spec's minimum is 16 KiB and
@@ -54,24 +54,24 @@ fn header(disk: &dyn ReadAt, ss: u32, lba: u64) -> Result<Result<Header, String>
     if &buf[0..8] != b"EFI PART" {
         return Ok(Err(format!("no GPT signature at LBA {lba}")));
     }
-    let hsize = le32(&buf, 12) as usize;
+    let hsize = u32_le(&buf, 12)? as usize;
     if hsize < 92 || hsize > ss as usize {
         return Ok(Err(format!("header size {hsize} out of range")));
     }
-    let stored_crc = le32(&buf, 16);
+    let stored_crc = u32_le(&buf, 16)?;
     let mut h = buf[..hsize].to_vec();
     h[16..20].fill(0);
     if crc32fast::hash(&h) != stored_crc {
         return Ok(Err(format!("header CRC mismatch at LBA {lba}")));
     }
-    let my_lba = le64(&buf, 24);
+    let my_lba = u64_le(&buf, 24)?;
     if my_lba != lba {
         return Ok(Err(format!(
             "header at LBA {lba} says it is at LBA {my_lba}"
         )));
     }
-    let num_entries = le32(&buf, 80);
-    let entry_size = le32(&buf, 84);
+    let num_entries = u32_le(&buf, 80)?;
+    let entry_size = u32_le(&buf, 84)?;
     if entry_size < 128 || !entry_size.is_multiple_of(8) || entry_size > 4096 {
         return Ok(Err(format!("entry size {entry_size} out of range")));
     }
@@ -81,14 +81,14 @@ fn header(disk: &dyn ReadAt, ss: u32, lba: u64) -> Result<Result<Header, String>
         )));
     }
     Ok(Ok(Header {
-        alternate_lba: le64(&buf, 32),
-        first_usable: le64(&buf, 40),
-        last_usable: le64(&buf, 48),
+        alternate_lba: u64_le(&buf, 32)?,
+        first_usable: u64_le(&buf, 40)?,
+        last_usable: u64_le(&buf, 48)?,
         disk_guid: guid_to_string(&buf[56..72]),
-        entries_lba: le64(&buf, 72),
+        entries_lba: u64_le(&buf, 72)?,
         num_entries,
         entry_size,
-        entries_crc: le32(&buf, 88),
+        entries_crc: u32_le(&buf, 88)?,
     }))
 }
 
@@ -182,9 +182,9 @@ pub(super) fn read(
             break;
         }
         let type_guid = guid_to_string(&e[0..16]);
-        let first = le64(e, 32);
-        let last = le64(e, 40);
-        let attrs = le64(e, 48);
+        let first = u64_le(e, 32)?;
+        let last = u64_le(e, 40)?;
+        let attrs = u64_le(e, 48)?;
         let index = i as u32 + 1;
         if last < first || first < h.first_usable || last > h.last_usable || last >= sectors {
             warnings.push(format!(
@@ -194,8 +194,7 @@ pub(super) fn read(
         }
         let name_units: Vec<u16> = e[56..128]
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
+            .map_while(|c| u16_le(c, 0).ok().filter(|&u| u != 0))
             .collect();
         let name = String::from_utf16_lossy(&name_units);
         partitions.push(Partition {

@@ -4,7 +4,7 @@
 //! warning instead of a hang.
 
 use super::{mbr_type_name, PartError, Partition, PartitionTable, TableKind, MAX_PARTITIONS};
-use crate::window::le32;
+use diskformat::bytes::{u32_le, u8_at, Truncated};
 use diskformat::ReadAt;
 use std::collections::HashSet;
 
@@ -20,14 +20,14 @@ pub(super) struct Mbr {
     pub protective: bool,
 }
 
-fn entry(sector: &[u8; 512], i: usize) -> Entry {
+fn entry(sector: &[u8; 512], i: usize) -> Result<Entry, Truncated> {
     let o = 446 + 16 * i;
-    Entry {
-        status: sector[o],
-        ptype: sector[o + 4],
-        lba: le32(sector, o + 8),
-        sectors: le32(sector, o + 12),
-    }
+    Ok(Entry {
+        status: u8_at(sector, o)?,
+        ptype: u8_at(sector, o + 4)?,
+        lba: u32_le(sector, o + 8)?,
+        sectors: u32_le(sector, o + 12)?,
+    })
 }
 
 fn is_extended(t: u8) -> bool {
@@ -38,32 +38,32 @@ fn is_extended(t: u8) -> bool {
 /// is not enough: a FAT boot sector (a bare EFI partition image) has it too,
 /// so every entry must also be plausible (status 0x00/0x80, non-empty
 /// entries starting after sector 0).
-pub(super) fn parse_sector0(sector: &[u8; 512]) -> Option<Mbr> {
+pub(super) fn parse_sector0(sector: &[u8; 512]) -> Result<Option<Mbr>, Truncated> {
     if sector[510] != 0x55 || sector[511] != 0xaa {
-        return None;
+        return Ok(None);
     }
     let mut entries = Vec::new();
     let mut protective = false;
     for i in 0..4 {
-        let e = entry(sector, i);
+        let e = entry(sector, i)?;
         if e.status != 0 && e.status != 0x80 {
-            return None;
+            return Ok(None);
         }
         if e.ptype == 0 {
             continue;
         }
         if e.lba == 0 || e.sectors == 0 {
-            return None;
+            return Ok(None);
         }
         if e.ptype == 0xee {
             protective = true;
         }
         entries.push((i as u32 + 1, e));
     }
-    Some(Mbr {
+    Ok(Some(Mbr {
         entries,
         protective,
-    })
+    }))
 }
 
 pub(super) fn read_table(
@@ -116,7 +116,7 @@ pub(super) fn read_table(
         kind: TableKind::Mbr,
         sector_size: 512,
         gpt_header: None,
-        disk_id: Some(format!("{:08x}", le32(sector0, 440))),
+        disk_id: Some(format!("{:08x}", u32_le(sector0, 440)?)),
         partitions,
         warnings,
     })
@@ -162,7 +162,7 @@ fn read_logicals(
             ));
             return Ok(());
         }
-        let first = entry(&sector, 0);
+        let first = entry(&sector, 0)?;
         if first.ptype != 0 && first.sectors != 0 {
             let start = ebr + u64::from(first.lba);
             let size = u64::from(first.sectors);
@@ -183,7 +183,7 @@ fn read_logicals(
             });
             index += 1;
         }
-        let next = entry(&sector, 1);
+        let next = entry(&sector, 1)?;
         if next.ptype == 0 || !is_extended(next.ptype) || next.lba == 0 {
             return Ok(());
         }

@@ -82,6 +82,12 @@ pub enum PartError {
     Corrupt(String),
 }
 
+impl From<diskformat::bytes::Truncated> for PartError {
+    fn from(t: diskformat::bytes::Truncated) -> Self {
+        PartError::Corrupt(t.to_string())
+    }
+}
+
 /// Read the partition table of `disk`.
 ///
 /// A disk with neither a valid MBR nor a GPT is `TableKind::None`: the
@@ -92,7 +98,7 @@ pub fn detect(disk: &dyn ReadAt) -> Result<PartitionTable, PartError> {
     }
     let mut sector0 = [0u8; 512];
     disk.read_at(0, &mut sector0)?;
-    let mbr = mbr::parse_sector0(&sector0);
+    let mbr = mbr::parse_sector0(&sector0)?;
 
     // A protective (0xEE) entry, or a GPT header without one (some tools
     // write none), means GPT. GPT wins over a hybrid MBR.

@@ -16,6 +16,7 @@
 //! than a handful of values is read.
 
 use crate::fs::FsError;
+use diskformat::bytes::{u16_le, u32_le};
 
 const BASE_BLOCK: usize = 4096;
 const KEY_COMP_NAME: u16 = 0x20;
@@ -31,17 +32,6 @@ fn corrupt(msg: impl Into<String>) -> FsError {
     FsError::Corrupt(format!("registry hive: {}", msg.into()))
 }
 
-fn le16(b: &[u8], off: usize) -> Result<u16, FsError> {
-    b.get(off..off + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| corrupt("cell truncated"))
-}
-fn le32(b: &[u8], off: usize) -> Result<u32, FsError> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| corrupt("cell truncated"))
-}
-
 /// A parsed hive over its file bytes.
 pub struct Hive<'a> {
     /// The hive-bins area: cell offsets are relative to its start.
@@ -54,6 +44,10 @@ pub struct Hive<'a> {
 pub struct Key<'a> {
     hive: &'a Hive<'a>,
     cell: &'a [u8],
+    /// The name's bytes, found inside the cell when the key is read, and
+    /// whether they are Latin-1 (else UTF-16LE).
+    name: &'a [u8],
+    compressed: bool,
 }
 
 /// A value's data, for the types inspection reads.
@@ -85,8 +79,8 @@ impl<'a> Hive<'a> {
         if bytes.len() < BASE_BLOCK || &bytes[..4] != b"regf" {
             return Err(corrupt("no regf signature"));
         }
-        let root = le32(bytes, 0x24)?;
-        let size = le32(bytes, 0x28)? as usize;
+        let root = u32_le(bytes, 0x24)?;
+        let size = u32_le(bytes, 0x28)? as usize;
         let bins = bytes
             .get(BASE_BLOCK..BASE_BLOCK.saturating_add(size))
             .ok_or_else(|| corrupt("hive bins size beyond the file"))?;
@@ -99,7 +93,7 @@ impl<'a> Hive<'a> {
     /// The data of the allocated cell at `offset`.
     fn cell(&self, offset: u32) -> Result<&'a [u8], FsError> {
         let at = offset as usize;
-        let raw = le32(self.bins, at)? as i32;
+        let raw = u32_le(self.bins, at)? as i32;
         if raw >= 0 {
             return Err(corrupt(format!("cell {offset:#x} is free")));
         }
@@ -124,26 +118,30 @@ impl<'a> Key<'a> {
             return Err(corrupt(format!("cell {offset:#x} is not a key")));
         }
         // The fixed part is 76 bytes; the name must fit in the cell.
-        let name_len = usize::from(le16(cell, 72)?);
-        if 76 + name_len > cell.len() {
-            return Err(corrupt("key name beyond its cell"));
-        }
-        Ok(Key { hive, cell })
+        let flags = u16_le(cell, 2)?;
+        let name_len = usize::from(u16_le(cell, 72)?);
+        let raw = cell
+            .get(76..76 + name_len)
+            .ok_or_else(|| corrupt("key name beyond its cell"))?;
+        Ok(Key {
+            hive,
+            cell,
+            name: raw,
+            compressed: flags & KEY_COMP_NAME != 0,
+        })
     }
 
     pub fn name(&self) -> String {
-        let flags = le16(self.cell, 2).unwrap_or(0);
-        let len = usize::from(le16(self.cell, 72).unwrap_or(0));
-        decode_name(&self.cell[76..76 + len], flags & KEY_COMP_NAME != 0)
+        decode_name(self.name, self.compressed)
     }
 
     /// The subkey named `name` (case-insensitive, as Windows compares).
     pub fn subkey(&self, name: &str) -> Result<Option<Key<'a>>, FsError> {
-        let count = le32(self.cell, 20)?;
+        let count = u32_le(self.cell, 20)?;
         if count == 0 {
             return Ok(None);
         }
-        let list = self.hive.cell(le32(self.cell, 28)?)?;
+        let list = self.hive.cell(u32_le(self.cell, 28)?)?;
         let sig = list.get(..2).ok_or_else(|| corrupt("subkey list"))?;
         if sig == b"ri" {
             for off in offsets(list, 4)? {
@@ -190,21 +188,21 @@ impl<'a> Key<'a> {
 
     /// The value named `name` (case-insensitive).
     pub fn value(&self, name: &str) -> Result<Option<Value>, FsError> {
-        let count = le32(self.cell, 36)? as usize;
+        let count = u32_le(self.cell, 36)? as usize;
         if count == 0 {
             return Ok(None);
         }
-        let list = self.hive.cell(le32(self.cell, 40)?)?;
+        let list = self.hive.cell(u32_le(self.cell, 40)?)?;
         if count > list.len() / 4 {
             return Err(corrupt("value count beyond its list"));
         }
         for i in 0..count {
-            let vk = self.hive.cell(le32(list, i * 4)?)?;
+            let vk = self.hive.cell(u32_le(list, i * 4)?)?;
             if vk.get(..2) != Some(b"vk") {
                 return Err(corrupt("value list points at a non-value"));
             }
-            let name_len = usize::from(le16(vk, 2)?);
-            let flags = le16(vk, 16)?;
+            let name_len = usize::from(u16_le(vk, 2)?);
+            let flags = u16_le(vk, 16)?;
             let raw_name = vk
                 .get(20..20 + name_len)
                 .ok_or_else(|| corrupt("value name beyond its cell"))?;
@@ -216,8 +214,8 @@ impl<'a> Key<'a> {
     }
 
     fn value_data(&self, vk: &'a [u8]) -> Result<Value, FsError> {
-        let size_field = le32(vk, 4)?;
-        let ty = le32(vk, 12)?;
+        let size_field = u32_le(vk, 4)?;
+        let ty = u32_le(vk, 12)?;
         // High bit: up to 4 bytes stored in the offset field itself.
         let data: &[u8] = if size_field & 0x8000_0000 != 0 {
             let len = (size_field & 0x7fff_ffff) as usize;
@@ -228,13 +226,13 @@ impl<'a> Key<'a> {
             if len > MAX_PLAIN_DATA {
                 return Ok(Value::Other(ty));
             }
-            let cell = self.hive.cell(le32(vk, 8)?)?;
+            let cell = self.hive.cell(u32_le(vk, 8)?)?;
             cell.get(..len)
                 .ok_or_else(|| corrupt("value data beyond its cell"))?
         };
         Ok(match ty {
             REG_SZ | REG_EXPAND_SZ => Value::String(utf16z(data)),
-            REG_DWORD if data.len() == 4 => Value::Dword(le32(data, 0)?),
+            REG_DWORD if data.len() == 4 => Value::Dword(u32_le(data, 0)?),
             _ => Value::Other(ty),
         })
     }
@@ -242,15 +240,14 @@ impl<'a> Key<'a> {
 
 /// The u32 offsets of a list cell: a u16 count at 2, entries from 4 with
 /// `stride` bytes each (the first four being the offset).
-fn offsets(list: &[u8], stride: usize) -> Result<impl Iterator<Item = u32> + '_, FsError> {
-    let count = usize::from(le16(list, 2)?);
+fn offsets(list: &[u8], stride: usize) -> Result<Vec<u32>, FsError> {
+    let count = usize::from(u16_le(list, 2)?);
     if 4 + count * stride > list.len() {
         return Err(corrupt("list count beyond its cell"));
     }
-    Ok((0..count).map(move |i| {
-        let at = 4 + i * stride;
-        u32::from_le_bytes([list[at], list[at + 1], list[at + 2], list[at + 3]])
-    }))
+    (0..count)
+        .map(|i| u32_le(list, 4 + i * stride).map_err(FsError::from))
+        .collect()
 }
 
 /// Compressed names are Latin-1, others UTF-16LE.
@@ -265,8 +262,7 @@ fn decode_name(raw: &[u8], compressed: bool) -> String {
 fn utf16z(raw: &[u8]) -> String {
     let units: Vec<u16> = raw
         .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
+        .map_while(|c| u16_le(c, 0).ok().filter(|&u| u != 0))
         .collect();
     String::from_utf16_lossy(&units)
 }

@@ -1,6 +1,8 @@
 //! The machine type of a PE (Windows executable) header, for the
 //! architecture of an installation whose SYSTEM hive is not available.
 
+use diskformat::bytes::{u16_le, u32_le};
+
 /// Bytes to read from the start of a PE file: the DOS header's e_lfanew
 /// points at "PE\0\0" within the first pages in every real binary.
 pub const HEADER_READ: usize = 4096;
@@ -11,12 +13,13 @@ pub fn architecture(head: &[u8]) -> Option<&'static str> {
     if head.get(..2)? != b"MZ" {
         return None;
     }
-    let lfanew = u32::from_le_bytes(head.get(0x3c..0x40)?.try_into().ok()?) as usize;
+    // Anything too short to hold a field is not a PE header: None.
+    let lfanew = u32_le(head, 0x3c).ok()? as usize;
     let sig = head.get(lfanew..lfanew.checked_add(6)?)?;
     if &sig[..4] != b"PE\0\0" {
         return None;
     }
-    match u16::from_le_bytes([sig[4], sig[5]]) {
+    match u16_le(sig, 4).ok()? {
         0x8664 => Some("x86_64"),
         0x014c => Some("i386"),
         0xaa64 => Some("arm_64"),
