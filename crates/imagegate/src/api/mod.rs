@@ -9,6 +9,7 @@ pub mod errors;
 pub mod http;
 pub mod ratelimit;
 pub mod replay;
+pub mod views;
 
 use crate::accounts::{Account, Accounts};
 use crate::blobstore::BlobStore;

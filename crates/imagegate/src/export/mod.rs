@@ -17,7 +17,6 @@ pub mod room;
 pub mod run;
 pub mod stored;
 pub mod target;
-pub mod tasks;
 pub mod worker;
 
 pub use worker::ExportWorkers;

@@ -9,7 +9,6 @@ pub mod failure;
 pub mod guest_checks;
 mod heartbeat;
 pub mod progress;
-pub mod tasks;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 use tcapi::{ApiError, CancelExportImageTask, DescribeExportImageTasks};
 
 use super::{internal, region, validate};
+use crate::api::views::export_task::task_json;
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::exports::{ExportCancel, ExportQuery};
-use crate::export::tasks::task_json;
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;

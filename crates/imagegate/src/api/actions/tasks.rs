@@ -3,9 +3,9 @@
 //! CancelImportImageTask. Callable with the SDK's CommonClient.
 
 use crate::api::actions::validate;
+use crate::api::views::import_task::task_json;
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::jobs::CancelOutcome;
-use crate::pipeline::tasks::task_json;
 use serde_json::{json, Value};
 use tcapi::{ApiError, CancelImportImageTask, DescribeImportImageTasks};
 

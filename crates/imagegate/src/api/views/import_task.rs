@@ -4,14 +4,8 @@
 
 use serde_json::{json, Value};
 
+use super::iso8601;
 use crate::catalog::jobs::TaskRow;
-
-fn iso8601(ms: Option<i64>) -> Value {
-    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
-        Some(t) => Value::String(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-        None => Value::Null,
-    }
-}
 
 /// How far the import is: the source fetched and its guest bytes converted
 /// count half each (the two overlap, so the slower one holds the figure

@@ -3,15 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::names::cos_path;
+use super::iso8601;
 use crate::catalog::exports::ExportTaskRow;
-
-fn iso8601(ms: Option<i64>) -> Value {
-    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
-        Some(t) => Value::String(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-        None => Value::Null,
-    }
-}
+use crate::export::names::cos_path;
 
 /// Guest bytes done over the disks' total (100 once it succeeded).
 pub fn percent(row: &ExportTaskRow) -> i64 {
