@@ -56,6 +56,45 @@ pub enum CatalogError {
     IdSpaceExhausted(&'static str),
 }
 
+impl CatalogError {
+    /// Whether trying again may help: the database restarting, refusing or
+    /// dropping connections, or busy; not a refusal of the statement itself.
+    pub fn transience(&self) -> crate::retry::Transience {
+        match self {
+            CatalogError::Db(e) => db_transience(e),
+            _ => crate::retry::Transience::Permanent,
+        }
+    }
+}
+
+fn db_transience(e: &sqlx::Error) -> crate::retry::Transience {
+    use crate::retry::Transience::{Permanent, Transient};
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Transient,
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            // PostgreSQL: connection exceptions (08…), shutting down or
+            // starting up (57P01–57P03), too many connections, a
+            // serialization failure or deadlock.
+            Some(c)
+                if c.starts_with("08")
+                    || c.starts_with("57P0")
+                    || matches!(c, "53300" | "40001" | "40P01") =>
+            {
+                Transient
+            }
+            // SQLite: SQLITE_BUSY and its extended codes, SQLITE_LOCKED.
+            Some("5" | "6" | "261" | "517") => Transient,
+            _ => Permanent,
+        },
+        _ => Permanent,
+    }
+}
+
 /// File name of the SQLite catalog inside the data directory.
 pub const SQLITE_FILE: &str = "catalog.db";
 
