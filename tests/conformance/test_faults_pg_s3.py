@@ -6,9 +6,11 @@
   10 s wait for a connection, never a hang) during the outage and answers again after it;
   the server never exited; the catalog and the bucket agree exactly.
 - The blob store's S3 endpoint behind our fault proxy (faultproxy.py, in front of the real
-  moto_server) answering 40 s of mixed 500 InternalError / 503 SlowDown / connection
-  resets while three imports upload: every import ends NORMAL, byte-identical, with no
-  orphan object and no incomplete multipart upload.
+  moto_server) answering 45 s of mixed 500 InternalError / 503 SlowDown / connection
+  resets (25 s of nothing else, then 20 s where 70 % of requests fail) while three imports
+  upload and an export reads a stored image back: every import ends NORMAL,
+  byte-identical, with no orphan object and no incomplete multipart upload; the export
+  is complete and identical.
 - An S3 outage longer than `blobs.retry_deadline_secs` fails the import with
   `BlobStoreUnavailable` once the deadline has passed, leaves nothing in the bucket once
   the store is back, and the next import runs normally.
@@ -45,7 +47,10 @@ pytestmark = pytest.mark.skipif(BACKEND != "pg-s3", reason="needs PostgreSQL and
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_OUTAGE = 14.0          # seconds PostgreSQL is down
-S3_FAULT_WINDOW = 40.0    # seconds of mixed S3 faults
+# Seconds of mixed S3 faults: every request fails for the first phase (longer than the
+# ~10 retries an S3 client makes on its own), then 70 % of them.
+S3_FAULT_PHASES = ((25.0, 1.0), (20.0, 0.7))
+S3_FAULT_WINDOW = sum(seconds for seconds, _ in S3_FAULT_PHASES)
 SHORT_DEADLINE = 6        # blobs.retry_deadline_secs of the deadline test
 WORKERS = "concurrency = 4"
 
@@ -311,18 +316,20 @@ def test_a_minute_of_s3_errors_mid_import_fails_nothing(tmp_path, origin, big_di
         wait_until("multipart uploads begun for every import",
                    lambda: {f"{i}.qcow2" for i in ids} <= set(dep.backend.uploads()), 60)
         before = proxy.counts["forwarded"]
-        proxy.fault(seconds=S3_FAULT_WINDOW, rate=0.9, kinds=("500", "503", "reset"), latency=0.05)
         opened = time.monotonic()
+        proxy.fault(seconds=S3_FAULT_WINDOW, rate=S3_FAULT_PHASES[0][1], latency=0.05)
         resp = dep.common().call_json("ExportImages", {"ImageIds": [exported], "BucketName": target,
                                                        "ExportFormat": "RAW"})["Response"]
         task_id, key = resp["TaskId"], resp["CosPaths"][0][1:]
+        time.sleep(max(0.0, opened + S3_FAULT_PHASES[0][0] - time.monotonic()))
+        proxy.fault(seconds=S3_FAULT_PHASES[1][0], rate=S3_FAULT_PHASES[1][1], latency=0.05)
         ts = settled(dep, ids, S3_FAULT_WINDOW + 180)
         took = time.monotonic() - opened
         et = wait_until("the export to end",
                         lambda: (t := export_task(dep, task_id))["TaskState"] not in ("QUEUED", "RUNNING") and t,
                         120, step=0.5)
         faulted = [(m, p, o) for _, m, p, o in proxy.log if o != "forwarded"]
-        print(f"\nS3 fault window {S3_FAULT_WINDOW:.0f}s: {proxy.counts} "
+        print(f"\nS3 fault window {S3_FAULT_WINDOW:.0f}s {S3_FAULT_PHASES}: {proxy.counts} "
               f"({proxy.counts['forwarded'] - before} forwarded since it opened); "
               f"imports settled {took:.1f}s after it opened")
         for kind in ("500", "503", "reset"):

@@ -394,6 +394,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_stores_trouble_is_waited_out() {
+        let listing = |status| BlobError::Listing {
+            status,
+            message: String::new(),
+        };
+        for transient in [None, Some(500), Some(503), Some(429), Some(408)] {
+            assert_eq!(listing(transient).transience(), Transience::Transient);
+        }
+        for permanent in [Some(400), Some(403), Some(404)] {
+            assert_eq!(listing(permanent).transience(), Transience::Permanent);
+        }
+        let missing = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(BlobError::from(missing).transience(), Transience::Permanent);
+        let status = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        };
+        let slow_down =
+            status("Server returned non-2xx status code: 503 Service Unavailable: SlowDown");
+        assert_eq!(s3::transience(&slow_down), Transience::Transient);
+        let refused = status("Server returned non-2xx status code: 400 Bad Request: no");
+        assert_eq!(s3::transience(&refused), Transience::Permanent);
+        // An outage that already outlasted its deadline is not retried again.
+        let outage = Unavailable {
+            op: BlobOp::UploadPart,
+            waited: std::time::Duration::from_secs(300),
+            attempts: 40,
+            last: "503".into(),
+        };
+        let io = std::io::Error::other(outage.clone());
+        assert_eq!(Unavailable::find(&io).map(|u| u.attempts), Some(40));
+        assert_eq!(BlobError::from(outage).transience(), Transience::Permanent);
+    }
+
+    #[test]
     fn keys_cannot_name_paths() {
         for bad in ["", "../x", "a/b", ".partial", "x\0y", "/etc/passwd"] {
             assert!(validate_key(bad).is_err(), "{bad:?} accepted");

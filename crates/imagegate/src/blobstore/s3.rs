@@ -280,6 +280,16 @@ impl S3Upload {
         Ok(())
     }
 
+    /// Collects the parts already sent, so that a part that failed (the
+    /// store down past the deadline) stops the upload at the next append,
+    /// not only when the converter next has to wait for a part.
+    fn collect_sent(&mut self) -> io::Result<()> {
+        while self.in_flight.front().is_some_and(|t| t.is_finished()) {
+            self.wait_oldest()?;
+        }
+        Ok(())
+    }
+
     fn wait_oldest(&mut self) -> io::Result<()> {
         if let Some(task) = self.in_flight.pop_front() {
             let part = self
@@ -295,6 +305,7 @@ impl S3Upload {
 
 impl BlobUpload for S3Upload {
     fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
+        self.collect_sent()?;
         while !data.is_empty() {
             let room = S3_PART_SIZE - self.buffer.len();
             let n = room.min(data.len());

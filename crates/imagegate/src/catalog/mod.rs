@@ -367,6 +367,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_database_going_away_is_transient() {
+        use crate::retry::Transience;
+        let db = |e| CatalogError::Db(e).transience();
+        assert_eq!(db(sqlx::Error::PoolTimedOut), Transience::Transient);
+        assert_eq!(
+            db(sqlx::Error::Io(
+                std::io::ErrorKind::ConnectionRefused.into()
+            )),
+            Transience::Transient
+        );
+        assert_eq!(db(sqlx::Error::RowNotFound), Transience::Permanent);
+        assert_eq!(db(sqlx::Error::PoolClosed), Transience::Permanent);
+        assert_eq!(
+            CatalogError::IdSpaceExhausted("image").transience(),
+            Transience::Permanent
+        );
+    }
+
+    #[test]
     fn ids_have_tencent_shape() {
         for _ in 0..100 {
             let id = random_id("img");
