@@ -775,4 +775,18 @@ allow_private_networks = false
         c.listen = "localhost".into();
         assert!(c.validate().unwrap_err().to_string().contains("listen"));
     }
+
+    #[test]
+    fn the_blob_retry_deadline_defaults_to_five_minutes_and_must_be_positive() {
+        let c = Config::from_toml("[blobs]\nurl = \"s3://b/p\"\n").unwrap();
+        assert_eq!(c.blobs.retry_deadline_secs, 300.0);
+        let c = Config::from_toml("[blobs]\nretry_deadline_secs = 2.5\n").unwrap();
+        assert_eq!(c.blobs.retry_deadline_secs, 2.5);
+        for bad in ["0", "-1", "100000"] {
+            let mut c = Config::default();
+            c.blobs.retry_deadline_secs = bad.parse().unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("blobs.retry_deadline_secs"), "{e}");
+        }
+    }
 }
