@@ -12,9 +12,11 @@ While a window is open each request is, with probability `rate`, answered with o
 - "500": 500 with S3's `InternalError` XML body;
 - "503": 503 with S3's `SlowDown` XML body;
 - "reset": the connection is reset (RST, SO_LINGER 0) once the request has been read,
-  before anything reaches the store or a byte of answer is sent.
-Every request (failed or forwarded) waits `latency` seconds first. A faulted request never
-reaches the store, so the store's state is exactly what the forwarded requests made it.
+  before anything reaches the store or a byte of answer is sent;
+- "drop": the request reaches the store, which does the work, and then the connection is
+  reset instead of the answer being sent (the client cannot tell it from "reset").
+Every request (failed or forwarded) waits `latency` seconds first. Apart from "drop",
+a faulted request never reaches the store.
 Signatures pass untouched: the Host header is kept and moto does not check them.
 """
 
@@ -31,7 +33,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-KINDS = ("500", "503", "reset")
+KINDS = ("500", "503", "reset", "drop")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
               "upgrade"}
 # Written by the proxy's own send_response.
@@ -144,16 +146,11 @@ class FaultProxy:
         kind, latency = self._decide()
         if latency:
             time.sleep(latency)
-        if kind == "reset":
-            self._note(h.command, h.path, "reset")
-            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            h.close_connection = True
-            # Nothing may be written after the reset (the handler flushes on return).
-            h.wfile = io.BytesIO()
-            try:
-                h.connection.close()
-            except OSError:
-                pass
+        if kind == "drop":
+            self._upstream(h, body)
+        if kind in ("reset", "drop"):
+            self._note(h.command, h.path, kind)
+            self._reset(h)
             return
         if kind is not None:
             status, code, message = _ERRORS[kind]
@@ -170,7 +167,19 @@ class FaultProxy:
             return
         self._forward(h, body)
 
-    def _forward(self, h: BaseHTTPRequestHandler, body: bytes):
+    @staticmethod
+    def _reset(h: BaseHTTPRequestHandler):
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.close_connection = True
+        # Nothing may be written after the reset (the handler flushes on return).
+        h.wfile = io.BytesIO()
+        try:
+            h.connection.close()
+        except OSError:
+            pass
+
+    def _upstream(self, h: BaseHTTPRequestHandler, body: bytes):
+        """The store's answer to the request: (response, body)."""
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
         if body or h.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
@@ -178,16 +187,19 @@ class FaultProxy:
         try:
             conn.request(h.command, h.path, body=body, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
-            self._note(h.command, h.path, "forwarded")
-            h.send_response(resp.status, resp.reason)
-            for k, v in resp.getheaders():
-                if k.lower() not in HOP_BY_HOP and k.lower() not in OWN_HEADERS:
-                    h.send_header(k, v)
-            length = resp.getheader("Content-Length") if h.command == "HEAD" else None
-            h.send_header("Content-Length", length if length is not None else str(len(data)))
-            h.end_headers()
-            if h.command != "HEAD":
-                h.wfile.write(data)
+            return resp, resp.read()
         finally:
             conn.close()
+
+    def _forward(self, h: BaseHTTPRequestHandler, body: bytes):
+        resp, data = self._upstream(h, body)
+        self._note(h.command, h.path, "forwarded")
+        h.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_BY_HOP and k.lower() not in OWN_HEADERS:
+                h.send_header(k, v)
+        length = resp.getheader("Content-Length") if h.command == "HEAD" else None
+        h.send_header("Content-Length", length if length is not None else str(len(data)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(data)

@@ -244,6 +244,44 @@ async fn put_part(
     .await
 }
 
+/// Completes a multipart upload, waiting out an outage. A completion whose
+/// answer was lost (the connection dropped after the store did it) makes
+/// the next try answer NoSuchUpload: the upload counts as completed when
+/// the object is there with the size of its parts.
+async fn complete(
+    store: &object_store::aws::AmazonS3,
+    policy: &RetryPolicy,
+    path: &object_store::path::Path,
+    id: &MultipartId,
+    parts: &[PartId],
+    size: u64,
+) -> Result<(), BlobError> {
+    let mut tries = 0u32;
+    patiently(policy, BlobOp::CompleteUpload, || {
+        tries += 1;
+        let again = tries > 1;
+        async move {
+            match store.complete_multipart(path, id, parts.to_vec()).await {
+                Ok(_) => Ok(()),
+                Err(object_store::Error::NotFound { .. }) if again => {
+                    use object_store::ObjectStoreExt;
+                    let meta = store.head(path).await?;
+                    if meta.size == size {
+                        Ok(())
+                    } else {
+                        Err(BlobError::Io(io::Error::other(format!(
+                            "the upload vanished and the object holds {} bytes, not {size}",
+                            meta.size
+                        ))))
+                    }
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await
+}
+
 type PartFuture = tokio::task::JoinHandle<Result<PartId, BlobError>>;
 
 struct S3Upload {
@@ -258,6 +296,8 @@ struct S3Upload {
     next_part: usize,
     in_flight: std::collections::VecDeque<PartFuture>,
     done: Vec<PartId>,
+    /// Bytes of the parts sent so far (the head not included).
+    sent: u64,
 }
 
 impl S3Upload {
@@ -270,6 +310,7 @@ impl S3Upload {
             self.wait_oldest()?;
         }
         let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(S3_PART_SIZE));
+        self.sent += data.len() as u64;
         let (store, path, idx) = (self.store.clone(), self.path.clone(), self.next_part);
         let policy = self.policy;
         self.next_part += 1;
@@ -335,15 +376,13 @@ impl BlobUpload for S3Upload {
             .clone()
             .ok_or_else(|| io::Error::other("upload closed"))?;
         let (store, path, policy) = (self.store.clone(), self.path.clone(), self.policy);
+        let size = self.sent + head.len() as u64;
         let head = PutPayload::from(head.to_vec());
         let mut parts = std::mem::take(&mut self.done);
         self.runtime
             .block_on(async {
                 parts.insert(0, put_part(&store, &policy, &path, &id, 0, head).await?);
-                patiently(&policy, BlobOp::CompleteUpload, || async {
-                    Ok(store.complete_multipart(&path, &id, parts.clone()).await?)
-                })
-                .await
+                complete(&store, &policy, &path, &id, &parts, size).await
             })
             .map_err(into_io)?;
         // Completed: nothing is left to abort.
@@ -429,6 +468,7 @@ impl BlobStore for S3BlobStore {
                 next_part: 1,
                 in_flight: Default::default(),
                 done: Vec::new(),
+                sent: 0,
             }) as Box<dyn BlobUpload>)
         }
         .boxed()
