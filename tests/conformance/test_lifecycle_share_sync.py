@@ -184,6 +184,9 @@ def test_share_is_seen_by_the_recipient_only_as_shared(life, source):
                {"ImageId": image_id, "AccountIds": [uin(life, "b")], "Permission": "SHARE"}) == \
         "FailedOperation.AccountAlreadyExists"
 
+    # CANCEL without AccountIds (what an SDK that omits empty lists sends) changes nothing.
+    call(life, "ModifyImageSharePermission", {"ImageId": image_id, "Permission": "CANCEL"})
+    assert one_image(life, image_id, "b") is not None
     share(life, image_id, [uin(life, "b")], "CANCEL")
     assert one_image(life, image_id, "b") is None
     assert call(life, "DescribeImageSharePermission", {"ImageId": image_id})["SharePermissionSet"] == []

@@ -5,7 +5,10 @@
 //! Small functions any task that writes (import, export, sync) can call:
 //! [`check_free_space`] before and while writing under the data directory,
 //! [`Catalog::stored_bytes`] with [`quota_room`] before storing an account's
-//! bytes, and [`is_disk_full`] to turn an I/O error into [`StorageRefusal::Full`].
+//! bytes, [`is_disk_full`] to turn an I/O error into [`StorageRefusal::Full`]
+//! (or [`StorageRefusal::TargetFull`] for an export's bucket), and
+//! [`same_volume`] to tell whether a folder shares the data volume (and so
+//! its reserve).
 
 use std::io;
 use std::path::Path;
@@ -17,8 +20,12 @@ pub enum StorageRefusal {
     QuotaExceeded { quota: u64, used: u64 },
     /// Writing would leave less than the reserve free on the data volume.
     ReserveReached { reserve: u64, free: u64 },
-    /// The volume is full (ENOSPC/EDQUOT met while writing).
+    /// The service's own volume is full (ENOSPC/EDQUOT met while writing a
+    /// stored image, the spool, or the catalog).
     Full,
+    /// The export's destination (the bucket's folder) filled up while an
+    /// object was written.
+    TargetFull,
 }
 
 impl StorageRefusal {
@@ -28,6 +35,7 @@ impl StorageRefusal {
             StorageRefusal::QuotaExceeded { .. } => "StorageQuotaExceeded",
             StorageRefusal::ReserveReached { .. } => "StorageReserveReached",
             StorageRefusal::Full => "StorageFull",
+            StorageRefusal::TargetFull => "ExportTargetFull",
         }
     }
 
@@ -43,14 +51,47 @@ impl StorageRefusal {
                 *used as f64 / GIB
             ),
             StorageRefusal::ReserveReached { .. } => "The service's storage is nearly full \
-                 (its free-space reserve was reached), so the image was not stored. Try \
-                 again later; the operator has to free or add space."
-                .to_string(),
-            StorageRefusal::Full => "The service's storage filled up while the image was \
-                 written; nothing of it was kept. Try again later; the operator has to free \
+                 (its free-space reserve was reached), so nothing more was written and \
+                 nothing of this task was kept. Try again later; the operator has to free \
                  or add space."
                 .to_string(),
+            StorageRefusal::Full => "The service's storage filled up while this task was \
+                 writing; nothing of it was kept. Try again later; the operator has to free \
+                 or add space."
+                .to_string(),
+            StorageRefusal::TargetFull => "The bucket's storage filled up while the export \
+                 was written; nothing of it was left in the bucket. Free space where the \
+                 bucket is stored (for the service's COS folder: ask the operator) and \
+                 export again."
+                .to_string(),
         }
+    }
+}
+
+impl std::fmt::Display for StorageRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Carried inside an `io::Error` by writers that stop for room, so the task
+/// can record the refusal's own code (see [`refusal_in`]).
+impl std::error::Error for StorageRefusal {}
+
+/// The [`StorageRefusal`] an `io::Error` carries, if a writer stopped for room.
+pub fn refusal_in(e: &io::Error) -> Option<StorageRefusal> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<StorageRefusal>())
+        .cloned()
+}
+
+/// Whether `a` and `b` are on one file system (same device). Unknown (one
+/// of them unreadable) counts as not.
+pub fn same_volume(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
     }
 }
 
@@ -154,5 +195,25 @@ mod tests {
         assert!(is_disk_full(&wrapped));
         assert!(!is_disk_full(&io::Error::from_raw_os_error(libc::EIO)));
         assert!(!names_disk_full("os error 5"));
+    }
+
+    #[test]
+    fn a_refusal_travels_inside_an_io_error() {
+        let e = io::Error::other(StorageRefusal::TargetFull);
+        assert_eq!(refusal_in(&e), Some(StorageRefusal::TargetFull));
+        assert_eq!(refusal_in(&io::Error::other("text")), None);
+        assert_eq!(StorageRefusal::TargetFull.code(), "ExportTargetFull");
+        assert!(!StorageRefusal::TargetFull.message().contains('/'));
+    }
+
+    #[test]
+    fn same_volume_compares_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(same_volume(dir.path(), &sub));
+        assert!(!same_volume(dir.path(), &dir.path().join("missing")));
+        // /proc is never the volume of a temporary folder.
+        assert!(!same_volume(dir.path(), Path::new("/proc")));
     }
 }

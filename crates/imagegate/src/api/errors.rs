@@ -238,6 +238,15 @@ pub fn internal(request_id: &str) -> ApiError {
     )
 }
 
+/// The catalog's volume is full: the request changed nothing.
+pub fn storage_full() -> ApiError {
+    e(
+        "ResourceInsufficient.StorageFull",
+        "The service's storage is full, so nothing was changed. Try again later; the operator has to free or add space.".to_string(),
+        "服务的存储空间已满，本次请求未做任何修改。请稍后重试；需由运维人员释放或增加空间。".to_string(),
+    )
+}
+
 // --- Sharing and copying (issue 14). A recipient of a shared image gets one
 // refusal per action it may not take; see `access`.
 

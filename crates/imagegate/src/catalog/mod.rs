@@ -22,7 +22,7 @@ use crate::config::Config;
 use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, SqlSafeStr};
+use sqlx::{AnyPool, Connection, Executor, SqlSafeStr};
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +65,21 @@ impl CatalogError {
             _ => crate::retry::Transience::Permanent,
         }
     }
+
+    /// The database could not write for want of room: SQLite's SQLITE_FULL
+    /// (its volume is full; the statement or transaction was rolled back,
+    /// the file stays sound) or PostgreSQL's `disk_full` (53100).
+    pub fn is_storage_full(&self) -> bool {
+        let CatalogError::Db(sqlx::Error::Database(d)) = self else {
+            return false;
+        };
+        match d.code() {
+            Some(code) if code == POSTGRES_DISK_FULL => true,
+            // SQLite reports extended codes: the primary one is the low byte.
+            Some(code) => code.parse::<i32>().is_ok_and(|c| c & 0xff == SQLITE_FULL),
+            None => false,
+        }
+    }
 }
 
 fn db_transience(e: &sqlx::Error) -> crate::retry::Transience {
@@ -94,6 +109,9 @@ fn db_transience(e: &sqlx::Error) -> crate::retry::Transience {
         _ => Permanent,
     }
 }
+
+const SQLITE_FULL: i32 = 13;
+const POSTGRES_DISK_FULL: &str = "53100";
 
 /// File name of the SQLite catalog inside the data directory.
 pub const SQLITE_FILE: &str = "catalog.db";
@@ -210,19 +228,7 @@ impl Catalog {
         // WAL lets readers run beside the one writer; busy_timeout makes a
         // second writer wait instead of failing; NORMAL is durable in WAL mode
         // except for the last transactions before a power cut.
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let pool = sqlite_pool_options(8).connect(url).await?;
         // journal_mode is a property of the file: set once.
         pool.execute("PRAGMA journal_mode = WAL").await?;
         let catalog = Catalog {
@@ -357,6 +363,42 @@ where
     sqlx::Row::try_get(row, name)
 }
 
+/// The SQLite pool: busy_timeout and synchronous on every connection, and
+/// no connection back into the pool that still believes it is inside a
+/// transaction.
+///
+/// That happens after a COMMIT that failed with SQLITE_FULL (a full volume):
+/// SQLite has already rolled the transaction back, so the ROLLBACK sqlx then
+/// sends fails ("no transaction is active") and sqlx keeps counting one
+/// open transaction on the connection. Its next `begin` would then be a
+/// SAVEPOINT and its next rollback a `ROLLBACK TO`, which leaves a real
+/// transaction open, holding the write lock for good: every later write of
+/// the catalog would fail with "database is locked". Such a connection is
+/// closed instead (closing releases whatever it held).
+fn sqlite_pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                Ok(())
+            })
+        })
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
+                // A rollback queued by a dropped transaction is done first.
+                conn.ping().await?;
+                Ok(!conn.is_in_transaction())
+            })
+        })
+}
+
 /// Whether a database error is a UNIQUE/PRIMARY KEY violation.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -396,6 +438,80 @@ mod tests {
         assert!(!is_image_id("img-123456789"));
         assert!(!is_image_id("snp-12345678"));
         assert!(!is_image_id("img-1234567é"));
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_told_from_other_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open_sqlite_url(&sqlite_url(&dir.path().join("c.db")))
+            .await
+            .unwrap();
+        let mut conn = c.pool().acquire().await.unwrap();
+        conn.execute("CREATE TABLE t (x TEXT)").await.unwrap();
+        // A database that may not grow fails a write as a full volume does.
+        let pages = sqlx::query("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let pages: i64 = sqlx::Row::try_get(&pages, 0).unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 2
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let mut full = None;
+        for _ in 0..10_000 {
+            let r = sqlx::query("INSERT INTO t (x) VALUES ($1)")
+                .bind("x".repeat(4000))
+                .execute(&mut *conn)
+                .await;
+            if let Err(e) = r {
+                full = Some(CatalogError::from(e));
+                break;
+            }
+        }
+        let full = full.expect("the capped database never refused a write");
+        assert!(full.is_storage_full(), "{full}");
+        let other = conn.execute("SELECT * FROM missing").await.unwrap_err();
+        assert!(!CatalogError::from(other).is_storage_full());
+        assert!(!CatalogError::IdSpaceExhausted("image").is_storage_full());
+    }
+
+    /// The state a COMMIT failing with SQLITE_FULL leaves, made without a
+    /// full disk: SQLite ends the transaction behind sqlx's back.
+    #[tokio::test]
+    async fn a_connection_whose_transaction_sqlite_ended_is_not_reused() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&dir.path().join("c.db"));
+        let pool = sqlite_pool_options(1).connect(&url).await.unwrap();
+        pool.execute("PRAGMA journal_mode = WAL").await.unwrap();
+        pool.execute("CREATE TABLE t (x INTEGER)").await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        (&mut *tx).execute("COMMIT").await.unwrap();
+        drop(tx); // sqlx's ROLLBACK now fails: no transaction is active
+                  // The pool's one connection again: a write rolled back.
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        // Another writer is not locked out, and the rolled-back row is gone.
+        let other = sqlite_pool_options(1).connect(&url).await.unwrap();
+        other.execute("PRAGMA busy_timeout = 200").await.unwrap();
+        other.execute("INSERT INTO t (x) VALUES (3)").await.unwrap();
+        let rows = sqlx::query("SELECT COUNT(*) AS n FROM t WHERE x = 2")
+            .fetch_one(&other)
+            .await
+            .unwrap();
+        assert_eq!(col::<i64>(&rows, "n").unwrap(), 0);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! own writers, as a durable task that workers run.
 //!
 //! - `names`: bucket names, file name prefixes, object keys;
+//! - `room`: the data volume's reserve when the bucket folder is on it, and
+//!   what a full disk means for an export;
 //! - `target`: the bucket back-ends (the `cos_root` folder, the
 //!   `cos_endpoint` S3 store) and objects that appear only when complete;
 //! - `stored`: the stored qcow2 read back as a guest disk;
@@ -11,6 +13,7 @@
 //! - `tasks`: the DescribeExportImageTasks view of a task.
 
 pub mod names;
+pub mod room;
 pub mod run;
 pub mod stored;
 pub mod target;

@@ -1,17 +1,22 @@
 //! One attempt at one export task: open every stored disk (sizes first, so
 //! the percentage means something from the start), then write the objects
 //! one after the other with diskformat's writers, each published whole.
+//! A full disk fails the task with a code of its own (see `room`): the
+//! bucket's (`ExportTargetFull`), the reserve of a data volume the bucket
+//! shares (`StorageReserveReached`), or the catalog's (`StorageFull`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use diskformat::export::{export, ExportError, ExportFormat, Progress};
 
+use super::room::{refusal_of, Reserve};
 use super::stored::open_stored;
-use super::target::{ObjectWriter, Target};
+use super::target::{ObjectWriter, Target, TargetError};
 use crate::catalog::export_jobs::ClaimedExport;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::storage::StorageRefusal;
 
 /// Live progress of a task, read by its heartbeat.
 #[derive(Debug, Default)]
@@ -35,6 +40,39 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+        }
+    }
+
+    /// Refused for room (reserve, a full bucket, a full catalog volume).
+    pub fn storage(refusal: &StorageRefusal) -> Failure {
+        Failure::new(refusal.code(), refusal.message())
+    }
+
+    /// A catalog write that failed: `StorageFull` when its volume is full.
+    pub fn catalog(e: CatalogError) -> Failure {
+        if e.is_storage_full() {
+            return Failure::storage(&StorageRefusal::Full);
+        }
+        Failure::new("InternalError", format!("catalog: {e}"))
+    }
+
+    /// Starting an object failed.
+    fn target(e: TargetError) -> Failure {
+        match e {
+            TargetError::Full => Failure::storage(&StorageRefusal::TargetFull),
+            e => Failure::new("ExportWriteError", e.to_string()),
+        }
+    }
+
+    /// Writing or publishing `what` (an image's disk) failed.
+    fn export(what: &str, e: ExportError) -> Failure {
+        match e {
+            ExportError::Cancelled => Failure::new("ExportCancelled", "cancelled"),
+            ExportError::Sink(io) => match refusal_of(&io) {
+                Some(refusal) => Failure::storage(&refusal),
+                None => Failure::new("ExportWriteError", format!("{what}: {io}")),
+            },
+            e => Failure::new(e.code(), format!("{what}: {e}")),
         }
     }
 }
@@ -72,36 +110,38 @@ pub async fn run_task(
     catalog
         .record_export_sizes(task.task_id, node, &sizes)
         .await
-        .map_err(|e| Failure::new("InternalError", format!("catalog: {e}")))?;
+        .map_err(Failure::catalog)?;
+    let reserve = Reserve::for_target(config, target);
 
     for (o, disk) in task.objects.iter().zip(disks) {
         if cancel.load(Ordering::SeqCst) {
             return Err(Failure::new("ExportCancelled", "cancelled"));
         }
+        if let Some(r) = &reserve {
+            r.check(0).map_err(|r| Failure::storage(&r))?;
+        }
         let tag = format!("{}-{}", task.task_id, o.seq);
-        let writer = target
+        let mut writer = target
             .begin(&task.bucket, &o.object_key, &tag)
             .await
-            .map_err(|e| Failure::new("ExportWriteError", e.to_string()))?;
+            .map_err(Failure::target)?;
+        if let Some(r) = &reserve {
+            writer = r.clone().guard(writer);
+        }
         // Marked first: a crash after the publish must still let a failing
         // later attempt find and remove the object.
         catalog
             .mark_published(task.task_id, o.seq, true)
             .await
-            .map_err(|e| Failure::new("InternalError", format!("catalog: {e}")))?;
+            .map_err(Failure::catalog)?;
         let (counters, cancel) = (counters.clone(), cancel.clone());
         let written = tokio::task::spawn_blocking(move || {
             write_object(&*disk, format, writer, &counters, &cancel)
         })
         .await
         .map_err(|e| Failure::new("InternalError", format!("the export thread stopped: {e}")))?;
-        written.map_err(|e| {
-            let what = format!("{} disk {}", o.image_id, o.disk_index);
-            match e {
-                ExportError::Cancelled => Failure::new("ExportCancelled", "cancelled"),
-                e => Failure::new(e.code(), format!("{what}: {e}")),
-            }
-        })?;
+        written
+            .map_err(|e| Failure::export(&format!("{} disk {}", o.image_id, o.disk_index), e))?;
     }
     Ok(())
 }

@@ -33,8 +33,21 @@ const S3_IN_FLIGHT: usize = 3;
 pub enum TargetError {
     #[error("the bucket {0} does not exist")]
     BucketNotFound(String),
+    /// No room left where the object would be written (ENOSPC, EDQUOT).
+    #[error("the bucket's storage is full")]
+    Full,
     #[error("{0}")]
     Io(String),
+}
+
+impl TargetError {
+    /// `Full` for a full disk, else `Io` with `what` for context.
+    fn io(what: &str, e: &io::Error) -> TargetError {
+        if crate::storage::is_disk_full(e) {
+            return TargetError::Full;
+        }
+        TargetError::Io(format!("{what}: {e}"))
+    }
 }
 
 /// The configured destination.
@@ -122,7 +135,7 @@ impl Target {
                 let partial_dir = root.join(PARTIAL_DIR);
                 tokio::fs::create_dir_all(&partial_dir)
                     .await
-                    .map_err(|e| TargetError::Io(format!("cannot create {PARTIAL_DIR}: {e}")))?;
+                    .map_err(|e| TargetError::io(&format!("cannot create {PARTIAL_DIR}"), &e))?;
                 let partial =
                     partial_dir.join(format!("{tag}-{}.part", uuid::Uuid::new_v4().simple()));
                 let file = std::fs::OpenOptions::new()
@@ -130,8 +143,14 @@ impl Target {
                     .write(true)
                     .create_new(true)
                     .open(&partial)
-                    .map_err(|e| TargetError::Io(format!("cannot create a temporary file: {e}")))?;
-                let sink = FileSink::new(file).map_err(|e| TargetError::Io(e.to_string()))?;
+                    .map_err(|e| TargetError::io("cannot create a temporary file", &e))?;
+                let sink = match FileSink::new(file) {
+                    Ok(sink) => sink,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(TargetError::io("cannot prepare a temporary file", &e));
+                    }
+                };
                 Ok(Box::new(FolderWriter {
                     sink: Some(sink),
                     partial,
@@ -253,26 +272,36 @@ impl ExportSink for FolderWriter {
     }
 }
 
-impl ObjectWriter for FolderWriter {
-    fn publish(mut self: Box<Self>) -> io::Result<()> {
-        let sink = self
-            .sink
-            .take()
-            .ok_or_else(|| io::Error::other("object already closed"))?;
-        let file = sink.into_file();
+impl FolderWriter {
+    /// Makes the temporary file durable and renames it into the bucket;
+    /// the caller removes the temporary file if this fails.
+    fn sync_and_rename(&self, file: std::fs::File) -> io::Result<()> {
         file.sync_all()?;
         drop(file);
         // The bucket folder must still be a folder (not a link placed since
         // the check): the object goes nowhere else.
         let meta = std::fs::symlink_metadata(&self.bucket_dir)?;
         if !meta.is_dir() {
-            let _ = std::fs::remove_file(&self.partial);
             return Err(io::Error::other("the bucket folder is gone"));
         }
-        if let Err(e) = std::fs::rename(&self.partial, &self.target) {
+        std::fs::rename(&self.partial, &self.target)
+    }
+}
+
+impl ObjectWriter for FolderWriter {
+    fn publish(mut self: Box<Self>) -> io::Result<()> {
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| io::Error::other("object already closed"))?;
+        // Whatever stops the publish short (a full disk at the sync, the
+        // bucket gone), the temporary file goes with it.
+        if let Err(e) = self.sync_and_rename(sink.into_file()) {
             let _ = std::fs::remove_file(&self.partial);
             return Err(e);
         }
+        // Published: a failure to sync the folder is reported (the task
+        // fails and removes the object, which it marked published first).
         std::fs::File::open(&self.bucket_dir)?.sync_all()
     }
 

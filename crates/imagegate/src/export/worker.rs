@@ -187,17 +187,33 @@ impl ExportWorkers {
             }
             return;
         }
-        let outcome = match &result {
-            Ok(()) => Ok(counters.row()),
-            Err(_) if reason == STOP_USER => Err((
+        // Tenants read the message: no server path, endpoint or host name.
+        let redacted = result
+            .as_ref()
+            .err()
+            .map(|f| crate::redact::Redactor::new(&self.config).redact(&f.message));
+        let outcome = match (&result, &redacted) {
+            (Ok(()), _) => Ok(counters.row()),
+            (Err(_), _) if reason == STOP_USER => Err((
                 "ExportCancelled",
                 "The export was cancelled by CancelExportImageTask; nothing was left in the bucket.",
             )),
-            Err(f) => Err((f.code, f.message.as_str())),
+            (Err(f), message) => Err((f.code, message.as_deref().unwrap_or_default())),
         };
         if outcome.is_err() {
             self.remove_published(id).await;
         }
+        self.record(id, outcome, started).await;
+    }
+
+    /// Records how the task ended (after its objects were removed if it
+    /// failed, so a full volume has room again for this write).
+    async fn record(
+        &self,
+        id: i64,
+        outcome: Result<ExportProgressRow, (&str, &str)>,
+        started: std::time::Instant,
+    ) {
         let secs = started.elapsed().as_secs_f64();
         match self.catalog.finish_export(id, &self.node, outcome).await {
             Ok(true) => match outcome {

@@ -15,7 +15,7 @@ use diskformat::export::ExportFormat;
 use serde_json::{json, Value};
 use tcapi::{ApiError, ExportImages};
 
-use super::{internal, region, validate};
+use super::{catalog_write_failed, internal, region, validate};
 use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::exports::{ExportInsert, ExportObject, NewExport};
@@ -80,7 +80,7 @@ pub async fn export_images(
         .catalog
         .insert_export(&new)
         .await
-        .map_err(|e| internal(caller, e))?
+        .map_err(|e| catalog_write_failed(caller, e))?
     {
         ExportInsert::Created { task_id } => {
             state.export_wake.notify_one();

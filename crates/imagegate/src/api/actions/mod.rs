@@ -108,3 +108,17 @@ pub(crate) fn internal(caller: &Caller<'_>, err: impl std::fmt::Display) -> ApiE
     tracing::error!(request_id = caller.request_id, error = %err, "internal error");
     errors::internal(caller.request_id)
 }
+
+/// A catalog write that failed: `ResourceInsufficient.StorageFull` when the
+/// database's volume is full (nothing was written: the transaction rolled
+/// back), else as [`internal`].
+pub(crate) fn catalog_write_failed(
+    caller: &Caller<'_>,
+    err: crate::catalog::CatalogError,
+) -> ApiError {
+    if err.is_storage_full() {
+        tracing::error!(request_id = caller.request_id, error = %err, "the catalog's volume is full");
+        return errors::storage_full();
+    }
+    internal(caller, err)
+}

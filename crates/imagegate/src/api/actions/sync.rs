@@ -5,7 +5,7 @@
 //! bytes. `ImageSet` is always an array: the new ids when ImageSetRequired,
 //! else empty (Terraform fails on a missing one).
 
-use super::{internal, region, validate};
+use super::{catalog_write_failed, internal, region, validate};
 use crate::api::access::ensure_visible;
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::sync::{SyncOutcome, SyncRequest};
@@ -56,7 +56,7 @@ pub async fn sync_images(
         .catalog
         .sync_image(&req)
         .await
-        .map_err(|e| internal(caller, e))?;
+        .map_err(|e| catalog_write_failed(caller, e))?;
     let copies = match outcome {
         SyncOutcome::Copied(copies) => copies,
         SyncOutcome::SourceUnavailable => return Err(errors::image_id_incorrect_state(image_id)),
