@@ -164,6 +164,10 @@ class Backend:
     catalog_url: str | None = None
     bucket: str | None = None
     prefix: str = "blobs"
+    # The S3 endpoint imagegate is given (None: IMAGEGATE_TEST_S3_ENDPOINT itself; the fault
+    # tests put their proxy there), and more `[blobs]` lines.
+    endpoint: str | None = None
+    blobs_extra: tuple[str, ...] = ()
 
     @staticmethod
     def fresh() -> "Backend":
@@ -190,10 +194,10 @@ class Backend:
             lines += ["[catalog]", f'url = "{self.catalog_url}"']
         if self.bucket:
             lines += ["[blobs]", f'url = "s3://{self.bucket}/{self.prefix}"',
-                      f'endpoint = "{os.environ["IMAGEGATE_TEST_S3_ENDPOINT"]}"',
+                      f'endpoint = "{self.endpoint or os.environ["IMAGEGATE_TEST_S3_ENDPOINT"]}"',
                       f'region = "{S3_KEYS["region_name"]}"',
                       f'access_key = "{S3_KEYS["aws_access_key_id"]}"',
-                      f'secret_key = "{S3_KEYS["aws_secret_access_key"]}"']
+                      f'secret_key = "{S3_KEYS["aws_secret_access_key"]}"', *self.blobs_extra]
         return lines
 
     def keys(self) -> list[str]:

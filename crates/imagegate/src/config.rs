@@ -250,7 +250,7 @@ pub struct CatalogConfig {
 }
 
 // Debug by hand: `secret_key` must never be printed.
-#[derive(Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlobConfig {
     /// `s3://bucket/prefix`; default: `<data_dir>/images`.
@@ -259,6 +259,26 @@ pub struct BlobConfig {
     pub region: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// Seconds one S3 operation is retried through transient errors (5xx,
+    /// SlowDown, dropped connections) before it fails the task with
+    /// `BlobStoreUnavailable`.
+    pub retry_deadline_secs: f64,
+}
+
+/// `blobs.retry_deadline_secs` by default: five minutes of outage.
+pub const DEFAULT_BLOB_RETRY_DEADLINE_SECS: f64 = 300.0;
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        BlobConfig {
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key: None,
+            secret_key: None,
+            retry_deadline_secs: DEFAULT_BLOB_RETRY_DEADLINE_SECS,
+        }
+    }
 }
 
 impl std::fmt::Debug for BlobConfig {
@@ -272,6 +292,7 @@ impl std::fmt::Debug for BlobConfig {
                 "secret_key",
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("retry_deadline_secs", &self.retry_deadline_secs)
             .finish()
     }
 }
@@ -573,6 +594,13 @@ impl Config {
                 return Err(invalid("blobs.url", "must be an s3://bucket/prefix URL"));
             }
         }
+        let d = self.blobs.retry_deadline_secs;
+        if !d.is_finite() || d <= 0.0 || d > 86_400.0 {
+            return Err(invalid(
+                "blobs.retry_deadline_secs",
+                "must be more than 0 and at most 86400 seconds",
+            ));
+        }
         let t = self.limits.inspect_timeout_secs;
         if !t.is_finite() || t <= 0.0 || t > 86_400.0 {
             return Err(invalid(
@@ -746,5 +774,19 @@ allow_private_networks = false
         c.regions = vec!["ap-guangzhou".into()];
         c.listen = "localhost".into();
         assert!(c.validate().unwrap_err().to_string().contains("listen"));
+    }
+
+    #[test]
+    fn the_blob_retry_deadline_defaults_to_five_minutes_and_must_be_positive() {
+        let c = Config::from_toml("[blobs]\nurl = \"s3://b/p\"\n").unwrap();
+        assert_eq!(c.blobs.retry_deadline_secs, 300.0);
+        let c = Config::from_toml("[blobs]\nretry_deadline_secs = 2.5\n").unwrap();
+        assert_eq!(c.blobs.retry_deadline_secs, 2.5);
+        for bad in ["0", "-1", "100000"] {
+            let mut c = Config::default();
+            c.blobs.retry_deadline_secs = bad.parse().unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("blobs.retry_deadline_secs"), "{e}");
+        }
     }
 }

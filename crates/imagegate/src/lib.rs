@@ -24,6 +24,7 @@ pub mod oslist;
 pub mod pipeline;
 pub mod private_fs;
 pub mod redact;
+pub mod retry;
 pub mod server;
 pub mod source;
 pub mod storage;

@@ -172,15 +172,19 @@ impl Catalog {
         let _gate = self.write_gate().await;
         let now = now_ms();
         let sql = claim_sql(self.backend(), max_running_per_account);
+        // One transaction: a claim cut short (the database restarting) leaves
+        // the job queued rather than held by a worker that never learnt of it.
+        let mut tx = self.pool().begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(node)
             .bind(now + lease_ms)
             .bind(now)
             .bind(max_attempts)
             .bind(i64::from(max_running_per_account))
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
+            tx.rollback().await?;
             return Ok(None);
         };
         let image_id: String = col(&row, "image_id")?;
@@ -198,7 +202,7 @@ impl Catalog {
             .bind(details.to_string())
             .bind(&image_id)
             .bind(node)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
 
         let image = sqlx::query(
@@ -206,15 +210,16 @@ impl Catalog {
              FROM images WHERE image_id = $1",
         )
         .bind(&image_id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(image) = image else {
             // The image vanished under the job (cannot happen through the API:
             // IMPORTING images cannot be deleted). Drop the orphan job.
             sqlx::query("DELETE FROM import_jobs WHERE image_id = $1")
                 .bind(&image_id)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             return Ok(None);
         };
         let disks = sqlx::query(
@@ -222,7 +227,7 @@ impl Catalog {
              WHERE image_id = $1 ORDER BY disk_index",
         )
         .bind(&image_id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r: &AnyRow| {
@@ -237,6 +242,7 @@ impl Catalog {
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let force: i64 = col(&image, "force")?;
+        tx.commit().await?;
         Ok(Some(ClaimedJob {
             image_id,
             account_uin: col(&image, "account_uin")?,

@@ -57,6 +57,15 @@ pub enum CatalogError {
 }
 
 impl CatalogError {
+    /// Whether trying again may help: the database restarting, refusing or
+    /// dropping connections, or busy; not a refusal of the statement itself.
+    pub fn transience(&self) -> crate::retry::Transience {
+        match self {
+            CatalogError::Db(e) => db_transience(e),
+            _ => crate::retry::Transience::Permanent,
+        }
+    }
+
     /// The database could not write for want of room: SQLite's SQLITE_FULL
     /// (its volume is full; the statement or transaction was rolled back,
     /// the file stays sound) or PostgreSQL's `disk_full` (53100).
@@ -70,6 +79,34 @@ impl CatalogError {
             Some(code) => code.parse::<i32>().is_ok_and(|c| c & 0xff == SQLITE_FULL),
             None => false,
         }
+    }
+}
+
+fn db_transience(e: &sqlx::Error) -> crate::retry::Transience {
+    use crate::retry::Transience::{Permanent, Transient};
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Transient,
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            // PostgreSQL: connection exceptions (08…), shutting down or
+            // starting up (57P01–57P03), too many connections, a
+            // serialization failure or deadlock.
+            Some(c)
+                if c.starts_with("08")
+                    || c.starts_with("57P0")
+                    || matches!(c, "53300" | "40001" | "40P01") =>
+            {
+                Transient
+            }
+            // SQLite: SQLITE_BUSY and its extended codes, SQLITE_LOCKED.
+            Some("5" | "6" | "261" | "517") => Transient,
+            _ => Permanent,
+        },
+        _ => Permanent,
     }
 }
 
@@ -370,6 +407,25 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_going_away_is_transient() {
+        use crate::retry::Transience;
+        let db = |e| CatalogError::Db(e).transience();
+        assert_eq!(db(sqlx::Error::PoolTimedOut), Transience::Transient);
+        assert_eq!(
+            db(sqlx::Error::Io(
+                std::io::ErrorKind::ConnectionRefused.into()
+            )),
+            Transience::Transient
+        );
+        assert_eq!(db(sqlx::Error::RowNotFound), Transience::Permanent);
+        assert_eq!(db(sqlx::Error::PoolClosed), Transience::Permanent);
+        assert_eq!(
+            CatalogError::IdSpaceExhausted("image").transience(),
+            Transience::Permanent
+        );
+    }
 
     #[test]
     fn ids_have_tencent_shape() {

@@ -4,7 +4,9 @@
 //!
 //! S3 reads go through a small cache of 4 MiB blocks fetched with ranged
 //! GETs: the qcow2 reader asks for metadata and clusters in small pieces,
-//! and one request per piece would cost far more than the bytes.
+//! and one request per piece would cost far more than the bytes. Like every
+//! request of the blob store, each waits out transient S3 errors for up to
+//! `blobs.retry_deadline_secs` (`blobstore::patiently`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,8 +16,10 @@ use bytes::Bytes;
 use diskformat::{DiskImage, FileSource, Limits, ReadAt};
 use object_store::ObjectStoreExt;
 
+use crate::blobstore::{patiently, BlobError, BlobOp};
 use crate::catalog::blobs::local_blob_dir;
 use crate::config::Config;
+use crate::retry::RetryPolicy;
 
 const BLOCK: u64 = 4 << 20;
 /// Blocks kept: the export's reader threads each work on a window of their own.
@@ -59,6 +63,7 @@ struct S3Source {
     path: object_store::path::Path,
     len: u64,
     cache: Mutex<VecDeque<(u64, Bytes)>>,
+    policy: RetryPolicy,
 }
 
 impl S3Source {
@@ -81,14 +86,25 @@ impl S3Source {
         if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
             b = b.with_access_key_id(ak).with_secret_access_key(sk);
         }
+        // One try per call: `patiently` retries.
+        b = b.with_retry(object_store::RetryConfig {
+            max_retries: 0,
+            ..Default::default()
+        });
         let store = Arc::new(b.build().map_err(|e| format!("blob store: {e}"))?);
         let path = if prefix.is_empty() {
             object_store::path::Path::from(key)
         } else {
             object_store::path::Path::from(format!("{prefix}/{key}"))
         };
-        let meta = store.head(&path).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => {
+        let policy =
+            RetryPolicy::with_deadline(std::time::Duration::from_secs_f64(cfg.retry_deadline_secs));
+        let meta = patiently(&policy, BlobOp::ReadBack, || async {
+            Ok(store.head(&path).await?)
+        })
+        .await
+        .map_err(|e| match e {
+            BlobError::ObjectStore(object_store::Error::NotFound { .. }) => {
                 "the stored image is gone (was it deleted?)".to_string()
             }
             e => format!("cannot reach the stored image: {e}"),
@@ -99,6 +115,7 @@ impl S3Source {
             path,
             len: meta.size,
             cache: Mutex::new(VecDeque::new()),
+            policy,
         })
     }
 
@@ -112,7 +129,9 @@ impl S3Source {
         let end = (start + BLOCK).min(self.len);
         let data = self
             .runtime
-            .block_on(self.store.get_range(&self.path, start..end))
+            .block_on(patiently(&self.policy, BlobOp::Read, || async {
+                Ok(self.store.get_range(&self.path, start..end).await?)
+            }))
             .map_err(io::Error::other)?;
         if data.len() as u64 != end - start {
             return Err(io::Error::other(

@@ -404,6 +404,9 @@ impl Conversion {
                 crate::blobstore::BlobError::Io(io) => {
                     ImportFailure::from_write("cannot write to the blob store", &io)
                 }
+                crate::blobstore::BlobError::Unavailable(outage) => {
+                    ImportFailure::blob_store_unavailable(&outage)
+                }
                 e => ImportFailure::internal(format!("cannot write to the blob store: {e}")),
             })?;
         let sink = LimitedSink {

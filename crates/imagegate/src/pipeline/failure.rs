@@ -5,6 +5,10 @@
 
 use diskformat::FormatError;
 
+/// An import whose blob-store writes kept failing past
+/// `blobs.retry_deadline_secs` (the store down, throttling, resetting).
+pub const BLOB_STORE_UNAVAILABLE: &str = "BlobStoreUnavailable";
+
 #[derive(Debug, Clone)]
 pub struct ImportFailure {
     pub code: String,
@@ -38,9 +42,28 @@ impl ImportFailure {
         Self::new(refusal.code(), refusal.message())
     }
 
-    /// A write that failed: `StorageFull` when the disk was full, else an
+    /// The blob store kept failing past `blobs.retry_deadline_secs`. The
+    /// tenant reads how long it was waited out, not where the store is.
+    pub fn blob_store_unavailable(outage: &crate::blobstore::Unavailable) -> Self {
+        Self::new(
+            BLOB_STORE_UNAVAILABLE,
+            format!(
+                "The image store kept failing for {:.0} s while {} (server errors, throttling or \
+                 dropped connections), longer than this service waits for it. Nothing of this \
+                 import was kept: import the image again.",
+                outage.waited.as_secs_f64(),
+                outage.op
+            ),
+        )
+    }
+
+    /// A write that failed: `BlobStoreUnavailable` when the blob store was
+    /// down past its deadline, `StorageFull` when the disk was full, else an
     /// internal error with `what` for context.
     pub fn from_write(what: &str, e: &std::io::Error) -> Self {
+        if let Some(outage) = crate::blobstore::Unavailable::find(e) {
+            return Self::blob_store_unavailable(outage);
+        }
         if crate::storage::is_disk_full(e) {
             return Self::storage(&crate::storage::StorageRefusal::Full);
         }
@@ -62,6 +85,9 @@ impl ImportFailure {
 
     pub fn from_format(e: FormatError) -> Self {
         if let FormatError::Io(io) = &e {
+            if let Some(outage) = crate::blobstore::Unavailable::find(io) {
+                return Self::blob_store_unavailable(outage);
+            }
             if crate::storage::is_disk_full(io) {
                 return Self::storage(&crate::storage::StorageRefusal::Full);
             }

@@ -8,6 +8,7 @@ pub mod disk;
 pub mod failure;
 pub mod guest_checks;
 mod heartbeat;
+mod patience;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -166,11 +167,12 @@ impl Workers {
                 }
             }
             (Ok(ok), _) => {
-                match self
-                    .catalog
-                    .finish_job_ok(&job.image_id, &self.node, &ok)
-                    .await
-                {
+                let recorded = self
+                    .on_catalog("recording a finished import", || {
+                        self.catalog.finish_job_ok(&job.image_id, &self.node, &ok)
+                    })
+                    .await;
+                match recorded {
                     Ok(Finish::OverQuota { used }) => {
                         // Another import of the account finished first.
                         let refusal = crate::storage::StorageRefusal::QuotaExceeded {
@@ -183,6 +185,7 @@ impl Workers {
                     Ok(Finish::Recorded) => {
                         tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
                         crate::metrics::global().import_finished("NORMAL", "", started.elapsed());
+                        let _ = self.blobs.remove_partials(&job.image_id).await;
                         self.remove_scratch(&job.image_id).await;
                     }
                     Ok(Finish::LeaseLost) => {
@@ -232,16 +235,18 @@ impl Workers {
             ..failure
         };
         let mut recorded = self
-            .catalog
-            .finish_job_failed(
-                &job.image_id,
-                &self.node,
-                &failure.code,
-                &failure.message,
-                facts.as_ref(),
-            )
+            .on_catalog("recording a failed import", || {
+                self.catalog.finish_job_failed(
+                    &job.image_id,
+                    &self.node,
+                    &failure.code,
+                    &failure.message,
+                    facts.as_ref(),
+                )
+            })
             .await;
         if recorded.is_err() {
+            let _ = self.blobs.remove_partials(&job.image_id).await;
             self.remove_scratch(&job.image_id).await;
             recorded = self
                 .catalog
@@ -262,7 +267,7 @@ impl Workers {
                     &failure.code,
                     started.elapsed(),
                 );
-                self.delete_blobs(job).await;
+                self.remove_failed_blobs(job).await;
                 self.remove_scratch(&job.image_id).await;
             }
             Ok(false) => {
@@ -414,25 +419,18 @@ impl Workers {
         let Some(quota) = account.storage_quota else {
             return Ok(None);
         };
-        let used =
-            self.catalog.stored_bytes(&account.uin).await.map_err(|e| {
-                ImportFailure::internal(format!("reading the account's usage: {e}"))
-            })?;
+        let used = self
+            .on_catalog("reading the account's usage", || {
+                self.catalog.stored_bytes(&account.uin)
+            })
+            .await
+            .map_err(|e| ImportFailure::internal(format!("reading the account's usage: {e}")))?;
         let used = u64::try_from(used).unwrap_or(0);
         crate::storage::quota_room(Some(quota), used).map_err(|r| ImportFailure::storage(&r))?;
         Ok(Some(QuotaUse { quota, used }))
     }
 
-    async fn delete_blobs(&self, job: &ClaimedJob) {
-        for disk in &job.disks {
-            if let Err(e) = self.blobs.delete(&disk.blob_key).await {
-                tracing::warn!(key = %disk.blob_key, error = %e, "deleting a failed import's blob failed; the reaper will retry");
-            }
-        }
-    }
-
     async fn remove_scratch(&self, image_id: &str) {
-        let _ = self.blobs.remove_partials(image_id).await;
         let dir = self.config.data_dir.join("scratch").join(image_id);
         let _ = tokio::fs::remove_dir_all(dir).await;
     }
