@@ -35,7 +35,7 @@ pub use shared::{SharedBuckets, SharedVerdict};
 use crate::catalog::{Backend, Catalog};
 use crate::config::{Config, RateLimitScope};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Requests per second allowed per account for an action.
 pub fn rate_for(action: &str) -> u32 {
@@ -192,10 +192,14 @@ impl RateLimiter {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
+        // The wait counts from the statement, not from its answer (which a
+        // busy machine may deliver late): holding off longer would refuse
+        // requests the shared bucket would admit.
+        let asked = Instant::now();
         match shared.take(uin, action.name(), rate).await {
             SharedVerdict::Admitted | SharedVerdict::Unavailable => Ok(()),
             SharedVerdict::Refused { wait } => {
-                give_back(bucket, rate, Instant::now(), wait);
+                give_back(bucket, rate, Instant::now(), asked + wait);
                 Err(Exceeded { rate })
             }
         }
@@ -228,12 +232,12 @@ fn take_local(bucket: &Mutex<Bucket>, rate: u32, now: Instant) -> Local {
 }
 
 /// The shared bucket refused: the token taken locally goes back, and the
-/// shared bucket is not asked again for `wait` (its next token).
-fn give_back(bucket: &Mutex<Bucket>, rate: u32, now: Instant, wait: Duration) {
+/// shared bucket is not asked again before `until` (its next token).
+fn give_back(bucket: &Mutex<Bucket>, rate: u32, now: Instant, until: Instant) {
     let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
     b.refill(now, rate);
     b.tokens = (b.tokens + 1.0).min(f64::from(rate));
-    b.shared_empty_until = Some(now + wait);
+    b.shared_empty_until = Some(until);
 }
 
 #[cfg(test)]

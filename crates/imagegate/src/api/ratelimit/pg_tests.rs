@@ -12,6 +12,7 @@ use super::*;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

@@ -63,7 +63,7 @@ fn a_shared_refusal_gives_the_token_back_and_holds_until_the_next_token() {
     assert_eq!(take_local(bucket, rate, t0), Local::Taken);
     // The shared bucket refused (another node took its tokens): the token
     // goes back, and for the next 50 ms the node refuses on its own.
-    give_back(bucket, rate, t0, Duration::from_millis(50));
+    give_back(bucket, rate, t0, t0 + Duration::from_millis(50));
     let t1 = t0 + Duration::from_millis(49);
     assert_eq!(take_local(bucket, rate, t1), Local::SharedEmpty);
     // Refusing without asking took nothing: all ten tokens are there after.
