@@ -125,7 +125,8 @@ class Node:
 class Cluster:
     """Nodes on one catalog and one bucket, plus clients that talk to a chosen API node."""
 
-    def __init__(self, workdir: Path, *, lease_seconds: int = 3, concurrency: int = 2):
+    def __init__(self, workdir: Path, *, lease_seconds: int = 3, concurrency: int = 2,
+                 rate_limits: bool = False, rate_limit_scope: str | None = None):
         self.workdir = workdir
         self.accounts = igconf.make_accounts()
         # Shared back-ends whatever IMAGEGATE_TEST_BACKEND says: that is what a cluster is.
@@ -133,6 +134,7 @@ class Cluster:
         self.backend = igconf.Backend.fresh()
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
+        self.rate_limits, self.rate_limit_scope = rate_limits, rate_limit_scope
         self.nodes: list[Node] = []
         (workdir / "cos").mkdir(parents=True, exist_ok=True)
 
@@ -140,7 +142,8 @@ class Cluster:
         d = self.workdir / name
         d.mkdir(exist_ok=True)
         config = d / "imagegate.toml"
-        igconf.write_config(config, d / "data", self.accounts.values(), rate_limits=False,
+        igconf.write_config(config, d / "data", self.accounts.values(), rate_limits=self.rate_limits,
+                            rate_limit_scope=self.rate_limit_scope,
                             cos_root=self.workdir / "cos", backend=self.backend,
                             workers=f"concurrency = {self.concurrency}\nlease_seconds = {self.lease_seconds}")
         node = Node(name, role, config, d / "node.log").start()

@@ -83,7 +83,7 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
                  regions=("ap-guangzhou", "ap-shanghai", "ap-beijing"),
                  import_regions=("ap-guangzhou", "ap-beijing"), extra: str = "",
                  source_extra: str = "", workers: str = "concurrency = 32",
-                 backend: "Backend | None" = None) -> "Backend":
+                 backend: "Backend | None" = None, rate_limit_scope: str | None = None) -> "Backend":
     """Write the config; returns the back-end it names (see `Backend`).
 
     `backend` None means the one chosen by IMAGEGATE_TEST_BACKEND: the embedded
@@ -102,6 +102,7 @@ def write_config(path: Path, data_dir: Path, accounts, *, rate_limits: bool, cos
         extra,
         "[rate_limits]",
         f"enabled = {'true' if rate_limits else 'false'}",
+        f'scope = "{rate_limit_scope}"' if rate_limit_scope else "",
         # Imports from the stalling source (below) each hold a worker until the
         # pipeline's stall timeout: leave plenty for the imports that must finish.
         "[workers]",

@@ -28,6 +28,32 @@ impl Client {
         }
     }
 
+    /// The same connections, signing as another account.
+    pub fn as_account(&self, secret_id: &str, secret_key: &str) -> Client {
+        Client {
+            secret_id: secret_id.into(),
+            secret_key: secret_key.into(),
+            ..self.clone()
+        }
+    }
+
+    /// Calls an action; `Ok(None)` on success, `Ok(Some(code))` for a
+    /// Tencent error (a refusal is a measured outcome, not a failure).
+    pub async fn call_code(&self, action: &str, params: &Value) -> anyhow::Result<Option<String>> {
+        let body = self.send(action, params).await?;
+        let v: Envelope = serde_json::from_slice(&body).context("response JSON")?;
+        match (v.response.error, v.response.request_id) {
+            (None, Some(_)) => Ok(None),
+            (Some(e), _) => Ok(Some(
+                e.get("Code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+            )),
+            (None, None) => bail!("{action}: reply without RequestId"),
+        }
+    }
+
     /// Call an action; returns `Response` or the Tencent error as an error.
     pub async fn call(&self, action: &str, params: &Value) -> anyhow::Result<Value> {
         let body = self.send(action, params).await?;

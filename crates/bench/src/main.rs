@@ -15,6 +15,8 @@
 //! - `export-api`: the same through the service: ExportImages until the
 //!   object is complete in the `cos_root` bucket, beside `qemu-img convert`
 //!   of the stored image into the same folder; the server's peak RSS.
+//! - `ratelimit`: DescribeImages through two nodes on one PostgreSQL catalog
+//!   with rate limits off, per node and shared; a one-account flood.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,7 @@ mod export;
 mod export_api;
 mod fileserver;
 mod import;
+mod ratelimit;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +54,8 @@ enum Cmd {
     Export(export::ExportArgs),
     /// ExportImages end to end against qemu-img convert of the stored image.
     ExportApi(export_api::ExportApiArgs),
+    /// DescribeImages with rate limits off, per node and shared (PostgreSQL).
+    Ratelimit(ratelimit::RateLimitArgs),
     /// (internal) One export, for `export` to time and measure.
     #[command(hide = true)]
     ExportOne(export::ExportOneArgs),
@@ -72,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Api(args) => api::run(&cli.bin, args).await,
             Cmd::Import(args) => import::run(&cli.bin, args).await,
             Cmd::ExportApi(args) => export_api::run(&cli.bin, args).await,
+            Cmd::Ratelimit(args) => ratelimit::run(&cli.bin, args).await,
             Cmd::Export(_) | Cmd::ExportOne(_) => Ok(()),
         }
     })

@@ -36,10 +36,23 @@ impl Server {
                 data = dir.join("data").display(),
             ),
         )?;
+        Server::spawn(bin, dir, &config, args, SECRET_ID, SECRET_KEY)
+    }
+
+    /// `imagegate serve --config <config> <args>`, its log in `dir`; the
+    /// client keys are the ones benchmarks use by default.
+    pub fn spawn(
+        bin: &str,
+        dir: &Path,
+        config: &Path,
+        args: &[&str],
+        secret_id: &str,
+        secret_key: &str,
+    ) -> anyhow::Result<Server> {
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(server_log(dir)?)
@@ -67,8 +80,8 @@ impl Server {
         Ok(Server {
             child,
             addr,
-            secret_id: SECRET_ID.into(),
-            secret_key: SECRET_KEY.into(),
+            secret_id: secret_id.into(),
+            secret_key: secret_key.into(),
         })
     }
 

@@ -61,12 +61,27 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     pub enabled: bool,
+    /// Where a limit holds (see [`RateLimitScope`]).
+    pub scope: RateLimitScope,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { enabled: true }
+        RateLimitConfig {
+            enabled: true,
+            scope: RateLimitScope::Cluster,
+        }
     }
+}
+
+/// `rate_limits.scope`: `cluster` (the default) shares each account's
+/// buckets between every node of a PostgreSQL catalog; `node` keeps them in
+/// each process. A SQLite catalog has one node, so both mean the same there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitScope {
+    Cluster,
+    Node,
 }
 
 // Debug is written by hand below so that a secret key never reaches a log.
@@ -735,6 +750,15 @@ allow_private_networks = false
         );
         c.accounts[1].app_id = 2;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn rate_limit_scope_defaults_to_cluster() {
+        let c = Config::from_toml("[rate_limits]\nenabled = true\n").unwrap();
+        assert_eq!(c.rate_limits.scope, RateLimitScope::Cluster);
+        let c = Config::from_toml("[rate_limits]\nscope = \"node\"\n").unwrap();
+        assert_eq!(c.rate_limits.scope, RateLimitScope::Node);
+        assert!(Config::from_toml("[rate_limits]\nscope = \"region\"\n").is_err());
     }
 
     #[test]

@@ -52,7 +52,10 @@ fn base_config(dir: &Path) -> Config {
                 3,
             ),
         ],
-        rate_limits: imagegate::config::RateLimitConfig { enabled: false },
+        rate_limits: imagegate::config::RateLimitConfig {
+            enabled: false,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

@@ -32,7 +32,10 @@ fn config(dir: &Path) -> Config {
             image_quota: 50,
             storage_quota_gib: None,
         }],
-        rate_limits: imagegate::config::RateLimitConfig { enabled: false },
+        rate_limits: imagegate::config::RateLimitConfig {
+            enabled: false,
+            ..Default::default()
+        },
         ..Config::default()
     };
     c.source.cos_root = Some(cos_root);
@@ -185,11 +188,11 @@ async fn healthz_and_readyz_when_all_is_well() {
     assert_eq!(body["checks"]["catalog"]["backend"], "sqlite");
     assert_eq!(
         body["checks"]["migrations"]["applied"],
-        json!([1, 2, 3, 4, 5])
+        json!([1, 2, 3, 4, 5, 6])
     );
     assert_eq!(
         body["checks"]["migrations"]["expected"],
-        json!([1, 2, 3, 4, 5])
+        json!([1, 2, 3, 4, 5, 6])
     );
 
     // The API's own route is untouched by the merge: a GET of `/` is still
@@ -232,7 +235,7 @@ async fn readyz_names_each_failing_check() {
         body["checks"]["migrations"]["error"]
             .as_str()
             .unwrap()
-            .contains("[1, 2, 3, 4, 5]"),
+            .contains("[1, 2, 3, 4, 5, 6]"),
         "{body}"
     );
 

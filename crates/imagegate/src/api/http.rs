@@ -382,8 +382,12 @@ async fn act(
         None if signed.action == "DescribeImportImageOs" => None,
         None => return Err(ApiError::missing_parameter("Region")),
     };
-    if let Err(rate) = state.limiter.check(account.index, &signed.action) {
-        return Err(errors::request_limit_exceeded(&signed.action, rate));
+    let admitted = state
+        .limiter
+        .check(account.index, &account.uin, &signed.action)
+        .await;
+    if let Err(refused) = admitted {
+        return Err(errors::request_limit_exceeded(&signed.action, refused.rate));
     }
     let request = tcapi::decode_action(&signed.action, &signed.params)?;
     let caller = Caller {

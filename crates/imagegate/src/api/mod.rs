@@ -55,7 +55,7 @@ impl AppState {
     /// [`crate::accounts::ensure_default_account`]).
     pub fn new(config: Arc<Config>, catalog: Catalog, blobs: Arc<dyn BlobStore>) -> AppState {
         let accounts = Accounts::new(&config.accounts);
-        let limiter = RateLimiter::new(config.rate_limits.enabled, accounts.len());
+        let limiter = RateLimiter::for_catalog(&config, accounts.len(), &catalog);
         AppState {
             oslist: OsList::from_config(config.import_os.as_deref()),
             regions: config.regions.iter().cloned().collect(),

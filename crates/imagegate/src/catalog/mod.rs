@@ -142,6 +142,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "stored_bytes",
         include_str!("../../migrations/sqlite/0005_stored_bytes.sql"),
     ),
+    (
+        6,
+        "rate_buckets",
+        include_str!("../../migrations/sqlite/0006_rate_buckets.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -168,6 +173,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "stored_bytes",
         include_str!("../../migrations/postgres/0005_stored_bytes.sql"),
+    ),
+    (
+        6,
+        "rate_buckets",
+        include_str!("../../migrations/postgres/0006_rate_buckets.sql"),
     ),
 ];
 
