@@ -218,6 +218,7 @@ impl Catalog {
     }
 
     async fn open_postgres(url: &str) -> Result<Catalog, CatalogError> {
+        sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -235,6 +236,9 @@ impl Catalog {
     }
 
     async fn open_sqlite_url(url: &str) -> Result<Catalog, CatalogError> {
+        // Idempotent; here too so that tests opening a catalog directly work
+        // in a process of their own (nextest), not only after `open`.
+        sqlx::any::install_default_drivers();
         // WAL lets readers run beside the one writer; busy_timeout makes a
         // second writer wait instead of failing; NORMAL is durable in WAL mode
         // except for the last transactions before a power cut.
