@@ -24,6 +24,10 @@ use sqlx::Row;
 
 use super::{col, now_ms, Backend, Catalog, CatalogError};
 
+/// The advisory lock class of capped claims (the two-key form: apart from
+/// the per-account `hashtext` locks, which use the one-key form).
+const CLAIM_LOCK_CLASS: i32 = 0x1a6e_0001;
+
 /// A claimed job with what the worker needs to run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
@@ -175,6 +179,15 @@ impl Catalog {
         // One transaction: a claim cut short (the database restarting) leaves
         // the job queued rather than held by a worker that never learnt of it.
         let mut tx = self.pool().begin().await?;
+        if self.backend() == Backend::Postgres && max_running_per_account > 0 {
+            // Two claimers would both count an account's running jobs before
+            // either committed and both take one: with a cap, PostgreSQL
+            // claims queue on one lock (SQLite's single writer already does).
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1, 1)) AS l")
+                .bind(CLAIM_LOCK_CLASS)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(node)
             .bind(now + lease_ms)
