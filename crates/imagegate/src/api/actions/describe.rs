@@ -146,20 +146,7 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
             conditions.push(c);
         }
     }
-    let offset = r.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(errors::invalid_parameter_value(
-            format!("Offset must not be negative (got {offset})."),
-            format!("Offset不能为负数（当前为{offset}）。"),
-        ));
-    }
-    let limit = r.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(0..=MAX_LIMIT).contains(&limit) {
-        return Err(errors::invalid_parameter_value(
-            format!("Limit must be between 0 and {MAX_LIMIT} (got {limit})."),
-            format!("Limit取值范围为0到{MAX_LIMIT}（当前为{limit}）。"),
-        ));
-    }
+    let (offset, limit) = validate::page(r.offset, r.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(t) = &r.instance_type {
         // Every image here runs on every instance type; only the form of the
         // name is checked (`S5.MEDIUM2`: family, a dot, size).

@@ -30,20 +30,7 @@ pub async fn describe_import_image_tasks(
             validate::image_id(id)?;
         }
     }
-    let offset = r.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(errors::invalid_parameter_value(
-            format!("Offset must not be negative (got {offset})."),
-            format!("Offset不能为负数（当前为{offset}）。"),
-        ));
-    }
-    let limit = r.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(0..=MAX_LIMIT).contains(&limit) {
-        return Err(errors::invalid_parameter_value(
-            format!("Limit must be between 0 and {MAX_LIMIT} (got {limit})."),
-            format!("Limit取值范围为0到{MAX_LIMIT}（当前为{limit}）。"),
-        ));
-    }
+    let (offset, limit) = validate::page(r.offset, r.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let (total, rows) = state
         .catalog
         .describe_tasks(

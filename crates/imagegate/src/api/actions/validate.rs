@@ -67,6 +67,31 @@ pub fn image_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// Shortens a client-supplied value before echoing it in a message.
+/// Offset and Limit of a paged Describe action, defaults applied: Offset
+/// not negative, Limit within 0..=`max`.
+pub fn page(
+    offset: Option<i64>,
+    limit: Option<i64>,
+    default_limit: i64,
+    max: i64,
+) -> Result<(i64, i64), ApiError> {
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(errors::invalid_parameter_value(
+            format!("Offset must not be negative (got {offset})."),
+            format!("Offset不能为负数（当前为{offset}）。"),
+        ));
+    }
+    let limit = limit.unwrap_or(default_limit);
+    if !(0..=max).contains(&limit) {
+        return Err(errors::invalid_parameter_value(
+            format!("Limit must be between 0 and {max} (got {limit})."),
+            format!("Limit取值范围为0到{max}（当前为{limit}）。"),
+        ));
+    }
+    Ok((offset, limit))
+}
+
 pub fn clip(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_owned()
