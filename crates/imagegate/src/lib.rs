@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod directio;
+pub mod domain;
 pub mod export;
 pub mod inspect_cmd;
 pub mod metrics;

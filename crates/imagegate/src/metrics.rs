@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::domain::{FailureCode, ImageState, TaskState};
+
 /// Series per labelled metric before new label sets are folded into `other`.
 pub const MAX_SERIES: usize = 512;
 
@@ -121,7 +123,7 @@ pub fn action_label(action: Option<&str>) -> &str {
 #[derive(Debug, Default, Clone)]
 pub struct ScrapeFacts {
     /// Import jobs per state (from the catalog); `None` if it did not answer.
-    pub job_counts: Option<Vec<(String, i64)>>,
+    pub job_counts: Option<Vec<(TaskState, i64)>>,
     /// Resident set size in bytes, if known.
     pub rss_bytes: Option<u64>,
 }
@@ -164,7 +166,8 @@ impl Metrics {
 
     /// An import reached a final state (`NORMAL`, or `IMPORTFAILED` with its
     /// failure code), `elapsed` being its last attempt's run time.
-    pub fn import_finished(&self, state: &str, code: &str, elapsed: Duration) {
+    pub fn import_finished(&self, state: ImageState, code: Option<FailureCode>, elapsed: Duration) {
+        let code = code.map_or("", FailureCode::as_str);
         self.imports
             .with(vec![state.to_string(), code.to_string()], || 0, |n| *n += 1);
         self.import_duration.with(
@@ -302,7 +305,7 @@ impl Metrics {
         if let Some(counts) = &facts.job_counts {
             let queued = counts
                 .iter()
-                .filter(|(s, _)| s == "QUEUED")
+                .filter(|(s, _)| *s == TaskState::Queued)
                 .map(|(_, n)| *n)
                 .sum::<i64>();
             header(
@@ -322,7 +325,7 @@ impl Metrics {
                 sample(
                     &mut out,
                     "imagegate_import_jobs",
-                    &[("state", state)],
+                    &[("state", state.as_str())],
                     *n as f64,
                 );
             }
@@ -489,11 +492,15 @@ mod tests {
             "InvalidParameterValue",
             Duration::from_secs(20),
         );
-        m.import_finished("IMPORTFAILED", "InvalidUrl", Duration::from_secs(2));
+        m.import_finished(
+            ImageState::ImportFailed,
+            Some(FailureCode::InvalidUrl),
+            Duration::from_secs(2),
+        );
         m.add_bytes_fetched(10);
         m.add_bytes_fetched(5);
         let text = m.render(&ScrapeFacts {
-            job_counts: Some(vec![("SUCCEEDED".into(), 4), ("QUEUED".into(), 2)]),
+            job_counts: Some(vec![(TaskState::Succeeded, 4), (TaskState::Queued, 2)]),
             rss_bytes: Some(4096),
         });
         let v = |p: &str| line_value(&text, p);

@@ -42,7 +42,7 @@ pub struct Ops {
     blobs: Arc<dyn BlobStore>,
     ready: Cached<(StatusCode, String)>,
     /// The catalog's job counts (the counters themselves are in memory).
-    job_counts: Cached<Option<Vec<(String, i64)>>>,
+    job_counts: Cached<Option<Vec<(crate::domain::TaskState, i64)>>>,
 }
 
 impl Ops {

@@ -17,12 +17,13 @@
 //! The `import_os` config key replaces the whole list.
 
 use crate::config::ImportOsEntry;
+use crate::domain::OsPlatform;
 use serde_json::{json, Value};
 
 /// (OsName, platform, versions, architectures).
 type Row = (
     &'static str,
-    &'static str,
+    OsPlatform,
     &'static [&'static str],
     &'static [&'static str],
 );
@@ -32,37 +33,62 @@ const X86_ARM: &[&str] = &["x86_64", "i386", "arm_64"];
 const X64_ARM: &[&str] = &["x86_64", "arm_64"];
 
 const DEFAULT: &[Row] = &[
-    ("Windows Server 2008", "Windows", &["9"], X86),
-    ("Windows Server 2012", "Windows", &["9"], X86),
-    ("Windows Server 2016", "Windows", &["9"], X86),
-    ("Windows Server 2019", "Windows", &["9"], &["x86_64"]),
-    ("Windows Server 2022", "Windows", &["9"], &["x86_64"]),
-    ("CentOS", "Linux", &["5", "6", "7", "8"], X86_ARM),
+    ("Windows Server 2008", OsPlatform::Windows, &["9"], X86),
+    ("Windows Server 2012", OsPlatform::Windows, &["9"], X86),
+    ("Windows Server 2016", OsPlatform::Windows, &["9"], X86),
+    (
+        "Windows Server 2019",
+        OsPlatform::Windows,
+        &["9"],
+        &["x86_64"],
+    ),
+    (
+        "Windows Server 2022",
+        OsPlatform::Windows,
+        &["9"],
+        &["x86_64"],
+    ),
+    ("CentOS", OsPlatform::Linux, &["5", "6", "7", "8"], X86_ARM),
     (
         "Ubuntu",
-        "Linux",
+        OsPlatform::Linux,
         &["10", "12", "14", "16", "18", "20", "22", "24"],
         X86_ARM,
     ),
     (
         "Debian",
-        "Linux",
+        OsPlatform::Linux,
         &["6", "7", "8", "9", "10", "11", "12"],
         X86_ARM,
     ),
-    ("OpenSUSE", "Linux", &["11", "12", "15"], X86_ARM),
-    ("SUSE", "Linux", &["10", "11", "12", "13", "15"], X86_ARM),
-    ("CoreOS", "Linux", &["7"], X86),
-    ("FreeBSD", "Linux", &["10", "11", "12", "13"], X86),
-    ("Redhat", "Linux", &["5", "6", "7", "8", "9"], X86_ARM),
-    ("Kylin", "Linux", &["V10"], X64_ARM),
-    ("UnionTech", "Linux", &["20"], X64_ARM),
-    ("TencentOS", "Linux", &["2", "3", "4"], X64_ARM),
-    ("Fedora", "Linux", &["37", "38", "39", "40", "41"], X64_ARM),
-    ("CentOS Stream", "Linux", &["8", "9"], X64_ARM),
-    ("AlmaLinux", "Linux", &["8", "9"], X64_ARM),
-    ("Rocky", "Linux", &["8", "9"], X64_ARM),
-    ("Other Linux", "Linux", &["8"], X86_ARM),
+    ("OpenSUSE", OsPlatform::Linux, &["11", "12", "15"], X86_ARM),
+    (
+        "SUSE",
+        OsPlatform::Linux,
+        &["10", "11", "12", "13", "15"],
+        X86_ARM,
+    ),
+    ("CoreOS", OsPlatform::Linux, &["7"], X86),
+    ("FreeBSD", OsPlatform::Linux, &["10", "11", "12", "13"], X86),
+    (
+        "Redhat",
+        OsPlatform::Linux,
+        &["5", "6", "7", "8", "9"],
+        X86_ARM,
+    ),
+    ("Kylin", OsPlatform::Linux, &["V10"], X64_ARM),
+    ("UnionTech", OsPlatform::Linux, &["20"], X64_ARM),
+    ("TencentOS", OsPlatform::Linux, &["2", "3", "4"], X64_ARM),
+    (
+        "Fedora",
+        OsPlatform::Linux,
+        &["37", "38", "39", "40", "41"],
+        X64_ARM,
+    ),
+    ("CentOS Stream", OsPlatform::Linux, &["8", "9"], X64_ARM),
+    ("AlmaLinux", OsPlatform::Linux, &["8", "9"], X64_ARM),
+    ("Rocky", OsPlatform::Linux, &["8", "9"], X64_ARM),
+    ("Other Linux", OsPlatform::Linux, &["8"], X86_ARM),
 ];
 
 /// The built-in list, in the order DescribeImportImageOs reports it.
@@ -71,7 +97,7 @@ pub fn default_entries() -> Vec<ImportOsEntry> {
         .iter()
         .map(|(name, platform, versions, archs)| ImportOsEntry {
             os_name: (*name).into(),
-            platform: (*platform).into(),
+            platform: *platform,
             os_versions: versions.iter().map(|v| (*v).into()).collect(),
             architectures: archs.iter().map(|a| (*a).into()).collect(),
         })
@@ -96,7 +122,7 @@ pub struct OsList {
 
 impl OsList {
     pub fn new(entries: Vec<ImportOsEntry>) -> OsList {
-        let names = |platform: &str| -> Vec<&str> {
+        let names = |platform: OsPlatform| -> Vec<&str> {
             entries
                 .iter()
                 .filter(|e| e.platform == platform)
@@ -115,8 +141,8 @@ impl OsList {
             .collect();
         let answer = json!({
             "ImportImageOsListSupported": {
-                "Windows": names("Windows"),
-                "Linux": names("Linux"),
+                "Windows": names(OsPlatform::Windows),
+                "Linux": names(OsPlatform::Linux),
             },
             "ImportImageOsVersionSet": version_set,
         });
@@ -254,7 +280,7 @@ mod tests {
     fn config_override_replaces_the_list() {
         let custom = vec![ImportOsEntry {
             os_name: "Gentoo".into(),
-            platform: "Linux".into(),
+            platform: OsPlatform::Linux,
             os_versions: vec!["2024".into()],
             architectures: vec!["x86_64".into()],
         }];

@@ -13,6 +13,8 @@
 use std::io;
 use std::path::Path;
 
+use crate::domain::FailureCode;
+
 /// Why a task may not write (more). Each has its own failure code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageRefusal {
@@ -30,12 +32,12 @@ pub enum StorageRefusal {
 
 impl StorageRefusal {
     /// The failure code recorded for the task.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FailureCode {
         match self {
-            StorageRefusal::QuotaExceeded { .. } => "StorageQuotaExceeded",
-            StorageRefusal::ReserveReached { .. } => "StorageReserveReached",
-            StorageRefusal::Full => "StorageFull",
-            StorageRefusal::TargetFull => "ExportTargetFull",
+            StorageRefusal::QuotaExceeded { .. } => FailureCode::StorageQuotaExceeded,
+            StorageRefusal::ReserveReached { .. } => FailureCode::StorageReserveReached,
+            StorageRefusal::Full => FailureCode::StorageFull,
+            StorageRefusal::TargetFull => FailureCode::ExportTargetFull,
         }
     }
 
@@ -70,7 +72,7 @@ impl StorageRefusal {
 
 impl std::fmt::Display for StorageRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.code())
+        f.write_str(self.code().as_str())
     }
 }
 
@@ -170,7 +172,7 @@ mod tests {
         assert_eq!(quota_room(Some(1 << 30), 0), Ok(Some(1 << 30)));
         assert_eq!(quota_room(Some(1 << 30), 100), Ok(Some((1 << 30) - 100)));
         let e = quota_room(Some(1 << 30), 1 << 30).unwrap_err();
-        assert_eq!(e.code(), "StorageQuotaExceeded");
+        assert_eq!(e.code().as_str(), "StorageQuotaExceeded");
         assert!(e.message().contains("1.00 GiB"), "{}", e.message());
     }
 
@@ -182,7 +184,7 @@ mod tests {
         check_free_space(dir.path(), 0, u64::MAX).unwrap();
         check_free_space(dir.path(), 1, 0).unwrap();
         let e = check_free_space(dir.path(), free + (1 << 40), 0).unwrap_err();
-        assert_eq!(e.code(), "StorageReserveReached");
+        assert_eq!(e.code().as_str(), "StorageReserveReached");
         assert!(!e.message().contains('/'), "no path: {}", e.message());
     }
 
@@ -202,7 +204,10 @@ mod tests {
         let e = io::Error::other(StorageRefusal::TargetFull);
         assert_eq!(refusal_in(&e), Some(StorageRefusal::TargetFull));
         assert_eq!(refusal_in(&io::Error::other("text")), None);
-        assert_eq!(StorageRefusal::TargetFull.code(), "ExportTargetFull");
+        assert_eq!(
+            StorageRefusal::TargetFull.code().as_str(),
+            "ExportTargetFull"
+        );
         assert!(!StorageRefusal::TargetFull.message().contains('/'));
     }
 

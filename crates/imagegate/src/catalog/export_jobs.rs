@@ -10,9 +10,7 @@ use sqlx::Row;
 use super::exports::ExportObject;
 use super::jobs::Heartbeat;
 use super::{col, now_ms, Backend, Catalog, CatalogError};
-
-/// Failure code of a task whose workers kept dying.
-pub const EXPORT_INTERRUPTED: &str = "ExportInterrupted";
+use crate::domain::{FailureCode, TaskState};
 
 /// A claimed task with what the worker needs to run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +111,7 @@ impl Catalog {
                  WHERE task_id = $4 AND state = 'RUNNING' AND lease_until < $1",
             )
             .bind(now)
-            .bind(EXPORT_INTERRUPTED)
+            .bind(FailureCode::ExportInterrupted)
             .bind(&message)
             .bind(task_id)
             .execute(self.pool())
@@ -222,7 +220,7 @@ impl Catalog {
         &self,
         task_id: i64,
         owner: &str,
-        outcome: Result<ExportProgressRow, (&str, &str)>,
+        outcome: Result<ExportProgressRow, (FailureCode, &str)>,
     ) -> Result<bool, CatalogError> {
         let now = now_ms();
         let _gate = self.write_gate().await;
@@ -241,10 +239,10 @@ impl Catalog {
             .execute(self.pool())
             .await?,
             Err((code, message)) => {
-                let state = if code == "ExportCancelled" {
-                    "CANCELLED"
+                let state = if code.is_cancel() {
+                    TaskState::Cancelled
                 } else {
-                    "FAILED"
+                    TaskState::Failed
                 };
                 sqlx::query(
                     "UPDATE export_tasks SET state = $1, phase = 'DONE', lease_owner = NULL, \

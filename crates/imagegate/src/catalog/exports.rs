@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{col, is_unique_violation, now_ms, Catalog, CatalogError};
+use crate::domain::{ExportPhase, FailureCode, TaskState};
 
 /// Largest TaskId handed out (JavaScript's largest exact integer).
 const MAX_TASK_ID: i64 = (1 << 53) - 1;
@@ -59,14 +60,14 @@ pub struct ExportTaskRow {
     pub task_id: i64,
     pub bucket: String,
     pub format: String,
-    pub state: String,
-    pub phase: String,
+    pub state: TaskState,
+    pub phase: ExportPhase,
     pub attempts: i64,
     pub cancel_requested: bool,
     pub bytes_written: i64,
     pub guest_done: i64,
     pub guest_total: i64,
-    pub failure_code: Option<String>,
+    pub failure_code: Option<FailureCode>,
     pub failure_message: Option<String>,
     pub node: Option<String>,
     pub created_at: i64,
@@ -81,8 +82,9 @@ pub enum ExportCancel {
     Cancelled,
     /// Running: its worker stops within one heartbeat and removes its output.
     Requested,
-    /// Already finished (its state).
-    AlreadyFinished(String),
+    /// Already finished: its state, `None` when it ended while being
+    /// cancelled.
+    AlreadyFinished(Option<TaskState>),
     NotFound,
 }
 
@@ -265,11 +267,11 @@ impl Catalog {
         let Some(row) = row else {
             return Ok(ExportCancel::NotFound);
         };
-        let state: String = col(&row, "state")?;
+        let state: TaskState = col(&row, "state")?;
         let now = now_ms();
         let _gate = self.write_gate().await;
-        match state.as_str() {
-            "QUEUED" | "RUNNING" => {
+        match state {
+            TaskState::Queued | TaskState::Running => {
                 let cancelled = sqlx::query(
                     "UPDATE export_tasks SET state = 'CANCELLED', phase = 'DONE', \
                      failure_code = 'ExportCancelled', \
@@ -295,10 +297,10 @@ impl Catalog {
                 Ok(if asked.rows_affected() == 1 {
                     ExportCancel::Requested
                 } else {
-                    ExportCancel::AlreadyFinished("finished".into())
+                    ExportCancel::AlreadyFinished(None)
                 })
             }
-            _ => Ok(ExportCancel::AlreadyFinished(state)),
+            finished => Ok(ExportCancel::AlreadyFinished(Some(finished))),
         }
     }
 

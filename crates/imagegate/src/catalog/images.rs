@@ -8,9 +8,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe};
 use std::collections::HashMap;
 
-/// States in which an image cannot be deleted or modified (Tencent's rule;
-/// CREATING and SYNCING never occur here but are refused all the same).
-pub const BUSY_STATES: &[&str] = &["IMPORTING", "CREATING", "SYNCING"];
+use crate::domain::ImageState;
 
 /// Everything ImportImage writes, already validated.
 #[derive(Debug, Clone)]
@@ -55,7 +53,7 @@ pub struct ImageRow {
     pub architecture: String,
     pub platform: String,
     pub os_name: String,
-    pub state: String,
+    pub state: ImageState,
     pub image_size_gib: i64,
     pub license_type: String,
     pub boot_mode: String,
@@ -474,7 +472,7 @@ impl Catalog {
         uin: &str,
         region: &str,
         ids: &[String],
-    ) -> Result<HashMap<String, String>, CatalogError> {
+    ) -> Result<HashMap<String, ImageState>, CatalogError> {
         let mut out = HashMap::new();
         if ids.is_empty() {
             return Ok(out);

@@ -297,7 +297,7 @@ fn jobs_insert(items: &[(String, &NewImage, u32)], now: i64) -> Sql {
             .arg(image_id.as_str())
             .push(", ")
             .arg(image.account_uin.as_str())
-            .push(", 'QUEUED', 'queued', 0, ")
+            .push(", 'QUEUED', 'QUEUED', 0, ")
             .int(now)
             .push(", 0, 0, ")
             .int(now)

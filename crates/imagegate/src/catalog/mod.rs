@@ -18,6 +18,9 @@ pub mod shares;
 pub mod sync;
 pub mod visibility;
 
+#[cfg(test)]
+mod sql_names;
+
 use crate::config::Config;
 use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -8,6 +8,7 @@ use super::images::{image_from_row, Sql, IMAGE_COLUMNS};
 use super::imports::take_quota;
 use super::visibility::push_visible;
 use super::{col, is_unique_violation, now_ms, random_id, Catalog, CatalogError, ImageRow};
+use crate::domain::ImageState;
 use sqlx::Any;
 
 /// One SyncImages call, already validated.
@@ -154,7 +155,7 @@ async fn insert_copy(
         &s.architecture,
         &s.platform,
         &s.os_name,
-        "NORMAL",
+        ImageState::Normal.as_str(),
     ]
     .into_iter()
     .enumerate()

@@ -174,7 +174,7 @@ mod tests {
         w.write_zeros(1 << 40).unwrap();
         let e = w.write_all(b"x").unwrap_err();
         assert_eq!(
-            refusal_of(&e).map(|r| r.code()),
+            refusal_of(&e).map(|r| r.code().as_str()),
             Some("StorageReserveReached")
         );
         assert_eq!(*seen.lock().unwrap(), 0);

@@ -16,6 +16,7 @@ use super::target::{ObjectWriter, Target, TargetError};
 use crate::catalog::export_jobs::ClaimedExport;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::domain::FailureCode;
 use crate::storage::StorageRefusal;
 
 /// Live progress of a task, read by its heartbeat.
@@ -31,12 +32,12 @@ pub struct Counters {
 /// Why an attempt failed: a stable code and a message for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub code: &'static str,
+    pub code: FailureCode,
     pub message: String,
 }
 
 impl Failure {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Failure {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Failure {
         Failure {
             code,
             message: message.into(),
@@ -53,26 +54,26 @@ impl Failure {
         if e.is_storage_full() {
             return Failure::storage(&StorageRefusal::Full);
         }
-        Failure::new("InternalError", format!("catalog: {e}"))
+        Failure::new(FailureCode::InternalError, format!("catalog: {e}"))
     }
 
     /// Starting an object failed.
     fn target(e: TargetError) -> Failure {
         match e {
             TargetError::Full => Failure::storage(&StorageRefusal::TargetFull),
-            e => Failure::new("ExportWriteError", e.to_string()),
+            e => Failure::new(FailureCode::ExportWriteError, e.to_string()),
         }
     }
 
     /// Writing or publishing `what` (an image's disk) failed.
     fn export(what: &str, e: ExportError) -> Failure {
         match e {
-            ExportError::Cancelled => Failure::new("ExportCancelled", "cancelled"),
+            ExportError::Cancelled => Failure::new(FailureCode::ExportCancelled, "cancelled"),
             ExportError::Sink(io) => match refusal_of(&io) {
                 Some(refusal) => Failure::storage(&refusal),
-                None => Failure::new("ExportWriteError", format!("{what}: {io}")),
+                None => Failure::new(FailureCode::ExportWriteError, format!("{what}: {io}")),
             },
-            e => Failure::new(e.code(), format!("{what}: {e}")),
+            e => Failure::new(FailureCode::of_export(&e), format!("{what}: {e}")),
         }
     }
 }
@@ -90,7 +91,7 @@ pub async fn run_task(
     let format: ExportFormat = task
         .format
         .parse()
-        .map_err(|e| Failure::new("ExportFormatUnsupported", format!("{e}")))?;
+        .map_err(|e| Failure::new(FailureCode::ExportFormatUnsupported, format!("{e}")))?;
     // What an earlier attempt of this task left half-written.
     target.sweep_partials(|t| t != task.task_id).await;
     let mut disks = Vec::with_capacity(task.objects.len());
@@ -98,7 +99,7 @@ pub async fn run_task(
     for o in &task.objects {
         let disk = open_stored(config, &o.blob_key).await.map_err(|m| {
             Failure::new(
-                "ExportSourceUnreadable",
+                FailureCode::ExportSourceUnreadable,
                 format!("{} disk {}: {m}", o.image_id, o.disk_index),
             )
         })?;
@@ -115,7 +116,7 @@ pub async fn run_task(
 
     for (o, disk) in task.objects.iter().zip(disks) {
         if cancel.load(Ordering::SeqCst) {
-            return Err(Failure::new("ExportCancelled", "cancelled"));
+            return Err(Failure::new(FailureCode::ExportCancelled, "cancelled"));
         }
         if let Some(r) = &reserve {
             r.check(0).map_err(|r| Failure::storage(&r))?;
@@ -139,7 +140,12 @@ pub async fn run_task(
             write_object(&*disk, format, writer, &counters, &cancel)
         })
         .await
-        .map_err(|e| Failure::new("InternalError", format!("the export thread stopped: {e}")))?;
+        .map_err(|e| {
+            Failure::new(
+                FailureCode::InternalError,
+                format!("the export thread stopped: {e}"),
+            )
+        })?;
         written
             .map_err(|e| Failure::export(&format!("{} disk {}", o.image_id, o.disk_index), e))?;
     }

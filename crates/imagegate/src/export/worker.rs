@@ -21,6 +21,7 @@ use crate::catalog::export_jobs::{ClaimedExport, ExportProgressRow};
 use crate::catalog::jobs::Heartbeat;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::domain::FailureCode;
 
 /// Attempts before a task whose workers keep dying is failed.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -168,7 +169,7 @@ impl ExportWorkers {
                 .await
             }
             None => Err(Failure::new(
-                "ExportTargetMissing",
+                FailureCode::ExportTargetMissing,
                 "Neither source.cos_root nor source.cos_endpoint is configured any more.",
             )),
         };
@@ -195,7 +196,7 @@ impl ExportWorkers {
         let outcome = match (&result, &redacted) {
             (Ok(()), _) => Ok(counters.row()),
             (Err(_), _) if reason == STOP_USER => Err((
-                "ExportCancelled",
+                FailureCode::ExportCancelled,
                 "The export was cancelled by CancelExportImageTask; nothing was left in the bucket.",
             )),
             (Err(f), message) => Err((f.code, message.as_deref().unwrap_or_default())),
@@ -211,7 +212,7 @@ impl ExportWorkers {
     async fn record(
         &self,
         id: i64,
-        outcome: Result<ExportProgressRow, (&str, &str)>,
+        outcome: Result<ExportProgressRow, (FailureCode, &str)>,
         started: std::time::Instant,
     ) {
         let secs = started.elapsed().as_secs_f64();
@@ -224,7 +225,7 @@ impl ExportWorkers {
                     "export finished"
                 ),
                 Err((code, message)) => {
-                    tracing::info!(task_id = id, code, message, "export failed")
+                    tracing::info!(task_id = id, code = code.as_str(), message, "export failed")
                 }
             },
             Ok(false) => tracing::warn!(task_id = id, "export ended after its lease was lost"),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blobstore::{BlobStore, BlobUpload};
 use crate::config::Config;
+use crate::domain::{FailureCode, ImportPhase};
 use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
 use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress, Spool};
@@ -152,7 +153,7 @@ impl std::fmt::Display for SinkStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SinkStop::StoredSize => f.write_str("stored size limit exceeded"),
-            SinkStop::Storage(r) => f.write_str(r.code()),
+            SinkStop::Storage(r) => f.write_str(r.code().as_str()),
         }
     }
 }
@@ -182,7 +183,7 @@ pub async fn import_disk(
     cancel: CancellationToken,
 ) -> Result<DiskOutcome, ImportFailure> {
     let source = parse_image_url(task.url, task.app_id, &config.source)
-        .map_err(|e| ImportFailure::new("InvalidUrl", format!("{e}")))?;
+        .map_err(|e| ImportFailure::new(FailureCode::InvalidUrl, format!("{e}")))?;
     let fetch_progress: Arc<FetchProgress> = progress.fetch.clone();
     let options = FetchOptions {
         stall_timeout: std::time::Duration::from_secs(config.source.stall_timeout_secs.max(1)),
@@ -334,7 +335,7 @@ impl Conversion {
             })
             .map(GuestJob::spawn);
         let (sink, head) = self.write_stored(image.as_ref(), &info, &verdict, &mut guest)?;
-        self.progress.set_phase("INSPECTING_GUEST");
+        self.progress.set_phase(ImportPhase::InspectingGuest);
         let guest = match join_guest(guest) {
             Some(Ok(report)) => Some(report),
             Some(Err(f)) => {
@@ -362,7 +363,7 @@ impl Conversion {
 
     /// Detects the container and refuses what cannot be imported as a disk.
     fn open_image(&self) -> Result<(Arc<dyn DiskImage>, diskformat::ImageInfo), ImportFailure> {
-        self.progress.set_phase("INSPECTING_FORMAT");
+        self.progress.set_phase(ImportPhase::InspectingFormat);
         let image: Arc<dyn DiskImage> = Arc::from(
             diskformat::open(self.spool.clone(), &self.limits)
                 .map_err(ImportFailure::from_format)?,
@@ -370,7 +371,7 @@ impl Conversion {
         let info = image.info().clone();
         if info.format == Format::Iso && !self.force {
             return Err(ImportFailure::new(
-                "InvalidParameterValue.ISOMustImportByForce",
+                FailureCode::IsoMustImportByForce,
                 "The image is an ISO 9660 file (an installer or a CD image), not a disk. \
                  Import ISO files with Force=true, or install the system and import its disk.",
             ));
@@ -392,7 +393,7 @@ impl Conversion {
         guest: &mut Option<GuestThread>,
     ) -> Result<(LimitedSink, Vec<u8>), ImportFailure> {
         let max_stored = self.sink_limits.max_stored;
-        self.progress.set_phase("CONVERTING");
+        self.progress.set_phase(ImportPhase::Converting);
         let min_head = self.blobs.min_head_len();
         let head_len = Qcow2Writer::new(NullSink, info.virtual_size, min_head)
             .map_err(ImportFailure::from_format)?
@@ -437,7 +438,7 @@ impl Conversion {
             }
             return Err(stored_limit_or(e, max_stored));
         }
-        self.progress.set_phase("STORING");
+        self.progress.set_phase(ImportPhase::Storing);
         let (sink, head, _stats) = writer
             .finish()
             .map_err(|e| stored_limit_or(e, max_stored))?;
@@ -495,7 +496,7 @@ impl GuestJob {
             },
             // Out of time or reads: its own code, whatever else broke.
             Err(guestinspect::InspectError::Budget(b)) => Err(ImportFailure::new(
-                "GuestInspectionTimeout",
+                FailureCode::GuestInspectionTimeout,
                 format!(
                     "{b}; the image's partitions or filesystems are laid out so that \
                      inspecting them takes unreasonably long. Rebuild the image, or import \
@@ -504,7 +505,7 @@ impl GuestJob {
             )),
             Err(e) => Err(container_error().unwrap_or_else(|| {
                 ImportFailure::new(
-                    "GuestInspectionFailed",
+                    FailureCode::GuestInspectionFailed,
                     format!("the guest disk could not be read for inspection: {e}"),
                 )
             })),

@@ -5,34 +5,32 @@
 
 use diskformat::FormatError;
 
-/// An import whose blob-store writes kept failing past
-/// `blobs.retry_deadline_secs` (the store down, throttling, resetting).
-pub const BLOB_STORE_UNAVAILABLE: &str = "BlobStoreUnavailable";
+use crate::domain::FailureCode;
 
 #[derive(Debug, Clone)]
 pub struct ImportFailure {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
     /// What guest inspection found, kept whatever the outcome.
     pub guest: Option<Box<guestinspect::GuestReport>>,
 }
 
 impl ImportFailure {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
         ImportFailure {
-            code: code.into(),
+            code,
             message: message.into(),
             guest: None,
         }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new("InternalError", message)
+        Self::new(FailureCode::InternalError, message)
     }
 
     pub fn cancelled() -> Self {
         Self::new(
-            "ImportCancelled",
+            FailureCode::ImportCancelled,
             "The import was cancelled by CancelImportImageTask.",
         )
     }
@@ -46,7 +44,7 @@ impl ImportFailure {
     /// tenant reads how long it was waited out, not where the store is.
     pub fn blob_store_unavailable(outage: &crate::blobstore::Unavailable) -> Self {
         Self::new(
-            BLOB_STORE_UNAVAILABLE,
+            FailureCode::BlobStoreUnavailable,
             format!(
                 "The image store kept failing for {:.0} s while {} (server errors, throttling or \
                  dropped connections), longer than this service waits for it. Nothing of this \
@@ -72,7 +70,7 @@ impl ImportFailure {
 
     pub fn stored_too_large(size: u64, limit: u64) -> Self {
         Self::new(
-            "InvalidFormatSize",
+            FailureCode::InvalidFormatSize,
             format!(
                 "The converted image needs more than {} GiB of storage (limit {} GiB, measured as qcow2, \
                  as Tencent measures it). Shrink the filesystem or zero its free space before exporting; \
@@ -92,7 +90,7 @@ impl ImportFailure {
                 return Self::storage(&crate::storage::StorageRefusal::Full);
             }
         }
-        let code = e.code();
+        let code = FailureCode::of_format(&e);
         let hint = match &e {
             FormatError::TooLarge(_) => {
                 " Tencent accepts system disks of at most 500 GiB virtual size."

@@ -7,6 +7,7 @@ use guestinspect::part::TableKind;
 use guestinspect::GuestReport;
 
 use super::failure::ImportFailure;
+use crate::domain::{FailureCode, OsPlatform};
 
 /// What ImportImage declared about the system disk.
 #[derive(Debug, Clone)]
@@ -31,13 +32,10 @@ pub struct GuestFacts {
 /// Tencent's `Platform` is the distribution ("CentOS", "Ubuntu") or "Windows".
 pub fn facts(report: &GuestReport) -> GuestFacts {
     GuestFacts {
-        platform: report.os.as_ref().map(|o| {
-            if o.platform == "Windows" {
-                "Windows".to_string()
-            } else {
-                o.os_type.clone()
-            }
-        }),
+        platform: report
+            .os
+            .as_ref()
+            .map(|o| OsPlatform::of_report(&o.platform).image_platform(&o.os_type)),
         os_name: report.os.as_ref().map(|o| o.os_name.clone()),
         is_support_cloudinit: report.cloud_init,
     }
@@ -70,7 +68,7 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
     let table = report.partition_table.kind;
     if table == TableKind::None && report.filesystems.is_empty() {
         return Err(ImportFailure::new(
-            "PartitionNotPresent",
+            FailureCode::PartitionNotPresent,
             "The disk has no partition table and no filesystem at its start. The image may be \
              incomplete, encrypted, or not a disk at all: export the whole system disk (including its \
              MBR) and import it again.",
@@ -86,7 +84,7 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
             })
             .collect();
         return Err(ImportFailure::new(
-            "RootPartitionNotFound",
+            FailureCode::RootPartitionNotFound,
             format!(
                 "No root filesystem was found (filesystems seen: {}). An installer, a data disk or a \
                  lone /boot partition was uploaded instead of the system disk; import the system disk, \
@@ -97,21 +95,23 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
     };
     let Some(os) = &report.os else {
         return Err(ImportFailure::new(
-            "RootPartitionNotFound",
+            FailureCode::RootPartitionNotFound,
             "A root filesystem was found but no operating system could be recognised on it \
              (no /etc/os-release or release file, no Windows registry).",
         ));
     };
 
+    let platform = OsPlatform::of_report(&os.platform);
     let declared_other = family(d.os_type) == "otherlinux";
-    let same_family =
-        family(d.os_type) == family(&os.os_type) || (declared_other && os.platform == "Linux");
+    let same_family = family(d.os_type) == family(&os.os_type)
+        || (declared_other && platform == OsPlatform::Linux);
     let detected_major = os.major.as_deref().unwrap_or("");
-    let same_version =
-        declared_other || os.platform == "Windows" || major(d.os_version) == major(detected_major);
+    let same_version = declared_other
+        || platform == OsPlatform::Windows
+        || major(d.os_version) == major(detected_major);
     if !same_family || !same_version {
         return Err(ImportFailure::new(
-            "OsMismatch",
+            FailureCode::OsMismatch,
             format!(
                 "The image contains {} {} ({}), but ImportImage declared {} {}. Import it again with \
                  OsType={} OsVersion={}, or check that the right disk was uploaded.",
@@ -128,7 +128,7 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
     if let Some(arch) = &os.architecture {
         if arch != d.architecture {
             return Err(ImportFailure::new(
-                "ArchitectureMismatch",
+                FailureCode::ArchitectureMismatch,
                 format!(
                     "The system's binaries are {arch} ({}), but ImportImage declared Architecture={}. \
                      Import it again with Architecture={arch}.",
@@ -140,7 +140,7 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
     }
     if table == TableKind::Gpt && !d.boot_mode.eq_ignore_ascii_case("UEFI") {
         return Err(ImportFailure::new(
-            "GptRequiresUefi",
+            FailureCode::GptRequiresUefi,
             "The disk has a GPT partition table, which Tencent boots only in UEFI mode, but the \
              import asked for BootMode=Legacy BIOS. Import it with BootMode=UEFI, or convert the \
              disk to an MBR partition table.",
@@ -153,7 +153,7 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
             _ => "the virtio network driver (virtio_net / netkvm)",
         };
         return Err(ImportFailure::new(
-            "VirtioNotInstall",
+            FailureCode::VirtioNotInstall,
             format!(
                 "The image has no {missing}. CVM disks and NICs are virtio devices: install the \
                  drivers (Linux: a kernel with virtio_blk and virtio_net, in the initramfs; Windows: \
@@ -163,8 +163,8 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
     }
     if !report.cloud_init && !d.force {
         return Err(ImportFailure::new(
-            "CloudInitNotInstalled",
-            if os.platform == "Windows" {
+            FailureCode::CloudInitNotInstalled,
+            if platform == OsPlatform::Windows {
                 "The image has no cloudbase-init. Install it before exporting the image, or import \
                  with Force=true (then Tencent does no guest initialisation: see the README)."
             } else {

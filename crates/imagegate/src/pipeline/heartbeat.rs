@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::progress::{ImportProgress, ProgressSnapshot};
 use super::{Workers, STOP_LEASE_LOST, STOP_NONE, STOP_SHUTDOWN, STOP_USER};
 use crate::catalog::jobs::{ClaimedJob, Heartbeat, JobProgress};
+use crate::domain::{JobDetails, ProgressRecord};
 
 /// How often the heartbeat looks at the progress and the job's standing.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -30,7 +31,7 @@ pub(super) struct Beat {
     pub workers: Workers,
     pub image_id: String,
     /// The job's details as claimed; the progress is merged in.
-    pub details: serde_json::Value,
+    pub details: JobDetails,
     pub progress: Arc<ImportProgress>,
     /// Cancelled to stop the import.
     pub cancel: CancellationToken,
@@ -120,12 +121,12 @@ impl Beat {
         snap: &ProgressSnapshot,
         lease_ms: i64,
     ) -> Result<Heartbeat, crate::catalog::CatalogError> {
-        self.details["progress"] = serde_json::json!({
-            "bytes_converted": snap.bytes_converted,
-            "bytes_written": snap.bytes_written,
+        self.details.progress = Some(ProgressRecord {
+            bytes_converted: snap.bytes_converted,
+            bytes_written: snap.bytes_written,
         });
         let row = JobProgress {
-            phase: snap.phase.clone(),
+            phase: snap.phase,
             bytes_fetched: snap.bytes_fetched as i64,
             bytes_total: (snap.bytes_total > 0).then_some(snap.bytes_total as i64),
             source_format: snap.source_format.clone(),

@@ -24,6 +24,7 @@ use crate::blobstore::BlobStore;
 use crate::catalog::jobs::{ClaimedJob, FailureFacts, Finish, ImportSuccess};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::domain::{DiskRecord, ImageState};
 use disk::{import_disk, DiskOutcome, DiskTask, GuestCheck, QuotaUse};
 use failure::ImportFailure;
 use progress::ImportProgress;
@@ -184,7 +185,11 @@ impl Workers {
                     }
                     Ok(Finish::Recorded) => {
                         tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
-                        crate::metrics::global().import_finished("NORMAL", "", started.elapsed());
+                        crate::metrics::global().import_finished(
+                            ImageState::Normal,
+                            None,
+                            started.elapsed(),
+                        );
                         let _ = self.blobs.remove_partials(&job.image_id).await;
                         self.remove_scratch(&job.image_id).await;
                     }
@@ -219,7 +224,7 @@ impl Workers {
         let facts = failure.guest.as_ref().map(|report| {
             let f = guest_checks::facts(report);
             let mut details = job.details.clone();
-            details["guest"] = serde_json::to_value(report).unwrap_or_default();
+            details.guest = serde_json::to_value(report).ok();
             FailureFacts {
                 os_name: f.os_name,
                 platform: f.platform,
@@ -239,7 +244,7 @@ impl Workers {
                 self.catalog.finish_job_failed(
                     &job.image_id,
                     &self.node,
-                    &failure.code,
+                    failure.code,
                     &failure.message,
                     facts.as_ref(),
                 )
@@ -253,7 +258,7 @@ impl Workers {
                 .finish_job_failed(
                     &job.image_id,
                     &self.node,
-                    &failure.code,
+                    failure.code,
                     &failure.message,
                     facts.as_ref(),
                 )
@@ -263,8 +268,8 @@ impl Workers {
             Ok(true) => {
                 tracing::info!(image_id = %job.image_id, code = %failure.code, message = %raw_message, "import failed");
                 crate::metrics::global().import_finished(
-                    "IMPORTFAILED",
-                    &failure.code,
+                    ImageState::ImportFailed,
+                    Some(failure.code),
                     started.elapsed(),
                 );
                 self.remove_failed_blobs(job).await;
@@ -367,27 +372,23 @@ impl Workers {
         let guest_details = system
             .guest
             .as_ref()
-            .and_then(|g| serde_json::to_value(g).ok())
-            .unwrap_or(serde_json::Value::Null);
+            .and_then(|g| serde_json::to_value(g).ok());
         let facts = system.guest.as_ref().map(guest_checks::facts);
-        let disks_json: Vec<serde_json::Value> = outcomes
+        let mut details = job.details.clone();
+        details.disks = outcomes
             .iter()
-            .map(|(i, o)| {
-                serde_json::json!({
-                    "disk_index": i,
-                    "source_format": o.source_format,
-                    "source_subformat": o.source_subformat,
-                    "virtual_size": o.virtual_size,
-                    "stored_size": o.stored_size,
-                    "source_bytes": o.source_bytes,
-                    "sha256": o.sha256,
-                    "resumes": o.resumes,
-                })
+            .map(|(i, o)| DiskRecord {
+                disk_index: *i,
+                source_format: o.source_format.clone(),
+                source_subformat: o.source_subformat.clone(),
+                virtual_size: o.virtual_size,
+                stored_size: o.stored_size,
+                source_bytes: o.source_bytes,
+                sha256: o.sha256.clone(),
+                resumes: u64::from(o.resumes),
             })
             .collect();
-        let mut details = job.details.clone();
-        details["disks"] = serde_json::Value::Array(disks_json);
-        details["guest"] = guest_details;
+        details.guest = guest_details;
         Ok(ImportSuccess {
             sha256: system.sha256.clone(),
             source_format: match &system.source_subformat {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::domain::ImportPhase;
 use crate::source::fetch::FetchProgress;
 
 #[derive(Default)]
@@ -20,14 +21,14 @@ pub struct ImportProgress {
 
 #[derive(Default, Clone)]
 struct Texts {
-    phase: String,
+    phase: ImportPhase,
     source_format: Option<String>,
 }
 
 /// A consistent copy for the catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProgressSnapshot {
-    pub phase: String,
+    pub phase: ImportPhase,
     pub bytes_fetched: u64,
     pub bytes_total: u64,
     pub bytes_converted: u64,
@@ -47,14 +48,14 @@ impl ImportProgress {
             image_id: image_id.to_string(),
             ..ImportProgress::default()
         };
-        p.set_phase("FETCHING");
+        p.set_phase(ImportPhase::Fetching);
         Arc::new(p)
     }
 
-    pub fn set_phase(&self, phase: &str) {
+    pub fn set_phase(&self, phase: ImportPhase) {
         let changed = match self.text.lock() {
             Ok(mut t) if t.phase != phase => {
-                t.phase = phase.to_string();
+                t.phase = phase;
                 true
             }
             _ => false,
@@ -62,7 +63,7 @@ impl ImportProgress {
         if changed && !self.image_id.is_empty() {
             tracing::info!(
                 image_id = %self.image_id,
-                phase,
+                phase = phase.as_str(),
                 bytes_fetched = self.fetch.bytes_fetched.load(Ordering::Relaxed),
                 bytes_total = self.fetch.bytes_total.load(Ordering::Relaxed),
                 bytes_written = self.bytes_written.load(Ordering::Relaxed),

@@ -56,6 +56,7 @@ use super::spool::RereadFailure;
 pub use super::spool::{FetchProgress, Spool, SpoolTuning};
 use super::url::ImageSource;
 use crate::config::{LimitsConfig, SourceConfig};
+use crate::domain::FailureCode;
 
 /// Why a fetch failed. [`FetchError::code`] is the import failure code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,19 +114,19 @@ fn stalled_message(secs: u64, at: u64, total: u64) -> String {
 impl FetchError {
     /// The import failure code: Tencent's `InvalidUrl` where it fits, our
     /// own precise codes elsewhere.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FailureCode {
         match self {
-            FetchError::InvalidUrl(_) => "InvalidUrl",
-            FetchError::AddressRefused(_) => "SourceAddressRefused",
-            FetchError::PathRefused(_) => "SourcePathRefused",
-            FetchError::Unreachable(_) => "SourceUnreachable",
-            FetchError::Stalled { .. } => "SourceStalled",
-            FetchError::LengthMismatch(_) => "SourceLengthMismatch",
-            FetchError::LengthUnknown(_) => "SourceLengthUnknown",
-            FetchError::TooLarge { .. } => "SourceTooLarge",
-            FetchError::Changed(_) => "SourceChanged",
-            FetchError::Cancelled => "ImportCancelled",
-            FetchError::Internal(_) => "InternalError",
+            FetchError::InvalidUrl(_) => FailureCode::InvalidUrl,
+            FetchError::AddressRefused(_) => FailureCode::SourceAddressRefused,
+            FetchError::PathRefused(_) => FailureCode::SourcePathRefused,
+            FetchError::Unreachable(_) => FailureCode::SourceUnreachable,
+            FetchError::Stalled { .. } => FailureCode::SourceStalled,
+            FetchError::LengthMismatch(_) => FailureCode::SourceLengthMismatch,
+            FetchError::LengthUnknown(_) => FailureCode::SourceLengthUnknown,
+            FetchError::TooLarge { .. } => FailureCode::SourceTooLarge,
+            FetchError::Changed(_) => FailureCode::SourceChanged,
+            FetchError::Cancelled => FailureCode::ImportCancelled,
+            FetchError::Internal(_) => FailureCode::InternalError,
         }
     }
 

@@ -8,7 +8,7 @@
 use super::{internal, region, validate};
 use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
-use crate::catalog::{DeleteOutcome, BUSY_STATES};
+use crate::catalog::DeleteOutcome;
 use serde_json::{json, Value};
 use tcapi::{ApiError, DeleteImages};
 
@@ -37,7 +37,7 @@ pub async fn delete_images(
     let uin = &caller.account.uin;
     for id in &ids {
         let image = ensure_owned(state, caller, id, OwnerAction::Delete).await?;
-        if BUSY_STATES.contains(&image.state.as_str()) {
+        if image.state.is_busy() {
             return Err(errors::image_id_incorrect_state(id));
         }
         let shares = state

@@ -21,6 +21,7 @@ use crate::api::{errors, AppState, Caller};
 use crate::catalog::exports::{ExportInsert, ExportObject, NewExport};
 use crate::catalog::jobs::default_blob_key;
 use crate::catalog::{Condition, ImageQuery, ImageView};
+use crate::domain::ImageState;
 use crate::export::names::{self, BucketError, BucketName};
 use crate::export::target::{Target, TargetError};
 
@@ -202,8 +203,8 @@ fn objects_of(
     if windows(&image.platform) || windows(&image.os_type) {
         return Err(errors::windows_export_unsupported(id));
     }
-    if image.state != "NORMAL" {
-        return Err(errors::export_image_state(id, &image.state));
+    if image.state != ImageState::Normal {
+        return Err(errors::export_image_state(id, image.state.as_str()));
     }
     let disks: Vec<_> = view
         .disks

@@ -10,6 +10,7 @@ use super::{internal, region, validate};
 use crate::api::views::export_task::task_json;
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::exports::{ExportCancel, ExportQuery};
+use crate::domain::TaskState;
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
@@ -66,6 +67,9 @@ pub async fn cancel_export_image_task(
     match outcome {
         ExportCancel::Cancelled | ExportCancel::Requested => Ok(json!({})),
         ExportCancel::NotFound => Err(errors::export_task_not_found(r.task_id)),
-        ExportCancel::AlreadyFinished(s) => Err(errors::export_task_finished(r.task_id, &s)),
+        ExportCancel::AlreadyFinished(state) => Err(errors::export_task_finished(
+            r.task_id,
+            state.map_or("finished", TaskState::as_str),
+        )),
     }
 }

@@ -267,9 +267,5 @@ fn check_url(
 /// distribution for Linux ("CentOS"), "Windows" for every Windows version
 /// (so DescribeImages shows the same value during the import and after).
 fn platform_at_import(os: &crate::config::ImportOsEntry) -> String {
-    if os.platform == "Windows" {
-        "Windows".to_owned()
-    } else {
-        os.os_name.clone()
-    }
+    os.platform.image_platform(&os.os_name)
 }

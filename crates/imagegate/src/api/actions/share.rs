@@ -9,6 +9,7 @@ use super::{internal, validate};
 use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::shares::{ShareOutcome, MAX_SHARES_PER_IMAGE};
+use crate::domain::ImageState;
 use serde_json::{json, Value};
 use tcapi::{ApiError, DescribeImageSharePermission, ModifyImageSharePermission};
 
@@ -50,7 +51,7 @@ pub async fn modify_image_share_permission(
         tracing::info!(request_id = caller.request_id, image = %image.image_id, accounts = ?accounts, "image shares cancelled");
         return Ok(json!({}));
     }
-    if image.state != "NORMAL" {
+    if image.state != ImageState::Normal {
         return Err(errors::invalid_image_state(&image.image_id));
     }
     let outcome = state

@@ -17,6 +17,7 @@ use super::describe::{MAX_FILTERS, MAX_FILTER_VALUES};
 use super::{internal, region, validate};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::{Condition, DiskRow, ImageQuery, ImageView};
+use crate::domain::ImageState;
 use serde_json::{json, Value};
 use tcapi::{ApiError, DescribeSnapshots, Filter};
 
@@ -33,7 +34,7 @@ struct Snap<'a> {
 
 impl Snap<'_> {
     fn state(&self) -> &'static str {
-        if self.view.image.state == "NORMAL" {
+        if self.view.image.state == ImageState::Normal {
             "NORMAL"
         } else {
             "CREATING"
@@ -228,7 +229,7 @@ pub async fn describe_snapshots(
     }
     let mut snaps: Vec<Snap> = views
         .iter()
-        .filter(|v| v.image.state != "IMPORTFAILED")
+        .filter(|v| v.image.state != ImageState::ImportFailed)
         .flat_map(|view| view.disks.iter().map(move |disk| Snap { view, disk }))
         .filter(|s| {
             id_list

@@ -10,6 +10,7 @@ use crate::api::access::ensure_visible;
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::sync::{SyncOutcome, SyncRequest};
 use crate::catalog::visibility::Access;
+use crate::domain::ImageState;
 use serde_json::{json, Value};
 use tcapi::{ApiError, SyncImages};
 
@@ -37,7 +38,7 @@ pub async fn sync_images(
     let destinations = destinations(state, &r.destination_regions)?;
     let access = ensure_visible(state, caller, image_id).await?;
     check_regions(&access, source_region, &destinations)?;
-    if access.image().state != "NORMAL" {
+    if access.image().state != ImageState::Normal {
         return Err(errors::image_id_incorrect_state(image_id));
     }
     let req = SyncRequest {

@@ -68,6 +68,6 @@ pub async fn cancel_import_image_task(
     match outcome {
         CancelOutcome::Cancelled | CancelOutcome::Requested => Ok(json!({})),
         CancelOutcome::NotFound => Err(errors::image_id_not_found(&r.image_id)),
-        CancelOutcome::AlreadyFinished(_) => Err(errors::image_id_incorrect_state(&r.image_id)),
+        CancelOutcome::AlreadyFinished => Err(errors::image_id_incorrect_state(&r.image_id)),
     }
 }

@@ -5,11 +5,12 @@ use serde_json::{json, Value};
 
 use super::iso8601;
 use crate::catalog::exports::ExportTaskRow;
+use crate::domain::TaskState;
 use crate::export::names::cos_path;
 
 /// Guest bytes done over the disks' total (100 once it succeeded).
 pub fn percent(row: &ExportTaskRow) -> i64 {
-    if row.state == "SUCCEEDED" {
+    if row.state == TaskState::Succeeded {
         return 100;
     }
     if row.guest_total <= 0 {

@@ -6,25 +6,21 @@ use serde_json::{json, Value};
 
 use super::iso8601;
 use crate::catalog::jobs::TaskRow;
+use crate::domain::{FailureCode, TaskState};
 
 /// How far the import is: the source fetched and its guest bytes converted
 /// count half each (the two overlap, so the slower one holds the figure
 /// back), and 99 at most until the import has succeeded, because storing's
 /// last bytes, the guest checks and the commit come after both.
 fn percent(row: &TaskRow) -> i64 {
-    if row.state == "SUCCEEDED" {
+    if row.state == TaskState::Succeeded {
         return 100;
     }
     let fraction = |done: i64, total: Option<i64>| match total {
         Some(total) if total > 0 => (done.clamp(0, total) as f64) / (total as f64),
         _ => 0.0,
     };
-    let converted = row
-        .details
-        .get("progress")
-        .and_then(|p| p.get("bytes_converted"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let converted = i64::try_from(row.details.bytes_converted()).unwrap_or(i64::MAX);
     let fetched = fraction(row.bytes_fetched, row.bytes_total);
     let converted = fraction(converted, row.virtual_size);
     (((fetched + converted) * 50.0) as i64).min(99)
@@ -47,8 +43,8 @@ fn tenant_node(node: Option<&str>) -> Value {
 /// tenant's own image and source, but absolute paths and non-COS URLs in
 /// them are replaced all the same, since a source may be served from an
 /// internal endpoint (`source.cos_endpoint`).
-pub fn tenant_message(code: Option<&str>, message: &str) -> String {
-    if code == Some("InternalError") {
+pub fn tenant_message(code: Option<FailureCode>, message: &str) -> String {
+    if code == Some(FailureCode::InternalError) {
         return "The import failed on an internal error of the service; the operator's log \
                 names the cause (search it for this ImageId)."
             .into();
@@ -78,41 +74,33 @@ pub fn tenant_message(code: Option<&str>, message: &str) -> String {
 pub fn task_json(row: &TaskRow) -> Value {
     let details = &row.details;
     let attempts: Vec<Value> = details
-        .get("attempts")
-        .and_then(|a| a.as_array())
-        .map(|list| {
-            list.iter()
-                .map(|a| {
-                    json!({
-                        "Attempt": a.get("attempt").cloned().unwrap_or(Value::Null),
-                        "Node": tenant_node(a.get("node").and_then(|v| v.as_str())),
-                        "StartTime": iso8601(a.get("started_at").and_then(|v| v.as_i64())),
-                    })
-                })
-                .collect()
+        .attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "Attempt": a.attempt,
+                "Node": tenant_node(Some(&a.node)),
+                "StartTime": iso8601(Some(a.started_at)),
+            })
         })
-        .unwrap_or_default();
+        .collect();
     let disks: Vec<Value> = details
-        .get("disks")
-        .and_then(|d| d.as_array())
-        .map(|list| {
-            list.iter()
-                .map(|d| {
-                    json!({
-                        "DiskIndex": d.get("disk_index").cloned().unwrap_or(Value::Null),
-                        "SourceFormat": d.get("source_format").cloned().unwrap_or(Value::Null),
-                        "SourceSubformat": d.get("source_subformat").cloned().unwrap_or(Value::Null),
-                        "VirtualSize": d.get("virtual_size").cloned().unwrap_or(Value::Null),
-                        "StoredSize": d.get("stored_size").cloned().unwrap_or(Value::Null),
-                        "SourceBytes": d.get("source_bytes").cloned().unwrap_or(Value::Null),
-                        "Sha256": d.get("sha256").cloned().unwrap_or(Value::Null),
-                        "Resumes": d.get("resumes").cloned().unwrap_or(Value::Null),
-                    })
-                })
-                .collect()
+        .disks
+        .iter()
+        .map(|d| {
+            json!({
+                "DiskIndex": d.disk_index,
+                "SourceFormat": d.source_format,
+                "SourceSubformat": d.source_subformat,
+                "VirtualSize": d.virtual_size,
+                "StoredSize": d.stored_size,
+                "SourceBytes": d.source_bytes,
+                "Sha256": d.sha256,
+                "Resumes": d.resumes,
+            })
         })
-        .unwrap_or_default();
-    let progress = details.get("progress");
+        .collect();
+    let progress = details.progress;
     json!({
         "ImageId": row.image_id,
         "ImageName": row.image_name,
@@ -122,19 +110,19 @@ pub fn task_json(row: &TaskRow) -> Value {
         "Percent": percent(row),
         "BytesFetched": row.bytes_fetched,
         "BytesTotal": row.bytes_total,
-        "BytesConverted": progress.and_then(|p| p.get("bytes_converted")).cloned().unwrap_or(Value::Null),
-        "BytesWritten": progress.and_then(|p| p.get("bytes_written")).cloned().unwrap_or(Value::Null),
+        "BytesConverted": progress.map(|p| p.bytes_converted),
+        "BytesWritten": progress.map(|p| p.bytes_written),
         "SourceFormat": row.source_format,
         "VirtualSize": row.virtual_size,
         "Sha256": row.sha256,
         "FailureCode": row.failure_code,
-        "FailureMessage": row.failure_message.as_deref().map(|m| tenant_message(row.failure_code.as_deref(), m)),
+        "FailureMessage": row.failure_message.as_deref().map(|m| tenant_message(row.failure_code, m)),
         "CancelRequested": row.cancel_requested,
         "Attempts": row.attempts,
         "Node": tenant_node(row.node.as_deref()),
         "AttemptSet": attempts,
         "DiskSet": disks,
-        "GuestFacts": details.get("guest").cloned().unwrap_or(Value::Null),
+        "GuestFacts": details.guest,
         "CreatedTime": iso8601(Some(row.created_at)),
         "StartTime": iso8601(row.started_at),
         "FinishTime": iso8601(row.finished_at),
@@ -152,29 +140,29 @@ mod tests {
             json!("node:4242:00c0ffee")
         );
         let m = tenant_message(
-            Some("InternalError"),
+            Some(FailureCode::InternalError),
             "cannot write to the blob store: /srv/imagegate/images/img-1.qcow2: EIO",
         );
         assert!(!m.contains("/srv") && m.contains("operator"), "{m}");
         let m = tenant_message(
-            Some("SourceUnavailable"),
+            Some(FailureCode::SourceUnreachable),
             "GET `http://10.0.0.5:9000/images-1250000000/a.qcow2` answered 503 (see /var/log/x)",
         );
         assert!(!m.contains("10.0.0.5") && !m.contains("/var/log"), "{m}");
         let cos = "https://images-1250000000.cos.ap-guangzhou.myqcloud.com/a.qcow2 answered 404";
-        assert_eq!(tenant_message(Some("InvalidUrl"), cos), cos);
+        assert_eq!(tenant_message(Some(FailureCode::InvalidUrl), cos), cos);
         assert_eq!(
-            tenant_message(Some("InvalidFormatSize"), "too big: 3 GiB / 2"),
+            tenant_message(Some(FailureCode::InvalidFormatSize), "too big: 3 GiB / 2"),
             "too big: 3 GiB / 2"
         );
     }
 
-    fn row(state: &str, fetched: i64, converted: i64) -> TaskRow {
+    fn row(state: TaskState, fetched: i64, converted: u64) -> TaskRow {
         TaskRow {
             image_id: "img-00000001".into(),
             image_name: "n".into(),
-            image_state: "IMPORTING".into(),
-            state: state.into(),
+            image_state: crate::domain::ImageState::Importing,
+            state,
             phase: None,
             attempts: 1,
             bytes_fetched: fetched,
@@ -184,7 +172,13 @@ mod tests {
             sha256: None,
             failure_code: None,
             failure_message: None,
-            details: json!({"progress": {"bytes_converted": converted}}),
+            details: crate::domain::JobDetails {
+                progress: Some(crate::domain::ProgressRecord {
+                    bytes_converted: converted,
+                    bytes_written: 0,
+                }),
+                ..Default::default()
+            },
             node: None,
             cancel_requested: false,
             created_at: 0,
@@ -195,13 +189,13 @@ mod tests {
 
     #[test]
     fn percent_moves_with_fetch_and_conversion_and_waits_for_the_end() {
-        assert_eq!(percent(&row("RUNNING", 0, 0)), 0);
+        assert_eq!(percent(&row(TaskState::Running, 0, 0)), 0);
         // Fetched all, converted half: the conversion holds the figure back.
-        assert_eq!(percent(&row("RUNNING", 1000, 2000)), 75);
+        assert_eq!(percent(&row(TaskState::Running, 1000, 2000)), 75);
         // Everything fetched and converted: still checking and committing.
-        assert_eq!(percent(&row("RUNNING", 1000, 4000)), 99);
-        assert_eq!(percent(&row("SUCCEEDED", 1000, 4000)), 100);
+        assert_eq!(percent(&row(TaskState::Running, 1000, 4000)), 99);
+        assert_eq!(percent(&row(TaskState::Succeeded, 1000, 4000)), 100);
         // Counters past their totals (a row of another version) stay in range.
-        assert_eq!(percent(&row("RUNNING", 5000, 9000)), 99);
+        assert_eq!(percent(&row(TaskState::Running, 5000, 9000)), 99);
     }
 }
