@@ -167,9 +167,8 @@ async fn within<T, E: std::fmt::Display>(
 
 /// Runs the three checks at once.
 pub async fn readiness(state: &Ops) -> Readiness {
-    let pool = state.catalog.pool();
     let catalog = async {
-        let r = within(sqlx::query("SELECT 1").fetch_one(pool)).await;
+        let r = within(state.catalog.ping()).await;
         Check {
             name: "catalog",
             error: r.err(),
@@ -178,15 +177,7 @@ pub async fn readiness(state: &Ops) -> Readiness {
     };
     let migrations = async {
         let expected = state.catalog.migration_versions();
-        let applied = within(async {
-            let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|r| sqlx::Row::try_get::<i64, _>(r, "version"))
-                .collect::<Result<Vec<i64>, sqlx::Error>>()
-        })
-        .await;
+        let applied = within(state.catalog.applied_migrations()).await;
         let error = match &applied {
             Err(e) => Some(e.clone()),
             Ok(applied) => {

@@ -283,7 +283,8 @@ impl Catalog {
         Ok(())
     }
 
-    /// The pool, for the other catalog modules (jobs, pipeline).
+    /// The pool, for the catalog's modules and the shared rate limits
+    /// (which fall back to it when they have no pool of their own).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -300,6 +301,23 @@ impl Catalog {
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
         list.iter().map(|&(version, _, _)| version).collect()
+    }
+
+    /// One round trip to the database (`/readyz`).
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Versions of the migrations applied successfully (`/readyz`).
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, CatalogError> {
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| col(r, "version"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(CatalogError::from)
     }
 
     /// Held around every write (a transaction or a lone statement): on
