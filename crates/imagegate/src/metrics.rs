@@ -99,6 +99,9 @@ pub struct Metrics {
     bytes_written: AtomicU64,
     /// Heartbeats that wrote an import's progress to the catalog.
     progress_writes: AtomicU64,
+    /// Requests the node's own rate-limit bucket decided because the shared
+    /// buckets (PostgreSQL) did not answer.
+    shared_limit_unavailable: AtomicU64,
     leases_held: AtomicI64,
 }
 
@@ -145,6 +148,7 @@ impl Metrics {
             bytes_fetched: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             progress_writes: AtomicU64::new(0),
+            shared_limit_unavailable: AtomicU64::new(0),
             leases_held: AtomicI64::new(0),
         }
     }
@@ -197,6 +201,18 @@ impl Metrics {
     /// One write of an import's progress (and lease) to the catalog.
     pub fn progress_written(&self) {
         self.progress_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request admitted by the node's own bucket alone: the shared rate
+    /// limits did not answer (or were paused after not answering).
+    pub fn shared_limit_unavailable(&self) {
+        self.shared_limit_unavailable
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests [`Metrics::shared_limit_unavailable`] counted.
+    pub fn shared_limit_unavailable_total(&self) -> u64 {
+        self.shared_limit_unavailable.load(Ordering::Relaxed)
     }
 
     /// Counts a lease held by this process until the guard is dropped.
@@ -285,6 +301,11 @@ impl Metrics {
                 "imagegate_import_progress_writes_total",
                 "Writes of import progress and leases to the catalog by this process's workers.",
                 self.progress_writes.load(Ordering::Relaxed),
+            ),
+            (
+                "imagegate_rate_limit_shared_unavailable_total",
+                "Requests admitted by this node's own rate-limit bucket alone because the shared buckets in PostgreSQL did not answer.",
+                self.shared_limit_unavailable.load(Ordering::Relaxed),
             ),
         ] {
             header(&mut out, name, "counter", help);
@@ -499,6 +520,7 @@ mod tests {
         );
         m.add_bytes_fetched(10);
         m.add_bytes_fetched(5);
+        m.shared_limit_unavailable();
         let text = m.render(&ScrapeFacts {
             job_counts: Some(vec![(TaskState::Succeeded, 4), (TaskState::Queued, 2)]),
             rss_bytes: Some(4096),
@@ -542,6 +564,10 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(v("imagegate_import_bytes_fetched_total"), Some(15.0));
+        assert_eq!(
+            v("imagegate_rate_limit_shared_unavailable_total"),
+            Some(1.0)
+        );
         assert_eq!(v("imagegate_import_queue_depth"), Some(2.0));
         assert_eq!(v(r#"imagegate_import_jobs{state="SUCCEEDED"}"#), Some(4.0));
         assert_eq!(v("process_resident_memory_bytes"), Some(4096.0));

@@ -197,7 +197,11 @@ impl RateLimiter {
         // requests the shared bucket would admit.
         let asked = Instant::now();
         match shared.take(uin, action.name(), rate).await {
-            SharedVerdict::Admitted | SharedVerdict::Unavailable => Ok(()),
+            SharedVerdict::Admitted => Ok(()),
+            SharedVerdict::Unavailable => {
+                crate::metrics::global().shared_limit_unavailable();
+                Ok(())
+            }
             SharedVerdict::Refused { wait } => {
                 give_back(bucket, rate, Instant::now(), asked + wait);
                 Err(Exceeded { rate })

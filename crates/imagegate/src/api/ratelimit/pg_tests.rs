@@ -167,11 +167,15 @@ async fn a_database_that_does_not_answer_fails_open_to_the_nodes_bucket() {
     // No request hangs, and this node's own bucket decides: its ten tokens
     // (plus what refills meanwhile), where the shared bucket would have
     // admitted only what refilled.
+    let fallbacks = crate::metrics::global().shared_limit_unavailable_total();
     let t0 = Instant::now();
     let admitted = burst(&rl, 20).await;
     let elapsed = t0.elapsed().as_secs_f64();
     eprintln!("frozen: {admitted} of 20 admitted in {elapsed:.3} s");
     assert!(admitted >= RATE as usize, "{admitted}");
+    // Each of them is counted as decided without the shared buckets.
+    let counted = crate::metrics::global().shared_limit_unavailable_total() - fallbacks;
+    assert!(counted >= admitted as u64, "{counted} < {admitted}");
     assert!(
         admitted as f64 <= RATE as f64 * (1.0 + elapsed) + 1.0,
         "{admitted}"
