@@ -6,11 +6,14 @@
 //! an imported image). For each format, (a) is this binary's `export-one`
 //! child (open the qcow2 with diskformat, export through a `FileSink`) and
 //! (b) is `qemu-img convert -f qcow2 -O <fmt>` (VMDK with
-//! `subformat=streamOptimized`, VHD `subformat=dynamic`). Neither syncs;
-//! `sync` runs untimed before each run so one's writeback is not charged to
-//! the other. Runs alternate (a, b, b, a, ...); medians are printed with
-//! a/b and each side's peak RSS. Every (a) output is then judged identical
-//! to the source by `qemu-img compare`.
+//! `subformat=streamOptimized`, VHD `subformat=dynamic`). By default
+//! neither syncs (the page-cache measure); `sync` runs untimed before each
+//! run so one's writeback is not charged to the other. With `--durable`
+//! each side's time runs until its output is on disk (`fsync` of the output
+//! file, as the service syncs an export before publishing it). Runs
+//! alternate (a, b, b, a, ...); medians are printed with a/b and each side's
+//! peak RSS. Every (a) output is then judged identical to the source by
+//! `qemu-img compare`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,6 +46,10 @@ pub struct ExportArgs {
     /// Keep the source of an earlier run in the same workdir.
     #[arg(long)]
     reuse_fixtures: bool,
+    /// Time each side until its output is on disk (fsync), not only in the
+    /// page cache.
+    #[arg(long)]
+    durable: bool,
 }
 
 /// The child's side: export `src` (any format diskformat opens) as `fmt`
@@ -52,6 +59,9 @@ pub struct ExportOneArgs {
     src: PathBuf,
     format: String,
     out: PathBuf,
+    /// fsync the output before exiting.
+    #[arg(long)]
+    durable: bool,
 }
 
 pub fn export_one(args: ExportOneArgs) -> anyhow::Result<()> {
@@ -60,6 +70,9 @@ pub fn export_one(args: ExportOneArgs) -> anyhow::Result<()> {
     let disk = diskformat::open(Arc::new(src), &Limits::default())?;
     let mut sink = FileSink::create(&args.out)?;
     diskformat::export(&*disk, format, &mut sink, &mut |_| true)?;
+    if args.durable {
+        sink.into_file().sync_all()?;
+    }
     println!(
         "{}",
         crate::server::proc_status_kib(std::process::id(), "VmHWM:") * 1024
@@ -125,7 +138,15 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         work.display(),
         args.repeat.max(1)
     );
-    println!("a = diskformat::export (FileSink); b = qemu-img convert -f qcow2 -O <fmt>\n");
+    println!("a = diskformat::export (FileSink); b = qemu-img convert -f qcow2 -O <fmt>");
+    println!(
+        "{}\n",
+        if args.durable {
+            "durable: each side's time includes the fsync of its output"
+        } else {
+            "page cache: neither side syncs (sync runs untimed before each run)"
+        }
+    );
     println!(
         "{:<7} {:>9} {:>9} {:>7} {:>12} {:>12} {:>11} {:>11}",
         "format", "a s", "b s", "a/b", "a peak RSS", "b peak RSS", "a size", "b size"
@@ -140,9 +161,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
                 sync()?;
                 if side == 0 {
-                    a.push(run_ours(&me, &src, f, &ours)?);
+                    a.push(run_ours(&me, &src, f, &ours, args.durable)?);
                 } else {
-                    b.push(run_qemu(&src, f, &theirs)?);
+                    b.push(run_qemu(&src, f, &theirs, args.durable)?);
                 }
             }
         }
@@ -169,16 +190,21 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_ours(me: &Path, src: &Path, f: ExportFormat, out: &Path) -> anyhow::Result<Run> {
+fn run_ours(
+    me: &Path,
+    src: &Path,
+    f: ExportFormat,
+    out: &Path,
+    durable: bool,
+) -> anyhow::Result<Run> {
     let _ = std::fs::remove_file(out);
     let t = Instant::now();
-    let o = Command::new(me)
-        .arg("export-one")
-        .arg(src)
-        .arg(f.api_name())
-        .arg(out)
-        .stderr(Stdio::inherit())
-        .output()?;
+    let mut cmd = Command::new(me);
+    cmd.arg("export-one").arg(src).arg(f.api_name()).arg(out);
+    if durable {
+        cmd.arg("--durable");
+    }
+    let o = cmd.stderr(Stdio::inherit()).output()?;
     let secs = t.elapsed().as_secs_f64();
     if !o.status.success() {
         bail!("export-one {f} failed");
@@ -187,7 +213,7 @@ fn run_ours(me: &Path, src: &Path, f: ExportFormat, out: &Path) -> anyhow::Resul
     Ok(Run { secs, rss })
 }
 
-fn run_qemu(src: &Path, f: ExportFormat, out: &Path) -> anyhow::Result<Run> {
+fn run_qemu(src: &Path, f: ExportFormat, out: &Path, durable: bool) -> anyhow::Result<Run> {
     let _ = std::fs::remove_file(out);
     let t = Instant::now();
     let child = Command::new("qemu-img")
@@ -201,6 +227,9 @@ fn run_qemu(src: &Path, f: ExportFormat, out: &Path) -> anyhow::Result<Run> {
         .context("running qemu-img")?;
     let sampler = RssSampler::start(child.id());
     let o = child.wait_with_output()?;
+    if durable && o.status.success() {
+        std::fs::File::open(out)?.sync_all()?;
+    }
     let secs = t.elapsed().as_secs_f64();
     let rss = sampler.finish();
     if !o.status.success() {
