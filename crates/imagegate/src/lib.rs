@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod private_fs;
 pub mod redact;
 pub mod retry;
+pub mod s3;
 pub mod server;
 pub mod source;
 pub mod storage;

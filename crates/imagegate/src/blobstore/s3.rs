@@ -23,6 +23,7 @@ use super::{
 };
 use crate::config::BlobConfig;
 use crate::retry::{retry, Retried, RetryPolicy, Transience};
+use crate::s3::{Credentials, S3Endpoint, Tuning};
 
 /// Minimum size of every S3 multipart part but the last.
 const S3_MIN_PART: u64 = 5 << 20;
@@ -118,26 +119,11 @@ impl S3BlobStore {
         if bucket.is_empty() {
             return Err(BlobError::Config(format!("no bucket in {url:?}")));
         }
-        let mut builder = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&bucket)
-            .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
-        if let Some(endpoint) = &cfg.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
-        }
-        if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
-            builder = builder.with_access_key_id(ak).with_secret_access_key(sk);
-        }
+        let endpoint = S3Endpoint::for_blobs(cfg);
         // One try per call: `patiently` retries, signing each try afresh.
-        builder = builder.with_retry(object_store::RetryConfig {
-            max_retries: 0,
-            ..Default::default()
-        });
-        let store = builder.build()?;
-        let uploads = match (&cfg.access_key, &cfg.secret_key) {
-            (Some(ak), Some(sk)) => Some(UploadLister::new(cfg, &bucket, ak, sk)?),
+        let store = endpoint.client(&bucket, &Tuning::CallerRetries)?;
+        let uploads = match &endpoint.credentials {
+            Credentials::Keys(ak, sk) => Some(UploadLister::new(&endpoint, &bucket, ak, sk)?),
             _ => None,
         };
         Ok(S3BlobStore {

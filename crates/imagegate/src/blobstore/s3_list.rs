@@ -1,8 +1,12 @@
-//! ListMultipartUploads, which object_store has no call for: signed by
-//! hand with AWS SigV4 on a path-style endpoint.
+//! ListMultipartUploads, which object_store has no call for: one GET
+//! signed with AWS SigV4 (HMAC from the `hmac` crate) on the blob store's
+//! path-style endpoint.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
 
 use super::BlobError;
-use crate::config::BlobConfig;
+use crate::s3::S3Endpoint;
 
 /// ListMultipartUploads on a path-style endpoint, signed with AWS SigV4
 /// (object_store has no call for it). One page: up to 1,000 uploads per
@@ -20,13 +24,13 @@ pub(super) struct UploadLister {
 
 impl UploadLister {
     pub(super) fn new(
-        cfg: &BlobConfig,
+        service: &S3Endpoint,
         bucket: &str,
         ak: &str,
         sk: &str,
     ) -> Result<Self, BlobError> {
-        let region = cfg.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let endpoint = cfg
+        let region = service.region.clone();
+        let endpoint = service
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
@@ -58,7 +62,6 @@ impl UploadLister {
 
     /// `(key, upload id)` of the incomplete uploads whose key starts with `prefix`.
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, BlobError> {
-        use sha2::{Digest, Sha256};
         let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let day = &amz_date[..8];
         let path = format!("/{}/", sigv4_encode(&self.bucket));
@@ -132,20 +135,11 @@ fn sigv4_encode(s: &str) -> String {
 }
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().to_vec()
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// `(Key, UploadId)` pairs of a ListMultipartUploadsResult document.

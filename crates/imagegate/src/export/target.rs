@@ -22,6 +22,7 @@ use diskformat::export::{ExportSink, FileSink};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::config::SourceConfig;
+use crate::s3::{S3Endpoint, Tuning};
 
 /// Folder (under `cos_root`) of temporary export files.
 pub const PARTIAL_DIR: &str = ".imagegate-exports";
@@ -59,9 +60,7 @@ pub enum Target {
 
 #[derive(Debug, Clone)]
 pub struct S3Target {
-    endpoint: String,
-    region: String,
-    keys: Option<(String, String)>,
+    service: S3Endpoint,
 }
 
 /// One object being written: an [`ExportSink`] that is published whole or
@@ -80,15 +79,8 @@ impl Target {
         if let Some(root) = &cfg.cos_root {
             return Some(Target::Folder { root: root.clone() });
         }
-        let endpoint = cfg.cos_endpoint.clone()?;
-        let keys = match (&cfg.cos_access_key, &cfg.cos_secret_key) {
-            (Some(a), Some(s)) => Some((a.clone(), s.clone())),
-            _ => None,
-        };
         Some(Target::S3(S3Target {
-            endpoint,
-            region: cfg.cos_region.clone().unwrap_or_else(|| "us-east-1".into()),
-            keys,
+            service: S3Endpoint::for_cos(cfg)?,
         }))
     }
 
@@ -223,18 +215,9 @@ impl Target {
 
 impl S3Target {
     fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, TargetError> {
-        let mut b = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
-            .with_bucket_name(bucket)
-            .with_region(&self.region)
-            .with_virtual_hosted_style_request(false)
-            .with_allow_http(true);
-        match &self.keys {
-            Some((a, s)) => b = b.with_access_key_id(a).with_secret_access_key(s),
-            None => b = b.with_skip_signature(true),
-        }
-        let store = b
-            .build()
+        let store = self
+            .service
+            .client(bucket, &Tuning::Default)
             .map_err(|e| TargetError::Io(format!("source.cos_endpoint is not usable: {e}")))?;
         Ok(Arc::new(store))
     }

@@ -19,6 +19,7 @@ use super::fetch::{FetchError, FetchOptions, TAIL_PREFETCH};
 use super::netpolicy::{redact_query, DnsFailure, NetPolicy, PolicyRefusal};
 use super::url::ImageSource;
 use crate::config::SourceConfig;
+use crate::s3::{S3Endpoint, Tuning};
 
 /// What identifies one version of the object, for `If-Range` / `If-Match`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,8 +93,8 @@ impl Remote {
                 url,
                 ..
             } => {
-                if let Some(endpoint) = &cfg.cos_endpoint {
-                    return Remote::s3(endpoint, &format!("{bucket}-{app_id}"), key, cfg, opts);
+                if let Some(service) = S3Endpoint::for_cos(cfg) {
+                    return Remote::s3(&service, &format!("{bucket}-{app_id}"), key, opts);
                 }
                 let u = reqwest::Url::parse(url).map_err(|e| {
                     FetchError::InvalidUrl(format!("the COS URL is malformed: {e}"))
@@ -115,46 +116,25 @@ impl Remote {
     }
 
     fn s3(
-        endpoint: &str,
+        service: &S3Endpoint,
         bucket_full: &str,
         key: &str,
-        cfg: &SourceConfig,
         opts: &FetchOptions,
     ) -> Result<Remote, FetchError> {
-        let client_options = object_store::ClientOptions::new()
-            .with_allow_http(true)
-            // A multi-GiB body may take hours: no whole-request timeout, a
-            // per-read one instead.
-            .with_timeout_disabled()
-            .with_read_timeout(opts.stall_timeout)
-            .with_connect_timeout(opts.connect_timeout);
-        let retry = object_store::RetryConfig {
-            backoff: object_store::BackoffConfig {
-                init_backoff: opts.backoff_initial,
-                max_backoff: opts.backoff_max,
-                base: 2.0,
-            },
+        // A multi-GiB body may take hours: no whole-request timeout, a
+        // per-read one instead.
+        let tuning = Tuning::Download {
+            stall: opts.stall_timeout,
+            connect: opts.connect_timeout,
+            backoff_initial: opts.backoff_initial,
+            backoff_max: opts.backoff_max,
             max_retries: opts.max_consecutive_failures as usize,
-            retry_timeout: opts.stall_timeout * 2,
         };
-        let mut b = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(endpoint)
-            .with_bucket_name(bucket_full)
-            .with_region(cfg.cos_region.as_deref().unwrap_or("us-east-1"))
-            .with_virtual_hosted_style_request(false)
-            .with_allow_http(true)
-            .with_client_options(client_options)
-            .with_retry(retry);
-        match (&cfg.cos_access_key, &cfg.cos_secret_key) {
-            (Some(a), Some(s)) => {
-                b = b.with_access_key_id(a).with_secret_access_key(s);
-            }
-            _ => b = b.with_skip_signature(true),
-        }
-        let store = b
-            .build()
+        let store = service
+            .client(bucket_full, &tuning)
             .map_err(|e| FetchError::Internal(format!("source.cos_endpoint is not usable: {e}")))?;
         let path = object_store::path::Path::from_iter(key.split('/'));
+        let endpoint = service.endpoint.as_deref().unwrap_or_default();
         Ok(Remote::S3 {
             store: Arc::new(store),
             path,
