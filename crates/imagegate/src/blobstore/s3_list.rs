@@ -7,7 +7,8 @@ use crate::config::BlobConfig;
 /// ListMultipartUploads on a path-style endpoint, signed with AWS SigV4
 /// (object_store has no call for it). One page: up to 1,000 uploads per
 /// prefix, far more than the uploads one job or one reaper pass can leave.
-pub(super) struct UploadLister {
+/// Also used by the export target (`export::target`) on its own endpoint.
+pub(crate) struct UploadLister {
     http: reqwest::Client,
     /// `scheme://host[:port]`, no trailing slash.
     base: String,
@@ -30,7 +31,19 @@ impl UploadLister {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let url = reqwest::Url::parse(&endpoint)
+        Self::for_endpoint(&endpoint, &region, bucket, ak, sk)
+    }
+
+    /// A lister of `bucket` on `endpoint` (path-style), signed for `region`.
+    pub(crate) fn for_endpoint(
+        endpoint: &str,
+        region: &str,
+        bucket: &str,
+        ak: &str,
+        sk: &str,
+    ) -> Result<Self, BlobError> {
+        let region = region.to_string();
+        let url = reqwest::Url::parse(endpoint)
             .map_err(|e| BlobError::Config(format!("blobs.endpoint {endpoint:?}: {e}")))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -57,7 +70,7 @@ impl UploadLister {
     }
 
     /// `(key, upload id)` of the incomplete uploads whose key starts with `prefix`.
-    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, BlobError> {
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, BlobError> {
         use sha2::{Digest, Sha256};
         let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let day = &amz_date[..8];
