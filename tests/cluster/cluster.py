@@ -37,6 +37,7 @@ def _load(name: str, path: Path):
 igconf = sys.modules.get("igconf") or _load("igconf", CONFORMANCE / "conftest.py")
 
 import diskimages as di  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 from origin import Origin  # noqa: E402,F401
 
 READY = {
@@ -126,7 +127,11 @@ class Cluster:
     """Nodes on one catalog and one bucket, plus clients that talk to a chosen API node."""
 
     def __init__(self, workdir: Path, *, lease_seconds: int = 3, concurrency: int = 2,
-                 rate_limits: bool = False, rate_limit_scope: str | None = None):
+                 rate_limits: bool = False, rate_limit_scope: str | None = None,
+                 cos_root: bool = True, source_extra: str = "", workers_extra: str = ""):
+        """`cos_root=False` leaves `source.cos_root` unset, so COS (import sources and
+        export buckets) is the S3 store named in `source_extra` (`cos_endpoint` ...);
+        `workers_extra` adds lines to every node's `[workers]`."""
         self.workdir = workdir
         self.accounts = igconf.make_accounts()
         # Shared back-ends whatever IMAGEGATE_TEST_BACKEND says: that is what a cluster is.
@@ -135,6 +140,7 @@ class Cluster:
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
         self.rate_limits, self.rate_limit_scope = rate_limits, rate_limit_scope
+        self.cos_root, self.source_extra, self.workers_extra = cos_root, source_extra, workers_extra
         self.nodes: list[Node] = []
         (workdir / "cos").mkdir(parents=True, exist_ok=True)
 
@@ -144,8 +150,10 @@ class Cluster:
         config = d / "imagegate.toml"
         igconf.write_config(config, d / "data", self.accounts.values(), rate_limits=self.rate_limits,
                             rate_limit_scope=self.rate_limit_scope,
-                            cos_root=self.workdir / "cos", backend=self.backend,
-                            workers=f"concurrency = {self.concurrency}\nlease_seconds = {self.lease_seconds}")
+                            cos_root=self.workdir / "cos" if self.cos_root else None,
+                            source_extra=self.source_extra, backend=self.backend,
+                            workers=f"concurrency = {self.concurrency}\nlease_seconds = {self.lease_seconds}\n"
+                                    f"{self.workers_extra}")
         node = Node(name, role, config, d / "node.log").start()
         self.nodes.append(node)
         return node
@@ -159,6 +167,30 @@ class Cluster:
         for n in self.nodes:
             n.stop()
         self.nodes.clear()
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query on the catalog database (PostgreSQL), as text."""
+        out = igconf.pg_admin(query, url=self.backend.catalog_url)
+        return [line.split("|") for line in out.splitlines() if line]
+
+    def store_matches_catalog(self) -> list[str]:
+        """The blob keys, once the bucket has been found to match the catalog exactly: the
+        bucket holds the blob of every disk of every NORMAL image (a SyncImages copy names
+        its source's) and nothing else (no orphan, no missing blob), each is listed in
+        `blobs`, and no multipart upload is left unfinished in the blob bucket. (`blobs`
+        may also list the keys of imports not NORMAL: its row is written with the image.)"""
+        named = sorted(r[0] for r in self.sql(
+            "SELECT DISTINCT d.blob_key FROM image_disks d JOIN images i ON i.image_id = d.image_id "
+            "WHERE i.state = 'NORMAL'"))
+        unnamed = self.sql("SELECT d.image_id, d.disk_index FROM image_disks d JOIN images i "
+                           "ON i.image_id = d.image_id WHERE i.state = 'NORMAL' AND d.blob_key IS NULL")
+        assert not unnamed, f"disks of NORMAL images without a blob: {unnamed}"
+        listed = {r[0] for r in self.sql("SELECT blob_key FROM blobs")}
+        assert set(named) <= listed, f"blobs of NORMAL images not in `blobs`: {set(named) - listed}"
+        keys = self.backend.keys()
+        assert keys == named, f"bucket {keys} != blobs of NORMAL images {named}"
+        assert self.backend.uploads() == [], "incomplete multipart uploads left in the blob bucket"
+        return keys
 
     def drop(self):
         """Drop the catalog database and empty the bucket."""
@@ -220,3 +252,54 @@ def source_disk(workdir: Path, fmt: str = "qcow2-v3", seed: int = 1) -> tuple[Pa
     """(raw source, the same disk in `fmt`)."""
     raw = di.linux_disk(workdir / f"source-{seed}.raw", seed=seed)
     return raw, di.convert(raw, workdir / f"disk-{seed}.{fmt}", fmt)
+
+
+# --------------------------------------------------------------------------- S3 part gate
+
+
+class PartGate(FaultProxy):
+    """An S3 proxy (in front of moto_server) that stops multipart uploads midway on command.
+
+    `hold_after(n)`: n more UploadPart requests go through, later ones are held (their body
+    read, nothing forwarded) until `open()`; `open(drop=True)` resets the held ones instead
+    of forwarding them (their sender is dead: nothing of theirs may reach the store), and
+    from then on everything is forwarded. Other requests always pass.
+    """
+
+    def __init__(self, upstream: str):
+        super().__init__(upstream)
+        self.cond = threading.Condition()
+        self.passes: int | None = None  # None: open
+        self.drop = False
+        self.held = 0
+        self.parts = {"forwarded": 0, "held": 0, "dropped": 0}
+
+    def hold_after(self, n: int):
+        with self.cond:
+            self.passes, self.drop = n, False
+
+    def open(self, drop: bool = True):
+        with self.cond:
+            self.passes, self.drop = None, drop
+            self.cond.notify_all()
+
+    def _handle(self, h):
+        if not (h.command == "PUT" and "partNumber=" in h.path and "uploadId=" in h.path):
+            return super()._handle(h)
+        body = self._read_body(h)
+        with self.cond:
+            dropped = False
+            if self.passes is not None and self.passes > 0:
+                self.passes -= 1
+            elif self.passes is not None:
+                self.held += 1
+                self.parts["held"] += 1
+                while self.passes is not None and self.passes <= 0:
+                    self.cond.wait()
+                self.held -= 1
+                dropped = self.drop
+            self.parts["dropped" if dropped else "forwarded"] += 1
+        if dropped:
+            self._reset(h)
+            return
+        self._forward(h, body)

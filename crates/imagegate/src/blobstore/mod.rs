@@ -22,6 +22,7 @@ mod s3;
 mod s3_list;
 
 pub use s3::{patiently, S3BlobStore};
+pub(crate) use s3_list::UploadLister;
 
 use crate::retry::Transience;
 

@@ -11,7 +11,8 @@ use crate::s3::S3Endpoint;
 /// ListMultipartUploads on a path-style endpoint, signed with AWS SigV4
 /// (object_store has no call for it). One page: up to 1,000 uploads per
 /// prefix, far more than the uploads one job or one reaper pass can leave.
-pub(super) struct UploadLister {
+/// Also used by the export target (`export::target`) on its own endpoint.
+pub(crate) struct UploadLister {
     http: reqwest::Client,
     /// `scheme://host[:port]`, no trailing slash.
     base: String,
@@ -23,7 +24,8 @@ pub(super) struct UploadLister {
 }
 
 impl UploadLister {
-    pub(super) fn new(
+    /// A lister of `bucket` on `service` (path-style), signed with its keys.
+    pub(crate) fn new(
         service: &S3Endpoint,
         bucket: &str,
         ak: &str,
@@ -61,7 +63,7 @@ impl UploadLister {
     }
 
     /// `(key, upload id)` of the incomplete uploads whose key starts with `prefix`.
-    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, BlobError> {
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, BlobError> {
         let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let day = &amz_date[..8];
         let path = format!("/{}/", sigv4_encode(&self.bucket));

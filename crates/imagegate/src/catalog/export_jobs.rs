@@ -282,6 +282,28 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Whether an unfinished task other than `task_id` writes `object_key`
+    /// in `bucket` (its upload there may be live: not to be aborted).
+    pub async fn export_key_shared(
+        &self,
+        task_id: i64,
+        bucket: &str,
+        object_key: &str,
+    ) -> Result<bool, CatalogError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM export_objects o JOIN export_tasks t ON t.task_id = o.task_id \
+             WHERE t.bucket = $1 AND o.object_key = $2 AND t.task_id <> $3 \
+             AND t.state IN ('QUEUED', 'RUNNING')",
+        )
+        .bind(bucket)
+        .bind(object_key)
+        .bind(task_id)
+        .fetch_one(self.pool())
+        .await?;
+        let n: i64 = col(&row, "n")?;
+        Ok(n > 0)
+    }
+
     /// Tasks running under a lease that has not expired (the temporary
     /// objects of any other task are garbage).
     pub async fn live_export_ids(&self) -> Result<Vec<i64>, CatalogError> {
@@ -295,5 +317,80 @@ impl Catalog {
             .map(|r| col(r, "task_id"))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(CatalogError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::exports::{ExportInsert, NewExport};
+    use super::*;
+
+    fn export(bucket: &str, key: &str) -> NewExport {
+        NewExport {
+            account_uin: "u1".into(),
+            region: "ap-guangzhou".into(),
+            bucket: bucket.into(),
+            format: "VMDK".into(),
+            objects: vec![ExportObject {
+                seq: 0,
+                image_id: "img-aaaaaaaa".into(),
+                disk_index: 0,
+                snapshot_id: "snap-aaaaaaaa".into(),
+                blob_key: "img-aaaaaaaa.qcow2".into(),
+                object_key: key.into(),
+                guest_size: 0,
+                published: false,
+            }],
+            max_active: 10,
+        }
+    }
+
+    async fn shared(c: &Catalog, task_id: i64) -> bool {
+        c.export_key_shared(task_id, "exp-1250000000", "a.vmdk")
+            .await
+            .unwrap()
+    }
+
+    async fn insert(c: &Catalog, new: &NewExport) -> i64 {
+        match c.insert_export(new).await.unwrap() {
+            ExportInsert::Created { task_id } => task_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The dead uploads of a retried export are aborted only for keys no
+    /// other unfinished task writes.
+    #[tokio::test]
+    async fn a_key_is_shared_only_with_other_unfinished_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let c = Catalog::open(&config).await.unwrap();
+        let mine = insert(&c, &export("exp-1250000000", "a.vmdk")).await;
+        assert!(!shared(&c, mine).await);
+        // Another key, or the same key in another bucket: not shared.
+        insert(&c, &export("exp-1250000000", "b.vmdk")).await;
+        insert(&c, &export("other-1250000000", "a.vmdk")).await;
+        assert!(!shared(&c, mine).await);
+        // The same key in the same bucket, queued then running: shared.
+        let other = insert(&c, &export("exp-1250000000", "a.vmdk")).await;
+        assert!(shared(&c, mine).await);
+        assert!(shared(&c, other).await);
+        let claimed = loop {
+            let t = c.claim_export("n1", 60_000, 3).await.unwrap().unwrap();
+            if t.task_id == other {
+                break t;
+            }
+        };
+        assert!(shared(&c, mine).await);
+        // Once that task has ended, the key is the retried task's alone.
+        let done = c
+            .finish_export(claimed.task_id, "n1", Ok(ExportProgressRow::default()))
+            .await
+            .unwrap();
+        assert!(done);
+        assert!(!shared(&c, mine).await);
     }
 }

@@ -14,6 +14,7 @@ use super::room::{refusal_of, Reserve};
 use super::stored::open_stored;
 use super::target::{ObjectWriter, Target, TargetError};
 use crate::catalog::export_jobs::ClaimedExport;
+use crate::catalog::exports::ExportObject;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::domain::FailureCode;
@@ -92,8 +93,10 @@ pub async fn run_task(
         .format
         .parse()
         .map_err(|e| Failure::new(FailureCode::ExportFormatUnsupported, format!("{e}")))?;
-    // What an earlier attempt of this task left half-written.
+    // What an earlier attempt of this task left half-written (a killed
+    // worker's, or a stopped one's whose abort did not get out).
     target.sweep_partials(|t| t != task.task_id).await;
+    abort_dead_uploads(catalog, target, task.task_id, &task.bucket, &task.objects).await;
     let mut disks = Vec::with_capacity(task.objects.len());
     let mut sizes = Vec::with_capacity(task.objects.len());
     for o in &task.objects {
@@ -150,6 +153,49 @@ pub async fn run_task(
             .map_err(|e| Failure::export(&format!("{} disk {}", o.image_id, o.disk_index), e))?;
     }
     Ok(())
+}
+
+/// Aborts the S3 multipart uploads an earlier attempt of the task left to
+/// its objects' keys (a killed worker sends no abort); the folder target's
+/// leftovers are temporary files (`sweep_partials`). A key that another
+/// unfinished task also writes is left alone: its upload may be live, and
+/// the bucket's lifecycle rule reclaims a dead one. Best effort: a failure
+/// is logged and the export goes on.
+pub async fn abort_dead_uploads(
+    catalog: &Catalog,
+    target: &Target,
+    task_id: i64,
+    bucket: &str,
+    objects: &[ExportObject],
+) {
+    if !matches!(target, Target::S3(_)) {
+        return;
+    }
+    for o in objects {
+        match catalog
+            .export_key_shared(task_id, bucket, &o.object_key)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "checking an export key failed");
+                continue;
+            }
+        }
+        match target.abort_uploads(bucket, &o.object_key).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                task_id,
+                key = %o.object_key,
+                aborted = n,
+                "multipart uploads of an interrupted export aborted"
+            ),
+            Err(e) => {
+                tracing::warn!(task_id, key = %o.object_key, error = %e, "aborting the uploads of an interrupted export failed")
+            }
+        }
+    }
 }
 
 /// Writes one object and publishes it, or aborts it on any failure.

@@ -11,8 +11,9 @@
 //!   buckets, which the next attempt or the worker's sweep removes.
 //! - S3: a multipart upload to the final key, completed last; an abort or
 //!   a drop aborts it. One left by a killed process is invisible to readers
-//!   and listings, and the bucket's AbortIncompleteMultipartUpload rule
-//!   reclaims its parts.
+//!   and listings; the next attempt of its task aborts it (`abort_uploads`,
+//!   with static keys), else the bucket's AbortIncompleteMultipartUpload
+//!   rule reclaims its parts.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use diskformat::export::{ExportSink, FileSink};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::config::SourceConfig;
-use crate::s3::{S3Endpoint, Tuning};
+use crate::s3::{Credentials, S3Endpoint, Tuning};
 
 /// Folder (under `cos_root`) of temporary export files.
 pub const PARTIAL_DIR: &str = ".imagegate-exports";
@@ -190,6 +191,36 @@ impl Target {
         }
     }
 
+    /// Abort the incomplete multipart uploads to exactly `key` in `bucket`
+    /// (S3 target with static keys; otherwise there is nothing to list and
+    /// 0 is returned). Returns how many were aborted. The caller makes sure
+    /// no live writer owns one (see `run::abort_dead_uploads`).
+    pub async fn abort_uploads(&self, bucket: &str, key: &str) -> Result<usize, TargetError> {
+        use object_store::multipart::MultipartStore;
+        let Target::S3(s3) = self else {
+            return Ok(0);
+        };
+        let Credentials::Keys(ak, sk) = &s3.service.credentials else {
+            return Ok(0);
+        };
+        let lister = crate::blobstore::UploadLister::new(&s3.service, bucket, ak, sk)
+            .map_err(|e| TargetError::Io(e.to_string()))?;
+        let found = lister
+            .list(key)
+            .await
+            .map_err(|e| TargetError::Io(e.to_string()))?;
+        let store = s3.amazon(bucket)?;
+        let mut aborted = 0;
+        for (_, id) in found.iter().filter(|(k, _)| k == key) {
+            let path = object_store::path::Path::from(key);
+            match store.abort_multipart(&path, id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => aborted += 1,
+                Err(e) => return Err(TargetError::Io(format!("cannot abort an upload: {e}"))),
+            }
+        }
+        Ok(aborted)
+    }
+
     /// Remove the temporary files of the tasks `keep` says no to (folder
     /// target only: an S3 upload never shows before it completes). Returns
     /// how many were removed.
@@ -215,11 +246,13 @@ impl Target {
 
 impl S3Target {
     fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, TargetError> {
-        let store = self
-            .service
+        Ok(Arc::new(self.amazon(bucket)?))
+    }
+
+    fn amazon(&self, bucket: &str) -> Result<object_store::aws::AmazonS3, TargetError> {
+        self.service
             .client(bucket, &Tuning::Default)
-            .map_err(|e| TargetError::Io(format!("source.cos_endpoint is not usable: {e}")))?;
-        Ok(Arc::new(store))
+            .map_err(|e| TargetError::Io(format!("source.cos_endpoint is not usable: {e}")))
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{run_task, Counters, Failure};
+use super::run::{abort_dead_uploads, run_task, Counters, Failure};
 use super::target::Target;
 use crate::catalog::export_jobs::{ClaimedExport, ExportProgressRow};
 use crate::catalog::jobs::Heartbeat;
@@ -121,6 +121,7 @@ impl ExportWorkers {
                 for task_id in ids {
                     tracing::warn!(task_id, "export failed: its workers kept stopping");
                     self.remove_published(task_id).await;
+                    self.abort_dead_uploads(task_id).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "failing interrupted exports failed"),
@@ -147,6 +148,18 @@ impl ExportWorkers {
                 }
             }
         }
+    }
+
+    /// The uploads the task's last (killed) attempt left (see `run`).
+    async fn abort_dead_uploads(&self, task_id: i64) {
+        let (Some(target), Ok(Some(bucket)), Ok(objects)) = (
+            self.target(),
+            self.catalog.export_bucket(task_id).await,
+            self.catalog.export_objects(task_id).await,
+        ) else {
+            return;
+        };
+        abort_dead_uploads(&self.catalog, &target, task_id, &bucket, &objects).await;
     }
 
     async fn run_one(&self, task: ClaimedExport) {
