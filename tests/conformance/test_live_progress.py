@@ -103,6 +103,28 @@ def test_bytes_and_phases_move_while_the_import_runs(live, origin, disk):
     assert seen[-1]["Phase"] == "DONE" and seen[-1]["Percent"] == 100, seen[-1]
 
 
+def test_a_finished_import_tells_where_its_time_went(live, origin, disk):
+    t0 = time.monotonic()
+    image_id = start_import(live, origin.serve("phases.qcow2", disk, f"throttle:{RATE}"))
+    seen = follow(live, image_id)
+    wall = time.monotonic() - t0
+    done = seen[-1]
+    assert done["ImageState"] == "NORMAL", done
+    # Recorded with the outcome, not before.
+    assert all(t["PhaseTimes"] == [] for t in seen if t["TaskState"] != "SUCCEEDED"), seen[0]
+    times = done["PhaseTimes"]
+    phases = [p["Phase"] for p in times]
+    # Every phase the attempt went through, once each, in the order entered.
+    assert phases == ["FETCHING", "INSPECTING_FORMAT", "CONVERTING", "STORING",
+                      "INSPECTING_GUEST"], times
+    assert all(p["Seconds"] >= 0 for p in times), times
+    total = sum(p["Seconds"] for p in times)
+    # They cover the attempt: the source alone takes size/RATE seconds to arrive
+    # (the download runs under every phase), and nothing outlasts the import.
+    assert total >= 0.8 * disk.stat().st_size / RATE, times
+    assert total <= wall + 0.5, (total, wall)
+
+
 def test_cancel_is_seen_within_a_few_polls(live, origin, disk):
     image_id = start_import(live, origin.serve("cancel.qcow2", disk, f"throttle:{RATE // 4}"))
     for _ in range(600):

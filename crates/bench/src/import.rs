@@ -195,6 +195,8 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         "peak RSS"
     );
     let mut n = 0;
+    // Per format: the last (a) run's seconds and its PhaseTimes.
+    let mut breakdowns: Vec<(&str, f64, PhaseTimes)> = Vec::new();
     for f in &selected {
         let path = files.join(format!("{}.img", f.name));
         let size = std::fs::metadata(&path)?.len();
@@ -223,6 +225,8 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
                 cpu: cpu.seconds(),
             });
             peak = peak.max(sampler.finish());
+            breakdowns.retain(|(name, _, _)| *name != f.name);
+            breakdowns.push((f.name, a, phase_times(&client, &id).await?));
             let stored =
                 std::fs::metadata(server_dir.join("data/images").join(format!("{id}.qcow2")))
                     .map(|m| m.len())
@@ -256,6 +260,17 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
             } else {
                 ""
             }
+        );
+    }
+
+    println!("\nWhere one import's time went (the last (a) run of each format; PhaseTimes of DescribeImportImageTasks; the download runs under every phase; rest = the API call, queue, claim, commit and the 25 ms polling):");
+    for (name, total, phases) in &breakdowns {
+        let listed: f64 = phases.iter().map(|(_, s)| s).sum();
+        let parts: Vec<String> = phases.iter().map(|(p, s)| format!("{p} {s:.2}")).collect();
+        println!(
+            "{name:<13} {total:>6.2} s = {}, rest {:.2}",
+            parts.join(", "),
+            total - listed
         );
     }
 
@@ -362,6 +377,28 @@ async fn import_once(client: &Client, url: &str, name: &str) -> anyhow::Result<(
         }
     }
     Ok((start.elapsed().as_secs_f64(), id))
+}
+
+/// (phase, seconds) of one import, in the order its phases were entered.
+type PhaseTimes = Vec<(String, f64)>;
+
+/// The `PhaseTimes` of a finished import.
+async fn phase_times(client: &Client, id: &str) -> anyhow::Result<PhaseTimes> {
+    let t = client
+        .call("DescribeImportImageTasks", &json!({"ImageIds": [id]}))
+        .await?;
+    let list = t["ImportImageTaskSet"][0]["PhaseTimes"]
+        .as_array()
+        .context("no PhaseTimes")?;
+    Ok(list
+        .iter()
+        .map(|p| {
+            (
+                p["Phase"].as_str().unwrap_or("?").to_string(),
+                p["Seconds"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect())
 }
 
 /// The store's floor: seconds to write `bytes` of incompressible data into

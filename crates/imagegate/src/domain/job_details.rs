@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ImportPhase;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JobDetails {
@@ -25,6 +27,16 @@ pub struct JobDetails {
     /// kept whatever the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<serde_json::Value>,
+    /// Wall time of the successful attempt in each phase, in the order the
+    /// phases were entered (the download runs under all of them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phase_times: Vec<PhaseTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTime {
+    pub phase: ImportPhase,
+    pub ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

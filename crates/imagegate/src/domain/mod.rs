@@ -16,7 +16,7 @@ mod platform;
 mod states;
 
 pub use failure_code::FailureCode;
-pub use job_details::{AttemptRecord, DiskRecord, JobDetails, ProgressRecord};
+pub use job_details::{AttemptRecord, DiskRecord, JobDetails, PhaseTime, ProgressRecord};
 pub use platform::OsPlatform;
 pub use states::{ExportPhase, ImageState, ImportPhase, TaskState};
 

@@ -24,7 +24,7 @@ use crate::blobstore::BlobStore;
 use crate::catalog::jobs::{ClaimedJob, FailureFacts, Finish, ImportSuccess};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::domain::{DiskRecord, ImageState};
+use crate::domain::{DiskRecord, ImageState, PhaseTime};
 use disk::{import_disk, DiskOutcome, DiskTask, GuestCheck, QuotaUse};
 use failure::ImportFailure;
 use progress::ImportProgress;
@@ -167,7 +167,16 @@ impl Workers {
                     }
                 }
             }
-            (Ok(ok), _) => {
+            (Ok(mut ok), _) => {
+                ok.details.phase_times = progress
+                    .phase_times()
+                    .into_iter()
+                    .map(|(phase, d)| PhaseTime {
+                        phase,
+                        ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    })
+                    .collect();
+                let commit = std::time::Instant::now();
                 let recorded = self
                     .on_catalog("recording a finished import", || {
                         self.catalog.finish_job_ok(&job.image_id, &self.node, &ok)
@@ -184,7 +193,7 @@ impl Workers {
                             .await;
                     }
                     Ok(Finish::Recorded) => {
-                        tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
+                        tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), commit_seconds = commit.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
                         crate::metrics::global().import_finished(
                             ImageState::Normal,
                             None,

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::domain::ImportPhase;
 use crate::source::fetch::FetchProgress;
@@ -23,6 +24,20 @@ pub struct ImportProgress {
 struct Texts {
     phase: ImportPhase,
     source_format: Option<String>,
+    /// When the current phase began.
+    since: Option<Instant>,
+    /// Wall time spent in each phase so far (the current one excluded), in
+    /// the order the phases were first entered.
+    spent: Vec<(ImportPhase, Duration)>,
+}
+
+impl Texts {
+    fn add_spent(&mut self, phase: ImportPhase, d: Duration) {
+        match self.spent.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, total)) => *total += d,
+            None => self.spent.push((phase, d)),
+        }
+    }
 }
 
 /// A consistent copy for the catalog.
@@ -54,8 +69,14 @@ impl ImportProgress {
 
     pub fn set_phase(&self, phase: ImportPhase) {
         let changed = match self.text.lock() {
-            Ok(mut t) if t.phase != phase => {
+            Ok(mut t) if t.phase != phase || t.since.is_none() => {
+                let now = Instant::now();
+                if let Some(since) = t.since {
+                    let current = t.phase;
+                    t.add_spent(current, now - since);
+                }
                 t.phase = phase;
+                t.since = Some(now);
                 true
             }
             _ => false,
@@ -81,6 +102,21 @@ impl ImportProgress {
         }
     }
 
+    /// Wall time per phase so far, the current phase's included. The
+    /// download runs under every phase: FETCHING is the wait for the first
+    /// bytes the format probe needs.
+    pub fn phase_times(&self) -> Vec<(ImportPhase, Duration)> {
+        let Ok(t) = self.text.lock() else {
+            return Vec::new();
+        };
+        let mut t = t.clone();
+        if let Some(since) = t.since {
+            let current = t.phase;
+            t.add_spent(current, since.elapsed());
+        }
+        t.spent
+    }
+
     pub fn snapshot(&self) -> ProgressSnapshot {
         let t = self.text.lock().map(|t| t.clone()).unwrap_or_default();
         ProgressSnapshot {
@@ -92,5 +128,34 @@ impl ImportProgress {
             virtual_size: self.virtual_size.load(Ordering::Relaxed),
             source_format: t.source_format,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_times_add_up_per_phase_in_first_entered_order() {
+        let p = ImportProgress::for_image("");
+        std::thread::sleep(Duration::from_millis(20));
+        p.set_phase(ImportPhase::Converting);
+        std::thread::sleep(Duration::from_millis(20));
+        p.set_phase(ImportPhase::Storing);
+        p.set_phase(ImportPhase::Converting);
+        std::thread::sleep(Duration::from_millis(20));
+        let times = p.phase_times();
+        let phases: Vec<_> = times.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            phases,
+            [
+                ImportPhase::Fetching,
+                ImportPhase::Converting,
+                ImportPhase::Storing
+            ]
+        );
+        assert!(times[0].1 >= Duration::from_millis(20));
+        // Both stretches of CONVERTING, the current one included.
+        assert!(times[1].1 >= Duration::from_millis(40), "{times:?}");
     }
 }

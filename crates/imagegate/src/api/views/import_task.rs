@@ -101,6 +101,11 @@ pub fn task_json(row: &TaskRow) -> Value {
         })
         .collect();
     let progress = details.progress;
+    let phase_times: Vec<Value> = details
+        .phase_times
+        .iter()
+        .map(|t| json!({"Phase": t.phase, "Seconds": t.ms as f64 / 1000.0}))
+        .collect();
     json!({
         "ImageId": row.image_id,
         "ImageName": row.image_name,
@@ -123,6 +128,7 @@ pub fn task_json(row: &TaskRow) -> Value {
         "AttemptSet": attempts,
         "DiskSet": disks,
         "GuestFacts": details.guest,
+        "PhaseTimes": phase_times,
         "CreatedTime": iso8601(Some(row.created_at)),
         "StartTime": iso8601(row.started_at),
         "FinishTime": iso8601(row.finished_at),
