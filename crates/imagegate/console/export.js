@@ -52,10 +52,12 @@ export const exportsBusy = () => [...store.exports.values()].some(unfinished);
 function progressLine(t) {
   const pct = typeof t.Percent === "number" ? t.Percent : 0;
   const parts = [t.Phase || t.TaskState, pct + "%"];
-  if (typeof t.BytesWritten === "number") parts.push(formatSize(t.BytesWritten) + " written");
+  // Percent is the guest's bytes done of the disks' total; the bytes written
+  // to the bucket are fewer for a sparse or compressed format.
   if (typeof t.GuestBytesTotal === "number" && t.GuestBytesTotal > 0) {
-    parts.push(formatSize(t.GuestBytesDone || 0) + " of " + formatSize(t.GuestBytesTotal) + " of disk");
+    parts.push(formatSize(t.GuestBytesDone || 0) + " of " + formatSize(t.GuestBytesTotal));
   }
+  if (typeof t.BytesWritten === "number") parts.push(formatSize(t.BytesWritten) + " written");
   if (t.CancelRequested) parts.push("cancelling");
   return el("div", { class: "progress" },
     el("progress", { max: "100", value: String(pct), "aria-label": "export progress" }),
