@@ -15,6 +15,12 @@
 // sizes, both schemes, go to tests/console/screenshots/ (gitignored). Any
 // page error or CSP violation fails the test.
 //
+// A second test, with a server of two accounts and two regions: shared
+// images marked for the recipient (its own tab) and what it may not do,
+// share and unshare from the owner's detail, a copy to the second region
+// opened there, SYNCING as the page would show it, and an export to the
+// cos_root bucket watched to SUCCEEDED, its object checked with qemu-img.
+//
 // Run: (cd tests/console && npm ci && npm test)
 import { test } from "node:test";
 import assert from "node:assert/strict";
