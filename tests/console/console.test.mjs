@@ -18,15 +18,16 @@
 // A second test, with a server of two accounts and two regions: shared
 // images marked for the recipient (its own tab) and what it may not do,
 // share and unshare from the owner's detail, a copy to the second region
-// opened there, SYNCING as the page would show it, and an export to the
-// cos_root bucket watched to SUCCEEDED, its object checked with qemu-img.
+// opened there, SYNCING as the page would show it, an export to the
+// cos_root bucket watched to SUCCEEDED, its object checked with qemu-img,
+// and a failed export (stored disk removed) with its code and message.
 //
 // Run: (cd tests/console && npm ci && npm test)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync, symlinkSync, copyFileSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync, symlinkSync, copyFileSync, readFileSync, statSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -884,6 +885,38 @@ async function exportWithProgress(page, base, id, dir, owner, t) {
   await page.locator(`#export-tasks > li[data-task="${taskId}"][data-state="SUCCEEDED"] .cos-path`, { hasText: cosPaths[0] }).waitFor();
 }
 
+// A real failed export: an image whose stored disk was removed from the
+// data directory (imported here, "doomed"). The page shows the failure's
+// code and message, and nothing of it is in the bucket.
+async function exportFailure(page, base, dir, owner) {
+  const { ImageId: doomed } = await owner("ImportImage", {
+    ImageUrl: cosUrl("good.qcow2"), ImageName: "doomed", OsType: "CentOS", OsVersion: "7", Architecture: "x86_64",
+  });
+  await page.goto(base + "/console/#/images");
+  await waitForState(page, "doomed", "NORMAL");
+  const stored = join(dir, "data", "images", doomed + ".qcow2");
+  assert.ok(existsSync(stored), "the stored disk is at " + stored);
+  rmSync(stored);
+  await openDetail(page, base, doomed, "doomed");
+  const f = page.locator("#export-form");
+  await f.locator("input[name=bucket]").fill(BUCKET);
+  await f.locator("select[name=format]").selectOption("VMDK");
+  await f.locator("button[type=submit]").click();
+  const task = page.locator('#export-tasks > li[data-state="FAILED"]');
+  await task.waitFor({ timeout: IMPORT_TIMEOUT_MS });
+  assert.equal(await task.locator(".failure .code").innerText(), "ExportSourceUnreadable");
+  assert.match(await task.locator(".failure .msg").innerText(), new RegExp(doomed + " disk 0: "));
+  assert.equal(await task.locator("progress").count(), 0);
+  assert.equal(await task.locator(".cos-path").count(), 0);
+  const taskId = Number(await task.getAttribute("data-task"));
+  const api = (await owner("DescribeExportImageTasks", { TaskIds: [taskId] })).ExportImageTaskSet[0];
+  assert.equal(api.TaskState, "FAILED");
+  assert.equal(api.FailureCode, "ExportSourceUnreadable");
+  assert.equal(await task.locator(".failure .msg").innerText(), api.FailureMessage);
+  assert.deepEqual(readdirSync(join(dir, "cos", BUCKET)).filter((n) => n.includes(doomed)), []);
+  await shot(page, "19-export-failed");
+}
+
 test("console: shared images marked, share and unshare, copy to a region, export with progress", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "imagegate-console-"));
   makeImages(dir);
@@ -908,6 +941,7 @@ test("console: shared images marked, share and unshare, copy to a region, export
   await copyToRegion(page, base, id, server.addr);
   await syncingShown(page, base, id);
   await exportWithProgress(page, base, id, dir, owner, t);
+  await exportFailure(page, base, dir, owner);
 
   assert.deepEqual(problems, [], "the pages reported problems:\n" + problems.join("\n") +
     "\nserver stderr:\n" + server.stderr().slice(-2000));
