@@ -1,24 +1,29 @@
 // imagegate console: a browser client of the CVM image API. This module
-// starts the page: sign-in, the address (route.js) deciding the view, and
-// the refresh loop. The key lives in sessionStorage only; every call is
-// signed in the page (tc3.js) and sent to POST / like an SDK call.
+// starts the page: sign-in, the address (route.js) deciding the view, the
+// refresh loop and the header's region switch. The key lives in
+// sessionStorage only; every call is signed in the page (tc3.js) and sent
+// to POST / like an SDK call.
 
 import { callApi, loadSession, saveSession, forgetSession } from "./api.js";
 import { $, showError, hideToast } from "./dom.js";
-import { wireDetail, loadDetail, renderDetail, leaveDetail } from "./detail.js";
+import { wireDetail, loadDetail, renderDetail, leaveDetail, detailBusy } from "./detail.js";
+import { wireExport } from "./export.js";
 import { wireImport, loadOsList } from "./importform.js";
 import { loadList, renderList, showFilter, listRoute } from "./list.js";
 import { loadTasks } from "./progress.js";
+import { fillRegionList, switchRegion } from "./regions.js";
 import { current, go, replace, listHash, PAGE_SIZE } from "./route.js";
+import { wireShare } from "./share.js";
 import { store, call } from "./store.js";
+import { wireSync } from "./sync.js";
 
 let timer = null;
 let generation = 0;
 
 // One refresh of the view the address names: the list page (and the tasks
 // of its unfinished imports) or the image. The next comes after ~1 s while
-// something imports, else after 5 s. A refresh overtaken by a newer one
-// (the address changed) drops its results.
+// something imports, copies or exports, else after 5 s. A refresh
+// overtaken by a newer one (the address changed) drops its results.
 async function refresh() {
   if (!store.session) return;
   const mine = ++generation;
@@ -30,7 +35,7 @@ async function refresh() {
       await loadDetail(r.id);
       if (mine !== generation) return;
       renderDetail(r.id);
-      busy = Boolean(store.detail && store.detail.ImageState === "IMPORTING");
+      busy = detailBusy();
     } else {
       const got = await loadList(r);
       const unfinished = got.set.filter((i) => i.ImageState === "IMPORTING" || i.ImageState === "IMPORTFAILED");
@@ -45,7 +50,7 @@ async function refresh() {
         return;
       }
       renderList(r);
-      busy = got.set.some((i) => i.ImageState === "IMPORTING");
+      busy = got.set.some((i) => i.ImageState === "IMPORTING" || i.ImageState === "SYNCING");
     }
     showError($("filter-error"), null);
     showError($("banner"), null);
@@ -98,10 +103,34 @@ function signedIn(session) {
   $("who").hidden = false;
   $("who-id").textContent = session.secretId.length > 10
     ? session.secretId.slice(0, 6) + "…" + session.secretId.slice(-4) : session.secretId;
-  $("who-region").textContent = session.region;
+  $("who-region").value = session.region;
+  fillRegionList();
   if (!location.hash) replace(listHash({}));
   loadOsList().catch((e) => showError($("banner"), e));
   route();
+}
+
+// The header's region: another region's images (the list, as filtered).
+async function onSwitchRegion(ev) {
+  ev.preventDefault();
+  const input = $("who-region");
+  const region = input.value.trim();
+  if (!region || region === store.session.region) {
+    input.value = store.session.region;
+    return;
+  }
+  hideToast();
+  showError($("region-error"), null);
+  try {
+    await switchRegion(region);
+  } catch (e) {
+    input.value = store.session.region;
+    showError($("region-error"), e);
+    return;
+  }
+  const list = listHash(store.lastList || {});
+  if (location.hash !== list) go(list);
+  else route();
 }
 
 function signOut() {
@@ -117,6 +146,7 @@ function signOut() {
   $("signin").hidden = false;
   $("image-rows").replaceChildren();
   showError($("banner"), null);
+  showError($("region-error"), null);
 }
 
 async function onSignIn(ev) {
@@ -153,12 +183,12 @@ function wireList() {
       route();
     }, 300);
   });
-  for (const [id, key] of [["state-filter", "state"], ["os-filter", "os"], ["sort", "sort"]]) {
+  for (const [id, key] of [["type-filter", "type"], ["state-filter", "state"], ["os-filter", "os"], ["sort", "sort"]]) {
     $(id).addEventListener("change", () => go(listRoute(current(), { [key]: $(id).value, page: 1 })));
   }
   $("clear-filters").addEventListener("click", () => {
     $("filter").value = "";
-    go(listRoute(current(), { q: "", state: "", os: "", page: 1 }));
+    go(listRoute(current(), { q: "", type: "", state: "", os: "", page: 1 }));
   });
   $("prev-page").addEventListener("click", () => go(listRoute(current(), { page: current().page - 1 })));
   $("next-page").addEventListener("click", () => go(listRoute(current(), { page: current().page + 1 })));
@@ -170,6 +200,10 @@ function start() {
   wireList();
   wireImport(refresh);
   wireDetail(refresh);
+  wireShare(refresh);
+  wireSync(refresh);
+  wireExport(refresh);
+  $("region-form").addEventListener("submit", onSwitchRegion);
   window.addEventListener("hashchange", () => { hideToastOnLeave(); route(); });
   const session = loadSession();
   if (session) signedIn(session);

@@ -1,22 +1,34 @@
 // One image: its facts, its import (progress, failure, guest summary with
 // the raw details folded) and its actions: rename, cancel the import,
-// delete. An action's error is shown next to the action.
+// delete, and the panels of share.js, sync.js and export.js. An image
+// shared with the caller is marked, names its owner, and offers only what
+// a recipient may do (copy it into the caller's account). An action's
+// error is shown next to the action.
 
 import { $, el, showError, toast, hideToast } from "./dom.js";
 import { formatSize, formatTime, GIB } from "./format.js";
 import { guestSummary, rawFacts } from "./facts.js";
 import { stateBadge, progressBlock, failureBlock, loadTasks } from "./progress.js";
 import { current, go, listHash } from "./route.js";
+import { isShared, sharedMark, loadShares, renderShares } from "./share.js";
+import { isSyncing, syncProgress, renderSync, leaveSync } from "./sync.js";
+import { loadExports, renderExports, exportsBusy, leaveExports } from "./export.js";
 import { store, call } from "./store.js";
 
 let shownId = null;
 
-// The image of the route (DescribeImages by id) and its task.
+// The image of the route (DescribeImages by id), its import task, with
+// whom it is shared and its exports.
 export async function loadDetail(id) {
   const r = await call("DescribeImages", { ImageIds: [id] });
-  store.detail = (r.ImageSet || [])[0] || null;
-  await loadTasks([id]);
+  const img = (r.ImageSet || [])[0] || null;
+  await Promise.all([loadTasks([id]), loadShares(img), loadExports(img)]);
+  store.detail = img;
 }
+
+// True while something of the detail's image moves (refresh faster).
+export const detailBusy = () => Boolean(store.detail &&
+  (store.detail.ImageState === "IMPORTING" || isSyncing(store.detail))) || exportsBusy();
 
 function factsList(pairs) {
   const dl = el("dl", { class: "facts" });
@@ -32,6 +44,8 @@ function imageFacts(img) {
   const disks = (img.SnapshotSet || []).map((s) => s.DiskUsage + " " + formatSize(s.DiskSize * GIB)).join(", ");
   return factsList([
     ["Image ID", el("span", { class: "mono", text: img.ImageId })],
+    ["Type", isShared(img) ? "Shared with you (SHARED_IMAGE)" : img.ImageType === "PRIVATE_IMAGE" ? "Your own (PRIVATE_IMAGE)" : img.ImageType],
+    ["Owner", isShared(img) ? el("span", { class: "mono", text: img.ImageCreator || "-" }) : null],
     ["Description", img.ImageDescription],
     ["OS", img.OsName],
     ["Platform", img.Platform],
@@ -80,18 +94,24 @@ export function renderDetail(id) {
   if (shownId !== id) {
     shownId = id;
     $("rename-form").name.value = img ? img.ImageName || "" : "";
-    for (const box of ["rename-error", "cancel-error", "delete-error"]) showError($(box), null);
+    for (const box of ["rename-error", "cancel-error", "delete-error", "share-error"]) showError($(box), null);
   }
-  $("detail-actions").hidden = !img;
-  $("rename-form").hidden = !img;
+  // A recipient may not rename, delete, share or export another's image.
+  const own = Boolean(img) && !isShared(img);
+  $("detail-actions").hidden = !own;
+  $("rename-form").hidden = !own;
+  renderShares(img);
+  renderSync(img);
+  renderExports(img);
   if (!img) {
     $("detail-title").textContent = id;
     $("detail-body").replaceChildren(el("p", { class: "muted", text: "No image " + id + " here (deleted, or in another region)." }));
     return;
   }
-  $("detail-title").textContent = img.ImageName || id;
+  $("detail-title").replaceChildren(img.ImageName || id, ...(isShared(img) ? [" ", sharedMark(img)] : []));
   const stateLine = el("div", {}, stateBadge(img.ImageState));
   if (img.ImageState === "IMPORTING" && task) stateLine.append(progressBlock(task));
+  if (isSyncing(img)) stateLine.append(syncProgress(img));
   const body = [stateLine, failureBlock(task), imageFacts(img)];
   if (task) body.push(el("h3", { text: "Import" }), taskFacts(task), ...guestBlock(task));
   $("detail-body").replaceChildren(...body.filter(Boolean));
@@ -173,4 +193,6 @@ export function wireDetail(refresh) {
 
 export function leaveDetail() {
   shownId = null;
+  leaveSync();
+  leaveExports();
 }

@@ -1,25 +1,33 @@
 // The image list: one page of DescribeImages (Offset/Limit, TotalCount) for
 // the filter in the address, its rows, the pager and the two empty states.
+// The caller's own images and those other accounts share with it (marked);
+// a copy in progress shows its progress as an import does.
 //
-// Name, image ID and OS filter on the server (image-name, image-id,
-// platform). Newest first is the API's order; oldest first reads the page at
-// the other end of the same order. The API has no state filter and no other
-// order, so for a state filter or the name order the console reads every
-// match (100 a call, at most MAX_IN_BROWSER) and filters and sorts here.
+// Name, image ID, OS and type (own or shared) filter on the server
+// (image-name, image-id, platform, image-type). Newest first is the API's
+// order; oldest first reads the page at the other end of the same order.
+// The API has no state filter and no other order, so for a state filter or
+// the name order the console reads every match (100 a call, at most
+// MAX_IN_BROWSER) and filters and sorts here.
 
 import { $, el } from "./dom.js";
 import { formatSize, formatTime, GIB } from "./format.js";
 import { PAGE_SIZE, listHash, detailHash, go } from "./route.js";
 import { store, call } from "./store.js";
 import { stateBadge, progressBlock, failureBlock } from "./progress.js";
+import { sharedMark } from "./share.js";
+import { isSyncing, syncProgress } from "./sync.js";
 
 const ID_RE = /^img-[0-9a-z]{8}$/i;
 const MAX_IN_BROWSER = 2000;
 
-export const hasFilter = (r) => Boolean(r.q || r.state || r.os);
+export const hasFilter = (r) => Boolean(r.q || r.type || r.state || r.os);
+
+const IMAGE_TYPES = { private: "PRIVATE_IMAGE", shared: "SHARED_IMAGE" };
 
 function filters(r) {
-  const f = [{ Name: "image-type", Values: ["PRIVATE_IMAGE"] }];
+  // Without an image-type filter the API lists both kinds.
+  const f = r.type ? [{ Name: "image-type", Values: [IMAGE_TYPES[r.type]] }] : [];
   const text = r.q.trim();
   if (ID_RE.test(text)) f.push({ Name: "image-id", Values: [text.toLowerCase()] });
   else if (text) f.push({ Name: "image-name", Values: [text] });
@@ -85,9 +93,12 @@ function rowOf(img) {
   const stateCell = el("div", {}, stateBadge(img.ImageState));
   if (img.ImageState === "IMPORTING" && task) stateCell.append(progressBlock(task));
   if (img.ImageState === "IMPORTFAILED") stateCell.append(failureBlock(task) || "");
+  if (isSyncing(img)) stateCell.append(syncProgress(img));
   const link = el("a", { class: "name", href: detailHash(img.ImageId), text: img.ImageName || "-" });
-  const tr = el("tr", { "data-id": img.ImageId },
-    el("td", { "data-label": "Name" }, el("div", {}, link, el("span", { class: "id mono", text: img.ImageId }))),
+  const mark = sharedMark(img);
+  const tr = el("tr", { "data-id": img.ImageId, "data-type": img.ImageType || null },
+    el("td", { "data-label": "Name" }, el("div", {}, link, mark ? " " : null, mark,
+      el("span", { class: "id mono", text: img.ImageId }))),
     el("td", { "data-label": "State" }, stateCell),
     el("td", { "data-label": "OS" }, el("div", { text: img.OsName || img.Platform || "-" })),
     el("td", { "data-label": "Arch" }, el("div", { text: img.Architecture || "-" })),
@@ -126,6 +137,7 @@ export function renderList(r) {
 // The toolbar shows the route's filter (after Back, or a reload).
 export function showFilter(r) {
   if (document.activeElement !== $("filter")) $("filter").value = r.q;
+  $("type-filter").value = r.type;
   $("state-filter").value = r.state;
   const os = $("os-filter");
   if (r.os && ![...os.options].some((o) => o.value === r.os)) os.append(el("option", { value: r.os, text: r.os }));

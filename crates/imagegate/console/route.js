@@ -1,10 +1,13 @@
 // The address of each view, in the URL's fragment, so that Back, Forward,
 // reload and bookmarks work:
-//   #/images?q=TEXT&state=S&os=OS&sort=newest|oldest|name&page=N   the list
+//   #/images?q=TEXT&type=private|shared&state=S&os=OS&sort=newest|oldest|name&page=N
+//                                                                  the list
 //   #/images/img-xxxxxxxx                                          one image
 
 export const PAGE_SIZE = 20;
 export const SORTS = ["newest", "oldest", "name"];
+// Whose images: the caller's own (PRIVATE_IMAGE) or those shared with it.
+export const TYPES = ["private", "shared"];
 
 export function parse(hash) {
   const h = (hash || "").replace(/^#/, "");
@@ -13,9 +16,11 @@ export function parse(hash) {
   const q = new URLSearchParams(h.split("?")[1] || "");
   const page = parseInt(q.get("page") || "1", 10);
   const sort = q.get("sort") || "newest";
+  const type = q.get("type") || "";
   return {
     view: "list",
     q: q.get("q") || "",
+    type: TYPES.includes(type) ? type : "",
     state: q.get("state") || "",
     os: q.get("os") || "",
     sort: SORTS.includes(sort) ? sort : "newest",
@@ -26,6 +31,7 @@ export function parse(hash) {
 export function listHash(r) {
   const q = new URLSearchParams();
   if (r.q) q.set("q", r.q);
+  if (r.type) q.set("type", r.type);
   if (r.state) q.set("state", r.state);
   if (r.os) q.set("os", r.os);
   if (r.sort && r.sort !== "newest") q.set("sort", r.sort);

@@ -11,6 +11,9 @@ export const store = {
   rates: new Map(),    // ImageId -> {t, bytes, rate}
   detail: null,        // the image of the detail view (DescribeImages by id)
   osList: null,        // DescribeImportImageOs
+  shares: null,        // {id, set}: DescribeImageSharePermission of the detail's image
+  exports: new Map(),  // TaskId -> export task of the detail's image, newest first
+  exportsFor: null,    // the image those tasks are of
 };
 
 export function call(action, params) {

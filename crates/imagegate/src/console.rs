@@ -23,13 +23,17 @@ const MODULES: &[(&str, &str)] = &[
     ("api.js", include_str!("../console/api.js")),
     ("detail.js", include_str!("../console/detail.js")),
     ("dom.js", include_str!("../console/dom.js")),
+    ("export.js", include_str!("../console/export.js")),
     ("facts.js", include_str!("../console/facts.js")),
     ("format.js", include_str!("../console/format.js")),
     ("importform.js", include_str!("../console/importform.js")),
     ("list.js", include_str!("../console/list.js")),
     ("progress.js", include_str!("../console/progress.js")),
+    ("regions.js", include_str!("../console/regions.js")),
     ("route.js", include_str!("../console/route.js")),
+    ("share.js", include_str!("../console/share.js")),
     ("store.js", include_str!("../console/store.js")),
+    ("sync.js", include_str!("../console/sync.js")),
     ("tc3.js", include_str!("../console/tc3.js")),
 ];
 
