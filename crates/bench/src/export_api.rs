@@ -4,8 +4,12 @@
 //!
 //! The image is imported first (a 4 GiB-virtual disk with 1 GiB of data by
 //! default); both sides then read the stored qcow2 from the data directory
-//! and write into the `cos_root` bucket folder. qemu-img only ever reads
-//! the benchmark's own files.
+//! and write into the `cos_root` bucket folder (qemu-img's time includes the
+//! fsync of its output, as the service syncs before publishing). With
+//! `--s3-endpoint` (e.g. moto_server) the bucket is an S3 bucket behind
+//! `source.cos_endpoint` instead, and the baseline is `qemu-img convert` to
+//! a local file plus its multipart upload (8 MiB parts, as `aws s3 cp`).
+//! qemu-img only ever reads the benchmark's own files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +36,10 @@ pub struct ExportApiArgs {
     /// Formats to run (default: RAW,QCOW2,VHD,VMDK).
     #[arg(long, value_delimiter = ',')]
     formats: Vec<String>,
+    /// Export to this S3 endpoint (keys test/test, as moto_server takes
+    /// them) instead of the cos_root folder.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
 }
 
 /// (API name, qemu-img -O format and options, extension)
@@ -59,20 +67,42 @@ pub async fn run(bin: &str, args: ExportApiArgs) -> anyhow::Result<()> {
     let server_dir = work.join("server");
     let _ = std::fs::remove_dir_all(&server_dir);
     std::fs::create_dir_all(&server_dir)?;
-    let extra = format!(
-        "[workers]\nexport_concurrency = 1\n[source]\ncos_root = \"{}\"\n",
-        cos.display()
-    );
+    // On S3 the source comes from a loopback origin (cos_root would win
+    // over cos_endpoint for the exports too).
+    let origin = crate::fileserver::start(source.parent().context("source folder")?.to_path_buf())?;
+    let (extra, source_url) = match &args.s3_endpoint {
+        None => (
+            format!(
+                "[workers]\nexport_concurrency = 1\n[source]\ncos_root = \"{}\"\n",
+                cos.display()
+            ),
+            format!("https://images-{APP_ID}.cos.ap-guangzhou.myqcloud.com/source.raw"),
+        ),
+        Some(endpoint) => {
+            create_bucket(endpoint, &bucket).await?;
+            (
+                format!(
+                    "[workers]\nexport_concurrency = 1\n[source]\nallow_hosts = [\"127.0.0.1\"]\n\
+                     cos_endpoint = \"{endpoint}\"\ncos_access_key = \"test\"\ncos_secret_key = \"test\"\n"
+                ),
+                format!("http://{}/source.raw", origin.addr),
+            )
+        }
+    };
     let server = Server::start(bin, &server_dir, &extra, &[])?;
     let client = Client::new(&server.addr, &server.secret_id, &server.secret_key);
-    let image_id = import(&client, &source).await?;
+    let image_id = import(&client, &source_url).await?;
     let stored = server_dir
         .join("data/images")
         .join(format!("{image_id}.qcow2"));
     eprintln!("imported {image_id}; stored {}", stored.display());
 
+    let place = match &args.s3_endpoint {
+        None => "the cos_root folder (qemu-img: convert + fsync)".to_string(),
+        Some(e) => format!("the S3 bucket {bucket} at {e} (qemu-img: convert + multipart upload)"),
+    };
     println!(
-        "export of a {} GiB-virtual / {} MiB-data image to the cos_root folder",
+        "export of a {} GiB-virtual / {} MiB-data image to {place}",
         args.virtual_gib, args.data_mib
     );
     println!(
@@ -86,12 +116,29 @@ pub async fn run(bin: &str, args: ExportApiArgs) -> anyhow::Result<()> {
         let rss = RssSampler::start(server.pid());
         let (secs, key) = export(&client, &image_id, &bucket, name).await?;
         let peak = rss.finish();
-        let out = cos.join(&bucket).join(&key);
-        let out_size = std::fs::metadata(&out)?.len();
-        let _ = std::fs::remove_file(&out);
-        let baseline_out = cos.join(&bucket).join(format!("baseline.{ext}"));
-        let baseline = qemu_convert(&stored, qemu, &baseline_out)?;
-        let _ = std::fs::remove_file(&baseline_out);
+        let (out_size, baseline) = match &args.s3_endpoint {
+            None => {
+                let out = cos.join(&bucket).join(&key);
+                let out_size = std::fs::metadata(&out)?.len();
+                let _ = std::fs::remove_file(&out);
+                let baseline_out = cos.join(&bucket).join(format!("baseline.{ext}"));
+                let baseline = qemu_convert(&stored, qemu, &baseline_out, true)?;
+                let _ = std::fs::remove_file(&baseline_out);
+                (out_size, baseline)
+            }
+            Some(endpoint) => {
+                let store = s3_store(endpoint, &bucket)?;
+                let out_size = object_size_and_delete(&store, &key).await?;
+                let local = work.join(format!("baseline.{ext}"));
+                let start = Instant::now();
+                qemu_convert(&stored, qemu, &local, false)?;
+                upload(&store, &local, &format!("baseline.{ext}")).await?;
+                let baseline = start.elapsed().as_secs_f64();
+                let _ = std::fs::remove_file(&local);
+                object_size_and_delete(&store, &format!("baseline.{ext}")).await?;
+                (out_size, baseline)
+            }
+        };
         println!(
             "{name:<6} {secs:>10.2} {baseline:>12.2} {:>7.2} {:>12.0} {:>13.0}",
             secs / baseline,
@@ -102,17 +149,13 @@ pub async fn run(bin: &str, args: ExportApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn import(client: &Client, source: &Path) -> anyhow::Result<String> {
-    let name = source
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("source.raw");
+async fn import(client: &Client, url: &str) -> anyhow::Result<String> {
     let resp = client
         .call(
             "ImportImage",
             &json!({"Architecture": "x86_64", "OsType": "CentOS", "OsVersion": "7",
                     "ImageName": format!("bench-export-{}", uuid::Uuid::new_v4().simple()),
-                    "ImageUrl": format!("https://images-{APP_ID}.cos.ap-guangzhou.myqcloud.com/{name}")}),
+                    "ImageUrl": url}),
         )
         .await?;
     let id = resp["ImageId"].as_str().context("no ImageId")?.to_string();
@@ -164,8 +207,9 @@ async fn export(
 }
 
 /// `qemu-img convert -f qcow2 -O <fmt> stored out`, timed with its fsync
-/// (the export's objects are synced before they are published).
-fn qemu_convert(stored: &Path, qemu: &[&str], out: &Path) -> anyhow::Result<f64> {
+/// when `durable` (the export's objects are synced before they are
+/// published in the folder).
+fn qemu_convert(stored: &Path, qemu: &[&str], out: &Path, durable: bool) -> anyhow::Result<f64> {
     let start = Instant::now();
     let status = Command::new("qemu-img")
         .args(["convert", "-f", "qcow2", "-O"])
@@ -177,6 +221,66 @@ fn qemu_convert(stored: &Path, qemu: &[&str], out: &Path) -> anyhow::Result<f64>
     if !status.success() {
         bail!("qemu-img convert {qemu:?} failed");
     }
-    std::fs::File::open(out)?.sync_all()?;
+    if durable {
+        std::fs::File::open(out)?.sync_all()?;
+    }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// PUT a bucket (moto_server takes it unsigned); one that exists is fine.
+async fn create_bucket(endpoint: &str, bucket: &str) -> anyhow::Result<()> {
+    let r = reqwest::Client::new()
+        .put(format!("{}/{bucket}", endpoint.trim_end_matches('/')))
+        .send()
+        .await?;
+    if !(r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT) {
+        bail!("creating the bucket {bucket}: HTTP {}", r.status());
+    }
+    Ok(())
+}
+
+fn s3_store(endpoint: &str, bucket: &str) -> anyhow::Result<object_store::aws::AmazonS3> {
+    Ok(object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()?)
+}
+
+/// The object's size; then it is deleted (the next format starts empty).
+async fn object_size_and_delete(
+    store: &object_store::aws::AmazonS3,
+    key: &str,
+) -> anyhow::Result<u64> {
+    use object_store::ObjectStoreExt;
+    let path = object_store::path::Path::from(key);
+    let size = store.head(&path).await?.size;
+    store.delete(&path).await?;
+    Ok(size)
+}
+
+/// A multipart upload of `file` in 8 MiB parts, 8 in flight.
+async fn upload(store: &object_store::aws::AmazonS3, file: &Path, key: &str) -> anyhow::Result<()> {
+    use object_store::ObjectStoreExt;
+    use std::io::Read;
+    const PART: usize = 8 << 20;
+    let path = object_store::path::Path::from(key);
+    let mut w =
+        object_store::WriteMultipart::new_with_chunk_size(store.put_multipart(&path).await?, PART);
+    let mut f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; PART];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        w.wait_for_capacity(8).await?;
+        w.write(&buf[..n]);
+    }
+    w.finish().await?;
+    Ok(())
 }
