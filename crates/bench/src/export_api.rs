@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::client::Client;
-use crate::import::make_source_disk;
+use crate::import::{make_source_disk, settle};
 use crate::server::{mib, RssSampler, Server, APP_ID};
 
 #[derive(clap::Args)]
@@ -36,6 +36,10 @@ pub struct ExportApiArgs {
     /// Formats to run (default: RAW,QCOW2,VHD,VMDK).
     #[arg(long, value_delimiter = ',')]
     formats: Vec<String>,
+    /// Runs of each side per format (alternating which goes first; every
+    /// run starts after `sync`); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Export to this S3 endpoint (keys test/test, as moto_server takes
     /// them) instead of the cos_root folder.
     #[arg(long)]
@@ -109,36 +113,32 @@ pub async fn run(bin: &str, args: ExportApiArgs) -> anyhow::Result<()> {
         "{:<6} {:>10} {:>12} {:>7} {:>12} {:>13}",
         "format", "export s", "qemu-img s", "ratio", "out MiB", "peak RSS MiB"
     );
+    println!(
+        "(medians of {} runs each, alternating, each after sync)",
+        args.repeat.max(1)
+    );
     for (name, qemu, ext) in FORMATS {
         if !args.formats.is_empty() && !args.formats.iter().any(|f| f.eq_ignore_ascii_case(name)) {
             continue;
         }
-        let rss = RssSampler::start(server.pid());
-        let (secs, key) = export(&client, &image_id, &bucket, name).await?;
-        let peak = rss.finish();
-        let (out_size, baseline) = match &args.s3_endpoint {
-            None => {
-                let out = cos.join(&bucket).join(&key);
-                let out_size = std::fs::metadata(&out)?.len();
-                let _ = std::fs::remove_file(&out);
-                let baseline_out = cos.join(&bucket).join(format!("baseline.{ext}"));
-                let baseline = qemu_convert(&stored, qemu, &baseline_out, true)?;
-                let _ = std::fs::remove_file(&baseline_out);
-                (out_size, baseline)
+        let (mut ours, mut theirs, mut peak, mut out_size) = (Vec::new(), Vec::new(), 0, 0);
+        for i in 0..args.repeat.max(1) {
+            // Alternate who goes first; each starts with no dirty pages of
+            // the other (or of the import) left to write back.
+            for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+                settle()?;
+                if side == 0 {
+                    let rss = RssSampler::start(server.pid());
+                    let (secs, key) = export(&client, &image_id, &bucket, name).await?;
+                    peak = peak.max(rss.finish());
+                    out_size = remove_export(&args, &cos, &bucket, &key).await?;
+                    ours.push(secs);
+                } else {
+                    theirs.push(baseline(&args, &work, &cos, &bucket, &stored, qemu, ext).await?);
+                }
             }
-            Some(endpoint) => {
-                let store = s3_store(endpoint, &bucket)?;
-                let out_size = object_size_and_delete(&store, &key).await?;
-                let local = work.join(format!("baseline.{ext}"));
-                let start = Instant::now();
-                qemu_convert(&stored, qemu, &local, false)?;
-                upload(&store, &local, &format!("baseline.{ext}")).await?;
-                let baseline = start.elapsed().as_secs_f64();
-                let _ = std::fs::remove_file(&local);
-                object_size_and_delete(&store, &format!("baseline.{ext}")).await?;
-                (out_size, baseline)
-            }
-        };
+        }
+        let (secs, baseline) = (median(ours), median(theirs));
         println!(
             "{name:<6} {secs:>10.2} {baseline:>12.2} {:>7.2} {:>12.0} {:>13.0}",
             secs / baseline,
@@ -147,6 +147,63 @@ pub async fn run(bin: &str, args: ExportApiArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The exported object's size; then it is removed (the next run starts
+/// with an empty bucket).
+async fn remove_export(
+    args: &ExportApiArgs,
+    cos: &Path,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<u64> {
+    match &args.s3_endpoint {
+        None => {
+            let out = cos.join(bucket).join(key);
+            let size = std::fs::metadata(&out)?.len();
+            std::fs::remove_file(&out)?;
+            Ok(size)
+        }
+        Some(endpoint) => object_size_and_delete(&s3_store(endpoint, bucket)?, key).await,
+    }
+}
+
+/// The baseline to the same place: qemu-img convert into the bucket folder
+/// with its fsync, or to a local file plus a multipart upload.
+async fn baseline(
+    args: &ExportApiArgs,
+    work: &Path,
+    cos: &Path,
+    bucket: &str,
+    stored: &Path,
+    qemu: &[&str],
+    ext: &str,
+) -> anyhow::Result<f64> {
+    let key = format!("baseline.{ext}");
+    match &args.s3_endpoint {
+        None => {
+            let out = cos.join(bucket).join(&key);
+            let secs = qemu_convert(stored, qemu, &out, true)?;
+            std::fs::remove_file(&out)?;
+            Ok(secs)
+        }
+        Some(endpoint) => {
+            let store = s3_store(endpoint, bucket)?;
+            let local = work.join(&key);
+            let start = Instant::now();
+            qemu_convert(stored, qemu, &local, false)?;
+            upload(&store, &local, &key).await?;
+            let secs = start.elapsed().as_secs_f64();
+            std::fs::remove_file(&local)?;
+            object_size_and_delete(&store, &key).await?;
+            Ok(secs)
+        }
+    }
 }
 
 async fn import(client: &Client, url: &str) -> anyhow::Result<String> {

@@ -531,7 +531,7 @@ fn baseline(url: &str, qemu_fmt: &str, work: &Path) -> anyhow::Result<f64> {
 }
 
 /// Flushes every dirty page to disk (`sync`).
-fn settle() -> anyhow::Result<()> {
+pub(crate) fn settle() -> anyhow::Result<()> {
     run_cmd(Command::new("sync"))
 }
 
