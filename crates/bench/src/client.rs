@@ -82,16 +82,22 @@ impl Client {
     async fn send(&self, action: &str, params: &Value) -> anyhow::Result<bytes::Bytes> {
         let body = serde_json::to_vec(params)?;
         let ts = chrono_now();
-        let auth = tcapi::sign_tc3_request(
+        // Action and region signed too (as the console does): the server binds
+        // a signature to what it was accepted for, and a Describe and a
+        // Delete of the same body in one second must not share one.
+        let auth = tcapi::sign_tc3(
             &self.secret_id,
             &self.secret_key,
-            &self.host,
-            "application/json",
-            &body,
-            "",
-            "POST",
-            ts,
-            "cvm",
+            &tcapi::Tc3Request {
+                host: &self.host,
+                content_type: "application/json",
+                payload: &body,
+                raw_query: "",
+                method: "POST",
+                timestamp: ts,
+                service: "cvm",
+                extra_signed: &[("x-tc-action", action), ("x-tc-region", "ap-guangzhou")],
+            },
         );
         let resp = self
             .http

@@ -152,16 +152,19 @@ impl Client {
     async fn call_at(&self, action: &str, params: Value, ts: i64) -> Reply {
         let body = serde_json::to_vec(&params).unwrap();
         let host = self.addr.to_string();
-        let auth = tcapi::sign_tc3_request(
+        let auth = tcapi::sign_tc3(
             &self.secret_id,
             &self.secret_key,
-            &host,
-            "application/json",
-            &body,
-            "",
-            "POST",
-            ts,
-            "cvm",
+            &tcapi::Tc3Request {
+                host: &host,
+                content_type: "application/json",
+                payload: &body,
+                raw_query: "",
+                method: "POST",
+                timestamp: ts,
+                service: "cvm",
+                extra_signed: &[],
+            },
         );
         let mut req = self
             .http

@@ -75,16 +75,19 @@ async fn call(server: &Server, action: &str, key: &str, params: Value) -> Value 
     let body = serde_json::to_vec(&params).unwrap();
     let host = server.addr().to_string();
     let ts = chrono::Utc::now().timestamp();
-    let auth = tcapi::sign_tc3_request(
+    let auth = tcapi::sign_tc3(
         ID,
         key,
-        &host,
-        "application/json",
-        &body,
-        "",
-        "POST",
-        ts,
-        "cvm",
+        &tcapi::Tc3Request {
+            host: &host,
+            content_type: "application/json",
+            payload: &body,
+            raw_query: "",
+            method: "POST",
+            timestamp: ts,
+            service: "cvm",
+            extra_signed: &[],
+        },
     );
     let resp = reqwest::Client::new()
         .post(format!("http://{host}/"))

@@ -9,40 +9,55 @@ use serde_json::Value;
 
 use crate::sign::{self, SignatureMethod, TC3_ALGORITHM};
 
-/// The `Authorization` header value for a TC3-HMAC-SHA256 request signing
-/// `content-type` and `host`. `raw_query` is the query exactly as it will be
-/// sent ("" for POST); `payload` the body exactly as it will be sent.
-#[allow(clippy::too_many_arguments)]
-pub fn sign_tc3_request(
-    secret_id: &str,
-    secret_key: &str,
-    host_header_value: &str,
-    content_type: &str,
-    payload: &[u8],
-    raw_query: &str,
-    method: &str,
-    timestamp: i64,
-    service: &str,
-) -> String {
-    let date = sign::utc_date(timestamp).unwrap_or_default();
-    let canonical_headers = format!(
+/// What a TC3-HMAC-SHA256 signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Tc3Request<'a> {
+    /// The Host header exactly as it will be sent.
+    pub host: &'a str,
+    pub content_type: &'a str,
+    /// The query exactly as it will be sent ("" for POST).
+    pub raw_query: &'a str,
+    /// The body exactly as it will be sent.
+    pub payload: &'a [u8],
+    pub method: &'a str,
+    pub timestamp: i64,
+    /// The credential scope's service (`cvm`, `cbs`).
+    pub service: &'a str,
+    /// Headers signed after `content-type` and `host`: lower-case names in
+    /// order, with their values as sent. The official SDKs sign none; a
+    /// client that signs `x-tc-action` and `x-tc-region` binds its signature
+    /// to them, so the server never mistakes a second request with the same
+    /// body in the same second for a replay of the first.
+    pub extra_signed: &'a [(&'a str, &'a str)],
+}
+
+/// The `Authorization` header value of `req`.
+pub fn sign_tc3(secret_id: &str, secret_key: &str, req: &Tc3Request<'_>) -> String {
+    let date = sign::utc_date(req.timestamp).unwrap_or_default();
+    let mut canonical_headers = format!(
         "content-type:{}\nhost:{}\n",
-        content_type.trim(),
-        host_header_value.trim()
+        req.content_type.trim(),
+        req.host.trim()
     );
-    let signed_headers = "content-type;host";
+    let mut signed_headers = String::from("content-type;host");
+    for (name, value) in req.extra_signed {
+        canonical_headers.push_str(&format!("{name}:{}\n", value.trim()));
+        signed_headers.push(';');
+        signed_headers.push_str(name);
+    }
     let creq = sign::tc3_canonical_request(
-        method,
-        raw_query,
+        req.method,
+        req.raw_query,
         &canonical_headers,
-        signed_headers,
-        &sign::sha256_hex(payload),
+        &signed_headers,
+        &sign::sha256_hex(req.payload),
     );
-    let sts = sign::tc3_string_to_sign(&timestamp.to_string(), &date, service, &creq);
-    let key = sign::tc3_signing_key(secret_key, &date, service);
+    let sts = sign::tc3_string_to_sign(&req.timestamp.to_string(), &date, req.service, &creq);
+    let key = sign::tc3_signing_key(secret_key, &date, req.service);
     let signature = hex::encode(sign::hmac_sha256(&key, sts.as_bytes()));
     format!(
-        "{TC3_ALGORITHM} Credential={secret_id}/{date}/{service}/tc3_request, SignedHeaders={signed_headers}, Signature={signature}"
+        "{TC3_ALGORITHM} Credential={secret_id}/{date}/{}/tc3_request, SignedHeaders={signed_headers}, Signature={signature}",
+        req.service
     )
 }
 

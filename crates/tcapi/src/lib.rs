@@ -32,7 +32,7 @@
 //!    rules are the service's.
 //! 7. The action's result goes out through [`success_body`].
 //!
-//! [`sign_tc3_request`], [`sign_v1`], [`flatten`] and [`form_urlencode`] are
+//! [`sign_tc3`], [`sign_v1`], [`flatten`] and [`form_urlencode`] are
 //! the client side of the same protocol, for the CLI and the tests.
 //!
 //! ```
@@ -40,7 +40,10 @@
 //!
 //! let body = br#"{"ImageIds": ["img-gvbnzy6f"]}"#;
 //! let (host, ts) = ("http://127.0.0.1:18083", 1_700_000_000);
-//! let authz = sign_tc3_request("AKIDexample", "secret", host, "application/json", body, "", "POST", ts, "cvm");
+//! let authz = sign_tc3("AKIDexample", "secret", &Tc3Request {
+//!     host, content_type: "application/json", raw_query: "", payload: body,
+//!     method: "POST", timestamp: ts, service: "cvm", extra_signed: &[],
+//! });
 //! let ts_text = ts.to_string();
 //! let headers = [
 //!     ("Host", host),
@@ -77,7 +80,7 @@ pub mod request;
 mod sign;
 
 pub use actions::*;
-pub use client::{flatten, form_urlencode, sign_tc3_request, sign_v1};
+pub use client::{flatten, form_urlencode, sign_tc3, sign_v1, Tc3Request};
 pub use decode::decode_action;
 pub use envelope::{error_body, success_body};
 pub use error::{ApiError, Language};

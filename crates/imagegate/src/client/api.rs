@@ -138,16 +138,30 @@ pub fn build_request(
     let body = serde_json::to_vec(params).unwrap_or_else(|_| b"{}".to_vec());
     let content_type = "application/json";
     let creds = &settings.credentials;
-    let authorization = tcapi::sign_tc3_request(
+    // Action and region are signed too: a signature is then never the
+    // same for two actions, whatever the body and the second.
+    let action_region = [
+        ("x-tc-action", action),
+        ("x-tc-region", settings.region.as_str()),
+    ];
+    let extra_signed = if settings.region.is_empty() {
+        &action_region[..1]
+    } else {
+        &action_region[..]
+    };
+    let authorization = tcapi::sign_tc3(
         &creds.secret_id,
         &creds.secret_key,
-        &host,
-        content_type,
-        &body,
-        "",
-        "POST",
-        timestamp,
-        SERVICE,
+        &tcapi::Tc3Request {
+            host: &host,
+            content_type,
+            payload: &body,
+            raw_query: "",
+            method: "POST",
+            timestamp,
+            service: SERVICE,
+            extra_signed,
+        },
     );
     let mut headers = vec![
         ("Host".to_string(), host),

@@ -67,16 +67,19 @@ impl Req {
         let ts: i64 = header(&self.headers, "x-tc-timestamp")
             .and_then(|t| t.parse().ok())
             .unwrap_or(TS);
-        let authz = sign_tc3_request(
+        let authz = sign_tc3(
             ID,
             KEY,
-            &host,
-            &ct,
-            &self.body,
-            &self.query,
-            &self.method,
-            ts,
-            "cvm",
+            &Tc3Request {
+                host: &host,
+                content_type: &ct,
+                payload: &self.body,
+                raw_query: &self.query,
+                method: &self.method,
+                timestamp: ts,
+                service: "cvm",
+                extra_signed: &[],
+            },
         );
         self.set_header("Authorization", &authz);
     }
