@@ -48,7 +48,12 @@ def start_import(dep, account: str, url: str, **kw) -> str:
 
 
 def task(dep, account: str, image_id: str) -> dict:
-    resp = dep.common(account).call_json("DescribeImportImageTasks", {"ImageIds": [image_id]})
+    # "Offset" keeps this body apart from a DeleteImages of the same image: the SDKs sign
+    # only content-type and host, and the server refuses a signature already accepted for
+    # another action (the README's signature binding), which a poll and a delete of the
+    # same body in the same second would share.
+    resp = dep.common(account).call_json("DescribeImportImageTasks",
+                                         {"ImageIds": [image_id], "Offset": 0})
     tasks = resp["Response"]["ImportImageTaskSet"]
     assert len(tasks) == 1, resp
     return tasks[0]
