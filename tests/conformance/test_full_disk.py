@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -32,7 +33,7 @@ import diskimages as di
 from conftest import Backend, Deployment, Server, make_accounts, next_second, unique, write_config
 from origin import Origin
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-from test_export import EXPORTS, EXT, QEMU, export, wait_task
+from test_export import EXPORTS, EXT, QEMU, export, export_task, wait_task
 from test_tenancy import start_import, wait_done
 
 MiB = 1 << 20
@@ -351,3 +352,100 @@ def test_sync_on_a_full_data_volume_copies_no_bytes_or_changes_nothing(tmp_path,
             assert cmp.returncode == 0, cmp.stdout + cmp.stderr
         finally:
             dep.server.stop()
+
+
+# --------------------------------------------------------------------------- an outcome on a full volume
+
+
+def checkpoint_while_stopped(pid: int, data: Path):
+    """TRUNCATE-checkpoint the catalog with the server stopped (SIGSTOP), so that its
+    next write needs new room. A server stopped inside a transaction holds the WAL:
+    let it run a moment and stop it again until the checkpoint goes through."""
+    deadline = time.monotonic() + 20
+    with contextlib.closing(sqlite3.connect(data / "catalog.db", timeout=0.05)) as conn:
+        while True:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return
+            except sqlite3.OperationalError:
+                pass  # locked
+            os.kill(pid, signal.SIGCONT)
+            assert time.monotonic() < deadline, "the catalog stayed busy"
+            time.sleep(0.02)
+
+
+def export_row(data: Path, task_id: int) -> tuple[str, int]:
+    """(state, attempts) of an export task, read straight from the catalog (the volume
+    may be full)."""
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True)) as conn:
+        return conn.execute("SELECT state, attempts FROM export_tasks WHERE task_id = ?",
+                            (task_id,)).fetchone()
+
+
+def test_an_outcome_waits_for_room_on_a_full_catalog_volume(tmp_path, origin):
+    """The data volume (catalog and blobs) fills up while an export runs; the bucket
+    is elsewhere, so the export itself completes, but its SUCCEEDED cannot be written.
+    The task stays RUNNING, past its lease, and is not run again; once there is room
+    it is recorded within seconds (not a lease later, not by a second attempt), and
+    its object matches the source."""
+    work = tmp_path / "src"
+    work.mkdir()
+    raw = di.linux_disk(work / "slow.raw", size_mib=256, data_mib=96, seed=7)
+    source = di.convert(raw, work / "slow.qcow2", "qcow2-v3")
+    lease = 3
+    with tmpfs(tmp_path / "vol", 192) as vol:
+        data, cos = vol / "data", tmp_path / "cos"
+        (cos / EXPORTS).mkdir(parents=True)
+        config = tmp_path / "imagegate.toml"
+        accounts = make_accounts()
+        write_config(config, data, accounts.values(), rate_limits=False, cos_root=cos,
+                     extra="[limits]\nmin_free_space = 0\n",
+                     workers=f"concurrency = 1\nexport_concurrency = 1\nlease_seconds = {lease}",
+                     backend=Backend())
+        server = Server(config, tmp_path / "server.log").start()
+        dep = Deployment(server, accounts, tmp_path)
+        pid = server.proc.pid
+        filler = None
+        try:
+            image_id = import_normal(dep, origin, source)
+            next_second()
+            task_id = export(dep, image_id, "VMDK")["TaskId"]  # the slowest writer
+            deadline = time.monotonic() + 60
+            while export_task(dep, task_id)["TaskState"] != "RUNNING":
+                assert time.monotonic() < deadline, export_task(dep, task_id)
+                time.sleep(0.02)
+            checkpoint_while_stopped(pid, data)  # returns with the server stopped
+            assert export_row(data, task_id)[0] == "RUNNING", \
+                "the export finished before the volume could be filled: make it bigger"
+            filler = fill(vol, 0)
+            os.kill(pid, signal.SIGCONT)
+
+            # The object is written and published; the outcome waits.
+            deadline = time.monotonic() + 120
+            while not files_under(cos / EXPORTS):
+                assert time.monotonic() < deadline, "the export never published its object"
+                time.sleep(0.1)
+            time.sleep(2 * lease)
+            assert export_row(data, task_id) == ("RUNNING", 1)
+            assert "waits for room" in (tmp_path / "server.log").read_text()
+
+            filler.unlink()
+            filler = None
+            freed = time.monotonic()
+            t = wait_task(dep, task_id, timeout=60)
+            recorded_after = time.monotonic() - freed
+            assert t["TaskState"] == "SUCCEEDED", t
+            assert recorded_after < 10, f"recorded {recorded_after:.1f}s after room came back"
+            assert export_row(data, task_id) == ("SUCCEEDED", 1), "the export ran again"
+            (path,) = files_under(cos / EXPORTS)
+            cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vmdk", str(raw),
+                                  str(cos / EXPORTS / path)], capture_output=True, text=True)
+            assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+            catalog_sound(data)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            if filler is not None:
+                filler.unlink()
+            server.stop()

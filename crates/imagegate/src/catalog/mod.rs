@@ -14,6 +14,7 @@ pub mod exports;
 pub mod images;
 mod imports;
 pub mod jobs;
+pub mod patience;
 pub mod shares;
 pub mod sync;
 pub mod visibility;

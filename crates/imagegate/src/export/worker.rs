@@ -19,6 +19,7 @@ use super::run::{abort_dead_uploads, run_task, Counters, Failure};
 use super::target::Target;
 use crate::catalog::export_jobs::{ClaimedExport, ExportProgressRow};
 use crate::catalog::jobs::Heartbeat;
+use crate::catalog::patience::write_outcome;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::FailureCode;
@@ -221,7 +222,9 @@ impl ExportWorkers {
     }
 
     /// Records how the task ended (after its objects were removed if it
-    /// failed, so a full volume has room again for this write).
+    /// failed, so a full volume has room again for this write), waiting out
+    /// an outage or a full catalog volume rather than leaving the task to
+    /// its lease (see `catalog::patience`).
     async fn record(
         &self,
         id: i64,
@@ -229,7 +232,15 @@ impl ExportWorkers {
         started: std::time::Instant,
     ) {
         let secs = started.elapsed().as_secs_f64();
-        match self.catalog.finish_export(id, &self.node, outcome).await {
+        let recorded = write_outcome(
+            "recording an export's outcome",
+            &self.shutdown,
+            || self.catalog.finish_export(id, &self.node, outcome),
+            // Its temporary files are gone and a failure's objects too.
+            || async {},
+        )
+        .await;
+        match recorded {
             Ok(true) => match outcome {
                 Ok(row) => tracing::info!(
                     task_id = id,

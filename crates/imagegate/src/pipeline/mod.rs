@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::Accounts;
 use crate::blobstore::BlobStore;
 use crate::catalog::jobs::{ClaimedJob, FailureFacts, Finish, ImportSuccess};
+use crate::catalog::patience::write_outcome;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::{DiskRecord, ImageState, PhaseTime};
@@ -177,11 +178,14 @@ impl Workers {
                     })
                     .collect();
                 let commit = std::time::Instant::now();
-                let recorded = self
-                    .on_catalog("recording a finished import", || {
-                        self.catalog.finish_job_ok(&job.image_id, &self.node, &ok)
-                    })
-                    .await;
+                let recorded = write_outcome(
+                    "recording a finished import",
+                    &self.shutdown,
+                    || self.catalog.finish_job_ok(&job.image_id, &self.node, &ok),
+                    // The stored disks are all it needs now.
+                    || self.remove_leftovers(&job.image_id),
+                )
+                .await;
                 match recorded {
                     Ok(Finish::OverQuota { used }) => {
                         // Another import of the account finished first.
@@ -223,7 +227,7 @@ impl Workers {
 
     /// Records a failed attempt, then removes what it stored. A full disk
     /// may also refuse the catalog's write: the attempt's scratch space is
-    /// freed and the write tried once more.
+    /// freed and the write waits for room (see `catalog::patience`).
     async fn record_failure(
         &self,
         job: &ClaimedJob,
@@ -248,8 +252,10 @@ impl Workers {
             message: crate::redact::Redactor::new(&self.config).redact(&failure.message),
             ..failure
         };
-        let mut recorded = self
-            .on_catalog("recording a failed import", || {
+        let recorded = write_outcome(
+            "recording a failed import",
+            &self.shutdown,
+            || {
                 self.catalog.finish_job_failed(
                     &job.image_id,
                     &self.node,
@@ -257,22 +263,10 @@ impl Workers {
                     &failure.message,
                     facts.as_ref(),
                 )
-            })
-            .await;
-        if recorded.is_err() {
-            let _ = self.blobs.remove_partials(&job.image_id).await;
-            self.remove_scratch(&job.image_id).await;
-            recorded = self
-                .catalog
-                .finish_job_failed(
-                    &job.image_id,
-                    &self.node,
-                    failure.code,
-                    &failure.message,
-                    facts.as_ref(),
-                )
-                .await;
-        }
+            },
+            || self.remove_leftovers(&job.image_id),
+        )
+        .await;
         match recorded {
             Ok(true) => {
                 tracing::info!(image_id = %job.image_id, code = %failure.code, message = %raw_message, "import failed");
@@ -438,6 +432,13 @@ impl Workers {
         let used = u64::try_from(used).unwrap_or(0);
         crate::storage::quota_room(Some(quota), used).map_err(|r| ImportFailure::storage(&r))?;
         Ok(Some(QuotaUse { quota, used }))
+    }
+
+    /// What an attempt holds besides its stored disks: partial uploads and
+    /// scratch space.
+    async fn remove_leftovers(&self, image_id: &str) {
+        let _ = self.blobs.remove_partials(image_id).await;
+        self.remove_scratch(image_id).await;
     }
 
     async fn remove_scratch(&self, image_id: &str) {

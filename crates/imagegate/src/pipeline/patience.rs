@@ -1,8 +1,9 @@
 //! How a worker waits out its back-ends. A catalog call of a running job
-//! (the account's usage, the outcome) is retried through transient errors
-//! (PostgreSQL restarting, connections refused or dropped) until the catalog
-//! answers or the process shuts down: the outcome of a finished import is
-//! never thrown away because the database blinked. The blob store waits out
+//! (the account's usage) is retried through transient errors (PostgreSQL
+//! restarting, connections refused or dropped) until the catalog answers or
+//! the process shuts down; the outcome waits out a full catalog volume too
+//! (`catalog::patience`): the outcome of a finished import is never thrown
+//! away because the database blinked or its disk filled. The blob store waits out
 //! its own outages (`blobs.retry_deadline_secs`, see `blobstore`); what a
 //! failed import stored is removed even when the store is still down then:
 //! the removal goes on in the background until it succeeds.
