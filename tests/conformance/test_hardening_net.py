@@ -272,10 +272,51 @@ def test_identical_resend_of_a_mutating_request_gets_the_first_answer(net_gate):
     assert gone.error_code == "InvalidImageId.NotFound", gone.body
 
 
+def describe_then_delete_in_one_second(reader: cvm_client.CvmClient, deleter: cvm_client.CvmClient,
+                                       image_id: str) -> TencentCloudSDKException | None:
+    """DescribeImages then DeleteImages of `image_id`, both signed by the SDK in one second
+    (byte-identical bodies: one signature). The delete's error, if any. Starts just after
+    a second begins and fails the test if the pair still straddled two seconds."""
+    time.sleep(1.02 - time.time() % 1)
+    started = time.time()
+    req = models.DescribeImagesRequest()
+    req.ImageIds = [image_id]
+    assert reader.DescribeImages(req).TotalCount == 1
+    delete = models.DeleteImagesRequest()
+    delete.ImageIds = [image_id]
+    try:
+        deleter.DeleteImages(delete)
+        error = None
+    except TencentCloudSDKException as e:
+        error = e
+    assert int(time.time()) == int(started), "the two calls straddled a second: a slow machine"
+    return error
+
+
+def test_sdk_describe_then_delete_in_one_second_on_its_own_connection(net_gate):
+    """Terraform's refresh then destroy, or any client reading an image just before it
+    deletes it: the two calls share a signature when they fall in one second. On the
+    client's own kept-alive connection the delete is the client's next call and runs. The
+    same pair from two clients (two connections) is what a captured DescribeImages turned
+    into a DeleteImages looks like: refused, and the image stays."""
+    image_id = settled_image(net_gate, "a")
+    sdk = net_gate.sdk("a")
+    assert describe_then_delete_in_one_second(sdk, sdk, image_id) is None
+    gone = models.DescribeImagesRequest()
+    gone.ImageIds = [image_id]
+    time.sleep(1.1)
+    assert sdk.DescribeImages(gone).TotalCount == 0
+
+    other = settled_image(net_gate, "a")
+    refused = describe_then_delete_in_one_second(net_gate.sdk("a"), net_gate.sdk("a"), other)
+    assert refused is not None and refused.get_code() == "AuthFailure.SignatureFailure", refused
+    assert image_by_id(net_gate.sdk("a"), other).ImageId == other
+
+
 def test_sdk_calls_a_second_apart(net_gate):
     """The SDK signs each call with the current second. DescribeImages and DeleteImages
     of one image send byte-identical bodies, so they share a signature within one second
-    (the second is refused, see README); a second apart they are different requests."""
+    (see above); a second apart they are different requests on any connection."""
     sdk = net_gate.sdk("a")
     image_id = settled_image(net_gate, "a")
     assert image_by_id(sdk, image_id).ImageId == image_id

@@ -19,11 +19,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::any;
+use axum::Extension;
 use axum::Router;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
 use tcapi::{ApiError, Language, RawRequest, SignedRequest};
+
+use crate::net::conns::ConnectionId;
 
 /// Largest body read: a TC3 JSON POST may carry 10 MiB. One byte more is
 /// read so that "exactly the limit" and "over it" can be told apart.
@@ -57,6 +60,7 @@ struct Outcome {
 
 async fn handle(
     State(state): State<Arc<AppState>>,
+    connection: Option<Extension<ConnectionId>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -64,7 +68,8 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let out = process(&state, &method, &uri, &headers, body, &request_id).await;
+    let head = Head::new(&method, &uri, &headers, connection.map(|Extension(c)| c));
+    let out = process(&state, head, header_language(&headers), body, &request_id).await;
     let elapsed = started.elapsed();
     let code = match (&out.result, &out.replayed) {
         (_, Some(_)) => "Replayed",
@@ -191,10 +196,17 @@ struct Head<'a> {
     /// Header values that are not visible ASCII cannot be part of a valid
     /// signature; they are left out and the signature fails if needed.
     pairs: Vec<(&'a str, &'a str)>,
+    /// The connection it came on (see `replay`).
+    connection: Option<ConnectionId>,
 }
 
 impl<'a> Head<'a> {
-    fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Head<'a> {
+    fn new(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        connection: Option<ConnectionId>,
+    ) -> Head<'a> {
         Head {
             method,
             raw_query: uri.query().unwrap_or(""),
@@ -209,6 +221,7 @@ impl<'a> Head<'a> {
                 .iter()
                 .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
                 .collect(),
+            connection,
         }
     }
 
@@ -251,22 +264,20 @@ fn decoded(raw: &RawRequest, out: &mut Outcome) -> Result<SignedRequest, ApiErro
 
 async fn process(
     state: &AppState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    head: Head<'_>,
+    lang: Language,
     body: Body,
     request_id: &str,
 ) -> Outcome {
     let mut out = Outcome {
         result: Ok(Reply::Fields(serde_json::Value::Null)),
-        lang: header_language(headers),
+        lang,
         action: None,
         uin: None,
         secret_id: None,
         replayed: None,
         slot: None,
     };
-    let head = Head::new(method, uri, headers);
     let result = run(state, &mut out, &head, body, request_id).await;
     out.result = result;
     out
@@ -324,7 +335,7 @@ async fn run(
     if signed.token.as_deref().is_some_and(|t| !t.is_empty()) {
         return Err(errors::token_failure());
     }
-    bind(state, out, &signed, now).await?;
+    bind(state, out, &signed, head.connection, now).await?;
     if out.replayed.is_some() {
         return Ok(Reply::Fields(serde_json::Value::Null));
     }
@@ -339,6 +350,7 @@ async fn bind(
     state: &AppState,
     out: &mut Outcome,
     signed: &SignedRequest,
+    connection: Option<ConnectionId>,
     now: i64,
 ) -> Result<(), ApiError> {
     // `decode` accepts only names in ACTIONS, so this always finds it.
@@ -351,6 +363,7 @@ async fn bind(
         region: signed.region.as_deref(),
         timestamp: signed.timestamp,
         now,
+        connection,
     };
     match state.replay.check(seen).await {
         Verdict::Mismatch => Err(errors::signature_reused()),

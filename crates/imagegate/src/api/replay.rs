@@ -9,8 +9,18 @@
 //!
 //! - the same key with another (v1) signature is refused, and so is the
 //!   same signature with another action or region when that action is a
-//!   mutating one; a read-only target runs (it changes nothing, and
-//!   SDKs polling two read-only actions send byte-identical bodies);
+//!   mutating one, unless it comes on the connection that first used the
+//!   signature; a read-only target runs (it changes nothing, and SDKs
+//!   polling two read-only actions send byte-identical bodies);
+//!
+//! The connection is what tells the attack from an honest client: the
+//! SDKs keep their connection alive, and a DescribeImages followed within
+//! the same second by a DeleteImages of the same `ImageIds` (Terraform's
+//! refresh then destroy) shares its signature on that one connection. A
+//! captured request is sent again on a connection of the attacker's; to
+//! inject into the client's own, one must be on its path, where the
+//! unsigned `X-TC-Action` of the original request could be rewritten
+//! anyway (TLS is the protection there).
 //! - an identical re-send of a mutating action gets the first answer back,
 //!   byte for byte, without running again (the SDKs' own retries sign anew,
 //!   with a new timestamp, so they are new requests);
@@ -23,6 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tcapi::Binding;
 use tokio::sync::watch;
+
+use crate::net::conns::ConnectionId;
 
 /// How long an identical re-send waits for the first copy's answer.
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(30);
@@ -42,6 +54,8 @@ struct Entry {
     region: Option<Box<str>>,
     /// Mutating actions only.
     answer: Option<watch::Receiver<Answer>>,
+    /// Where the signature was first used (none: not through our listener).
+    connection: Option<ConnectionId>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +104,7 @@ pub struct Seen<'a> {
     /// The request's timestamp (Unix seconds).
     pub timestamp: i64,
     pub now: i64,
+    pub connection: Option<ConnectionId>,
 }
 
 impl ReplayGuard {
@@ -116,23 +131,34 @@ impl ReplayGuard {
     pub async fn check(&self, seen: Seen<'_>) -> Verdict {
         let waiting = {
             let mut inner = self.lock();
-            match inner.entries.get(&seen.binding.key) {
+            match inner.entries.get_mut(&seen.binding.key) {
                 Some(e) if e.expires >= seen.now => {
                     // Under v1 another request under a used Nonce.
                     if e.identity != seen.binding.identity {
                         return Verdict::Mismatch;
                     }
                     if e.action != seen.action || e.region.as_deref() != seen.region {
-                        // Turned into something that changes state: refused.
                         // A read-only target changes nothing, and the SDKs
                         // send byte-identical bodies to different read-only
                         // actions within a second all the time (polling
                         // DescribeImages and DescribeImportImageTasks by
                         // ImageIds): it runs, the binding stays the first.
-                        if tcapi::is_mutating(seen.action) {
+                        if !tcapi::is_mutating(seen.action) {
+                            return Verdict::Run(None);
+                        }
+                        // Turned into something that changes state on
+                        // another connection: refused. On the client's own
+                        // connection it is the client's next call: it runs
+                        // and the binding becomes this one (a re-send of it
+                        // gets its answer).
+                        if e.connection.is_none() || e.connection != seen.connection {
                             return Verdict::Mismatch;
                         }
-                        return Verdict::Run(None);
+                        let (slot, answer) = answer_slot();
+                        e.action = seen.action;
+                        e.region = seen.region.map(Box::from);
+                        e.answer = Some(answer);
+                        return Verdict::Run(Some(slot));
                     }
                     match &e.answer {
                         None => return Verdict::Run(None),
@@ -158,8 +184,8 @@ impl ReplayGuard {
             }
         }
         let (slot, answer) = if tcapi::is_mutating(seen.action) {
-            let (tx, rx) = watch::channel(None);
-            (Some(AnswerSlot(tx)), Some(rx))
+            let (slot, answer) = answer_slot();
+            (Some(slot), Some(answer))
         } else {
             (None, None)
         };
@@ -171,11 +197,19 @@ impl ReplayGuard {
                 action: seen.action,
                 region: seen.region.map(Box::from),
                 answer,
+                connection: seen.connection,
             },
         );
         inner.order.push_back((seen.binding.key, expires));
         slot
     }
+}
+
+/// Where a mutating request's first copy leaves its answer, and how a
+/// re-send reads it.
+fn answer_slot() -> (AnswerSlot, watch::Receiver<Answer>) {
+    let (tx, rx) = watch::channel(None);
+    (AnswerSlot(tx), rx)
 }
 
 async fn wait_for_answer(mut rx: watch::Receiver<Answer>) -> Verdict {
@@ -205,7 +239,47 @@ mod tests {
             region: Some(region),
             timestamp: 1000,
             now: 1000,
+            connection: Some(*CONN_A),
         }
+    }
+
+    /// The connection `seen` requests come on.
+    static CONN_A: std::sync::LazyLock<ConnectionId> = std::sync::LazyLock::new(ConnectionId::next);
+
+    #[tokio::test]
+    async fn the_clients_own_connection_may_use_a_signature_for_its_next_call() {
+        let g = ReplayGuard::new(16);
+        let other = ConnectionId::next();
+        g.check(seen(5, 5, "DescribeImages", "ap-guangzhou")).await;
+        // Another connection: the captured request cannot become a delete.
+        let mut elsewhere = seen(5, 5, "DeleteImages", "ap-guangzhou");
+        elsewhere.connection = Some(other);
+        assert!(matches!(g.check(elsewhere).await, Verdict::Mismatch));
+        // Nor can a request from outside our listener (no connection known).
+        elsewhere.connection = None;
+        assert!(matches!(g.check(elsewhere).await, Verdict::Mismatch));
+        // The client's own next call, same body and second: it runs, and the
+        // binding is now the delete's.
+        let Verdict::Run(Some(slot)) = g.check(seen(5, 5, "DeleteImages", "ap-guangzhou")).await
+        else {
+            panic!("the client's own delete runs")
+        };
+        slot.finish("{\"Response\":{\"RequestId\":\"d\"}}");
+        let mut resend = seen(5, 5, "DeleteImages", "ap-guangzhou");
+        resend.connection = Some(other);
+        let Verdict::Replay(body) = g.check(resend).await else {
+            panic!("a re-send of the delete gets its answer")
+        };
+        assert_eq!(&*body, "{\"Response\":{\"RequestId\":\"d\"}}");
+        // Moved to another region from elsewhere: refused still.
+        let mut moved = seen(5, 5, "DeleteImages", "ap-shanghai");
+        moved.connection = Some(other);
+        assert!(matches!(g.check(moved).await, Verdict::Mismatch));
+        // Read-only after it, anywhere: runs (Terraform reads after deleting).
+        let mut read = seen(5, 5, "DescribeImages", "ap-guangzhou");
+        read.connection = Some(other);
+        assert!(matches!(g.check(read).await, Verdict::Run(None)));
+        assert_eq!(g.len(), 1);
     }
 
     #[tokio::test]
@@ -220,13 +294,21 @@ mod tests {
             g.check(seen(1, 1, "DescribeImages", "ap-guangzhou")).await,
             Verdict::Run(None)
         ));
-        for other in [
+        // Sent again by someone else (on another connection).
+        let elsewhere = ConnectionId::next();
+        for mut other in [
             seen(1, 1, "DeleteImages", "ap-guangzhou"),
             seen(1, 1, "ImportImage", "ap-shanghai"),
             seen(1, 2, "DescribeImages", "ap-guangzhou"),
         ] {
+            other.connection = Some(elsewhere);
             assert!(matches!(g.check(other).await, Verdict::Mismatch));
         }
+        // Another v1 request under a used Nonce: refused on any connection.
+        assert!(matches!(
+            g.check(seen(1, 2, "DescribeImages", "ap-guangzhou")).await,
+            Verdict::Mismatch
+        ));
         // Read-only elsewhere: runs.
         for other in [
             seen(1, 1, "DescribeImportImageTasks", "ap-guangzhou"),
@@ -236,10 +318,9 @@ mod tests {
         }
         // A mutating first use keeps its region too.
         g.check(seen(3, 3, "DeleteImages", "ap-guangzhou")).await;
-        assert!(matches!(
-            g.check(seen(3, 3, "DeleteImages", "ap-shanghai")).await,
-            Verdict::Mismatch
-        ));
+        let mut moved = seen(3, 3, "DeleteImages", "ap-shanghai");
+        moved.connection = Some(elsewhere);
+        assert!(matches!(g.check(moved).await, Verdict::Mismatch));
     }
 
     #[tokio::test]

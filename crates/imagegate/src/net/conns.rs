@@ -15,6 +15,20 @@ use tokio::sync::Notify;
 /// No time noted (field value).
 const NONE: u64 = u64::MAX;
 
+/// One accepted connection, for the life of the process (every listener
+/// draws from one counter). Each request carries its connection's id as an
+/// extension: the API tells a client's own connection from another one by
+/// it (see `api::replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    pub fn next() -> ConnectionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnectionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// One open connection.
 #[derive(Debug)]
 pub struct Conn {

@@ -3,7 +3,7 @@
 //! eviction), or the server stops (graceful: the request in flight is
 //! answered first).
 
-use super::conns::{Admission, Conn, Slot, Table};
+use super::conns::{Admission, Conn, ConnectionId, Slot, Table};
 use super::settings::Timeouts;
 use axum::body::Body;
 use axum::Router;
@@ -147,11 +147,14 @@ impl Job {
         // The router as a hyper service that keeps the connection's clocks:
         // a request is in flight from its complete head until its answer.
         let (app, clocks) = (self.app, conn.clone());
+        let connection = ConnectionId::next();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let guard = clocks.begin();
             let mut app = app.clone();
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(connection);
             async move {
-                let r = tower::Service::call(&mut app, req.map(Body::new)).await;
+                let r = tower::Service::call(&mut app, req).await;
                 drop(guard);
                 r
             }
