@@ -282,7 +282,9 @@ impl Workers {
                 tracing::warn!(image_id = %job.image_id, "import failed after its lease was lost; outcome dropped")
             }
             Err(e) => {
-                tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed")
+                tracing::error!(image_id = %job.image_id, error = %e, "recording a failed import failed; the lease will expire and the job rerun");
+                // Of no use to the next attempt, which starts over.
+                self.remove_leftovers(&job.image_id).await;
             }
         }
     }
