@@ -17,6 +17,11 @@ While a window is open each request is, with probability `rate`, answered with o
   reset instead of the answer being sent (the client cannot tell it from "reset").
 Every request (failed or forwarded) waits `latency` seconds first. Apart from "drop",
 a faulted request never reaches the store.
+
+A store with no room answers with one of `FULL_KINDS` (not among the default kinds):
+- "full": 507 with MinIO's `XMinioStorageFull`;
+- "quota": 403 with Ceph RGW's `QuotaExceeded` (a bucket or user quota).
+`methods` limits a window to requests of those methods (e.g. only the PUTs of parts).
 Signatures pass untouched: the Host header is kept and moto does not check them.
 """
 
@@ -34,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 KINDS = ("500", "503", "reset", "drop")
+FULL_KINDS = ("full", "quota")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
               "upgrade"}
 # Written by the proxy's own send_response.
@@ -42,6 +48,8 @@ OWN_HEADERS = {"server", "date", "content-length"}
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "SlowDown", "Please reduce your request rate."),
+    "full": (507, "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold."),
+    "quota": (403, "QuotaExceeded", "The quota of the bucket is exceeded."),
 }
 
 
@@ -56,9 +64,9 @@ class FaultProxy:
         up = urlsplit(upstream)
         self.upstream = (up.hostname, up.port or 80)
         self.lock = threading.Lock()
-        self.window: tuple[float, float, tuple[str, ...], float, float] | None = None
+        self.window: tuple[float, float, tuple[str, ...], float, float, tuple[str, ...] | None] | None = None
         self.rng = random.Random(seed)
-        self.counts: dict[str, int] = {"forwarded": 0, **{k: 0 for k in KINDS}}
+        self.counts: dict[str, int] = {"forwarded": 0, **{k: 0 for k in KINDS + FULL_KINDS}}
         # (monotonic time, method, path, outcome) of every request, for the tests' figures.
         self.log: list[tuple[float, str, str, str]] = []
         proxy = self
@@ -85,12 +93,13 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ commands
 
-    def fault(self, seconds: float, rate: float = 1.0, kinds=KINDS, latency: float = 0.0):
+    def fault(self, seconds: float, rate: float = 1.0, kinds=KINDS, latency: float = 0.0, methods=None):
         """Open a fault window of `seconds` from now (replacing any open one)."""
-        assert set(kinds) <= set(KINDS), kinds
+        assert set(kinds) <= set(KINDS + FULL_KINDS), kinds
         now = time.monotonic()
         with self.lock:
-            self.window = (now, now + seconds, tuple(kinds), rate, latency)
+            self.window = (now, now + seconds, tuple(kinds), rate, latency,
+                           None if methods is None else tuple(methods))
 
     def clear(self):
         with self.lock:
@@ -102,7 +111,7 @@ class FaultProxy:
 
     def faults_injected(self) -> int:
         with self.lock:
-            return sum(self.counts[k] for k in KINDS)
+            return sum(self.counts[k] for k in KINDS + FULL_KINDS)
 
     def close(self):
         self.httpd.shutdown()
@@ -110,13 +119,15 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ the proxy
 
-    def _decide(self) -> tuple[str | None, float]:
+    def _decide(self, method: str) -> tuple[str | None, float]:
         """(fault kind or None, latency) for one request."""
         with self.lock:
             w = self.window
             if w is None or time.monotonic() >= w[1]:
                 return None, 0.0
-            _, _, kinds, rate, latency = w
+            _, _, kinds, rate, latency, methods = w
+            if methods is not None and method not in methods:
+                return None, 0.0
             if self.rng.random() < rate:
                 return self.rng.choice(kinds), latency
             return None, latency
@@ -143,7 +154,7 @@ class FaultProxy:
 
     def _handle(self, h: BaseHTTPRequestHandler):
         body = self._read_body(h)
-        kind, latency = self._decide()
+        kind, latency = self._decide(h.command)
         if latency:
             time.sleep(latency)
         if kind == "drop":

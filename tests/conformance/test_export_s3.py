@@ -1,7 +1,7 @@
 """ExportImages to the S3 target (`source.cos_endpoint`, moto_server): formats judged by
 `qemu-img compare`, the round trip through ImportImage from the same store, a
-cancelled export leaving neither an object nor an unfinished multipart upload, and a
-missing bucket. Runs in the PostgreSQL + S3 pass only (scripts/test
+cancelled export leaving neither an object nor an unfinished multipart upload, a
+missing bucket, and a store that answers "no room" (through our fault proxy). Runs in the PostgreSQL + S3 pass only (scripts/test
 conformance_pg_s3), which has moto_server; the SQLite pass does not collect it.
 """
 
@@ -16,6 +16,7 @@ import pytest
 
 import diskimages as di
 from conftest import S3_KEYS, _start_deployment, s3_client
+from faultproxy import FaultProxy
 from test_export import (APP_ID, EXT, QEMU, WORKERS, compare, export, import_image, sdk_error,
                          stored_blob, wait_image, wait_running, wait_task)
 
@@ -96,3 +97,38 @@ def test_cancelled_s3_export_leaves_no_object_nor_upload(s3dep, s3image):
 def test_missing_s3_bucket(s3dep, s3image):
     code = sdk_error(s3dep, "ExportImages", {"ImageIds": [s3image], "BucketName": f"nowhere-{APP_ID}"})
     assert code == "InvalidParameterValue.BucketNotFound"
+
+
+def test_a_full_s3_store_fails_the_export_with_export_target_full(tmp_path):
+    """The store behind `cos_endpoint` answers every part upload with "no room" (Ceph's
+    403 QuotaExceeded; MinIO's 507 XMinioStorageFull is mapped the same way, see the unit
+    test in export/target.rs): the task fails with ExportTargetFull, leaves neither an
+    object nor an unfinished upload, and the same export succeeds once there is room."""
+    proxy = FaultProxy(os.environ["IMAGEGATE_TEST_S3_ENDPOINT"])
+    source = (f'cos_endpoint = "{proxy.endpoint}"\ncos_access_key = "{S3_KEYS["aws_access_key_id"]}"\n'
+              f'cos_secret_key = "{S3_KEYS["aws_secret_access_key"]}"\ncos_region = "{S3_KEYS["region_name"]}"\n')
+    dep = _start_deployment(tmp_path, rate_limits=False, workers=WORKERS, with_cos_root=False,
+                            source_extra=source)
+    try:
+        raw = di.linux_disk(tmp_path / "small.raw", size_mib=64, data_mib=16, seed=9)
+        src = bucket("fsrc")
+        s3_client().upload_file(str(raw), src, "system.raw")
+        image_id = import_image(dep, f"https://{src}.cos.ap-guangzhou.myqcloud.com/system.raw")
+        assert wait_image(dep, image_id)["ImageState"] == "NORMAL"
+        out = bucket("full")
+        proxy.fault(seconds=600, kinds=("quota",), methods=("PUT",))
+        t = wait_task(dep, export(dep, image_id, "RAW", BucketName=out)["TaskId"])
+        assert t["TaskState"] == "FAILED" and t["FailureCode"] == "ExportTargetFull", t
+        assert proxy.counts["quota"] > 0
+        deadline = time.monotonic() + 20
+        while uploads(out) and time.monotonic() < deadline:  # the abort is sent after the failure
+            time.sleep(0.2)
+        assert keys(out) == [] and uploads(out) == []
+        proxy.clear()
+        resp = export(dep, image_id, "RAW", BucketName=out)
+        t = wait_task(dep, resp["TaskId"])
+        assert t["TaskState"] == "SUCCEEDED", t
+        assert keys(out) == [resp["CosPaths"][0][1:]] and uploads(out) == []
+    finally:
+        dep.server.stop()
+        proxy.close()

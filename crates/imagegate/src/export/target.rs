@@ -154,10 +154,12 @@ impl Target {
             Target::S3(s3) => {
                 let store = s3.store(bucket)?;
                 let path = object_store::path::Path::from(key);
-                let upload = store
-                    .put_multipart(&path)
-                    .await
-                    .map_err(|e| TargetError::Io(format!("cannot start the upload: {e}")))?;
+                let upload = store.put_multipart(&path).await.map_err(|e| {
+                    if is_store_full(&e) {
+                        return TargetError::Full;
+                    }
+                    TargetError::Io(format!("cannot start the upload: {e}"))
+                })?;
                 Ok(Box::new(S3Writer {
                     runtime: tokio::runtime::Handle::current(),
                     upload: Some(object_store::WriteMultipart::new_with_chunk_size(
@@ -254,6 +256,26 @@ impl S3Target {
             .client(bucket, &Tuning::Default)
             .map_err(|e| TargetError::Io(format!("source.cos_endpoint is not usable: {e}")))
     }
+}
+
+/// How S3-compatible stores say they have no room: MinIO's
+/// `XMinioStorageFull` (507), Ceph RGW's `QuotaExceeded` (403, a bucket or
+/// user quota), and a bare 507 Insufficient Storage. object_store keeps the
+/// answer's status and body only in its message.
+const STORE_FULL: &[&str] = &["XMinioStorageFull", "QuotaExceeded", "Insufficient Storage"];
+
+fn is_store_full(e: &object_store::Error) -> bool {
+    let text = e.to_string();
+    STORE_FULL.iter().any(|answer| text.contains(answer))
+}
+
+/// An upload's error as the export sees it: a full store is a full disk
+/// (`ExportTargetFull`), anything else a write error.
+fn store_io_error(e: object_store::Error) -> io::Error {
+    if is_store_full(&e) {
+        return io::Error::new(io::ErrorKind::StorageFull, e);
+    }
+    io::Error::other(e)
 }
 
 fn is_missing_bucket(e: &object_store::Error) -> bool {
@@ -356,7 +378,7 @@ impl ExportSink for S3Writer {
         let upload = self.upload()?;
         runtime
             .block_on(upload.wait_for_capacity(S3_IN_FLIGHT))
-            .map_err(io::Error::other)?;
+            .map_err(store_io_error)?;
         // Parts are spawned on the runtime by `write`.
         let _guard = runtime.enter();
         upload.write(data);
@@ -373,7 +395,7 @@ impl ObjectWriter for S3Writer {
         self.runtime
             .block_on(upload.finish())
             .map(|_| ())
-            .map_err(io::Error::other)
+            .map_err(store_io_error)
     }
 
     fn abort(mut self: Box<Self>) {
@@ -401,4 +423,28 @@ impl Drop for S3Writer {
 /// For tests and the benchmark: the path an object has in the folder target.
 pub fn folder_object_path(root: &Path, bucket: &str, key: &str) -> PathBuf {
     root.join(bucket).join(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_full_store_is_a_full_disk() {
+        for full in [
+            "Server returned non-2xx status code: 507 Insufficient Storage: <Error><Code>XMinioStorageFull</Code></Error>",
+            "Client error with status 403 Forbidden: <Error><Code>QuotaExceeded</Code></Error>",
+        ] {
+            assert!(crate::storage::is_disk_full(&store_io_error(answer(full))), "{full}");
+        }
+        let other = store_io_error(answer("503 Service Unavailable: <Code>SlowDown</Code>"));
+        assert!(!crate::storage::is_disk_full(&other));
+    }
 }
