@@ -20,6 +20,8 @@ import diskimages as di
 from conftest import _start_deployment, unique
 from test_pipeline import assert_stored_equals, blob_files, images, origin, start_import, task, wait_done  # noqa: F401
 
+# The log's colours, stripped before matching.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PHASE_LINE = re.compile(r"import phase image_id=(img-[0-9a-z]+) phase=\"([A-Z_]+)\"")
 # The phases that wait on the network; the trickling source holds them open.
 NETWORK_PHASES = ("FETCHING", "INSPECTING_FORMAT", "CONVERTING")
@@ -29,7 +31,7 @@ CATALOG = {"catalog.db", "catalog.db-wal", "catalog.db-shm"}
 
 def phases_logged(server, image_id: str) -> list[str]:
     """The phases the server's log (its stderr) has named for the image so far."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", server.log_path.read_text(errors="replace"))
+    text = ANSI.sub("", server.log_path.read_text(errors="replace"))
     return [m.group(2) for m in PHASE_LINE.finditer(text) if m.group(1) == image_id]
 
 
@@ -42,7 +44,7 @@ def kill_at_phase(server, image_id: str, phase: str, timeout: float = 60) -> lis
         while True:
             chunk = log.read()
             if chunk:
-                pending += re.sub(r"\x1b\[[0-9;]*m", "", chunk.decode(errors="replace"))
+                pending += ANSI.sub("", chunk.decode(errors="replace"))
                 lines = pending.split("\n")
                 pending = lines.pop()
                 if any((m := PHASE_LINE.search(line)) and m.groups() == (image_id, phase) for line in lines):
