@@ -202,8 +202,6 @@ fn parallel<S: AppendSink>(
     progress: &mut dyn FnMut(u64) -> bool,
     workers: usize,
 ) -> Result<ConvertStats, FormatError> {
-    let vs = img.virtual_size();
-    let cs = writer.cluster_size();
     // Windows in flight at once: enough to keep every worker busy while the
     // calling thread writes the oldest one.
     let depth = workers * 2;
@@ -221,7 +219,12 @@ fn parallel<S: AppendSink>(
         drop(done_tx);
         // Dropping `job_tx` (on return, error or cancel) lets workers end;
         // the scope then joins them.
-        drive(img, writer, progress, cs, vs, depth, job_tx, done_rx)
+        let pool = Pool {
+            jobs: job_tx,
+            done: done_rx,
+            depth,
+        };
+        drive(img, writer, progress, pool)
     })
 }
 
@@ -242,19 +245,23 @@ fn worker(img: &dyn DiskImage, jobs: &Mutex<Receiver<Job>>, done: SyncSender<Don
     }
 }
 
+/// The calling thread's ends of the workers' channels, and how many
+/// windows may be in flight at once.
+struct Pool {
+    jobs: SyncSender<Job>,
+    done: Receiver<Done>,
+    depth: usize,
+}
+
 /// The calling thread's side of `parallel`: plan windows, feed workers,
 /// and write finished windows in guest order.
-#[allow(clippy::too_many_arguments)]
 fn drive<S: AppendSink>(
     img: &dyn DiskImage,
     writer: &mut Qcow2Writer<S>,
     progress: &mut dyn FnMut(u64) -> bool,
-    cs: u64,
-    vs: u64,
-    depth: usize,
-    job_tx: SyncSender<Job>,
-    done_rx: Receiver<Done>,
+    pool: Pool,
 ) -> Result<ConvertStats, FormatError> {
+    let (vs, cs, depth) = (img.virtual_size(), writer.cluster_size(), pool.depth);
     let mut stats = ConvertStats::default();
     let mut spare: Vec<Vec<u8>> = Vec::with_capacity(depth);
     // In flight, in guest order: (start, len, filled buffer once back).
@@ -272,7 +279,7 @@ fn drive<S: AppendSink>(
             let wend = (w + WINDOW).min(vs);
             let len = (wend - w) as usize;
             let buf = spare.pop().unwrap_or_else(|| vec![0u8; WINDOW as usize]);
-            job_tx
+            pool.jobs
                 .send(Job { start: w, len, buf })
                 .map_err(|_| FormatError::Io(std::io::Error::other("converter workers ended")))?;
             queue.push_back((w, len, None));
@@ -299,7 +306,8 @@ fn drive<S: AppendSink>(
             continue;
         }
         // Wait for the next finished window.
-        let (start, r) = done_rx
+        let (start, r) = pool
+            .done
             .recv()
             .map_err(|_| FormatError::Io(std::io::Error::other("converter workers ended")))?;
         let (buf, read) = r?;

@@ -58,6 +58,75 @@ pub fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
     alen != 0 && blen != 0 && a < b_end && b < a_end
 }
 
+/// `[start, start + len)` lies within the first `file_len` bytes, or
+/// `Truncated` naming `what`.
+pub fn check_inside(start: u64, len: u64, file_len: u64, what: &str) -> Result<(), FormatError> {
+    match start.checked_add(len) {
+        Some(e) if e <= file_len => Ok(()),
+        _ => Err(FormatError::Truncated(format!(
+            "{what} ({len} bytes at offset {start}) lies beyond the end of the file ({file_len} bytes)"
+        ))),
+    }
+}
+
+/// A guest read of `len` bytes at `offset` that leaves the `size`-byte disk.
+pub fn out_of_range(offset: u64, len: u64, size: u64) -> FormatError {
+    FormatError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("guest range {offset}+{len} is outside the {size}-byte disk"),
+    ))
+}
+
+/// How many bytes an extent asked for at `offset` (at most `max_len`) may
+/// cover of the `size`-byte disk; an offset at or past its end is an error.
+pub fn extent_limit(offset: u64, max_len: u64, size: u64) -> Result<u64, FormatError> {
+    if offset >= size {
+        return Err(out_of_range(offset, 1, size));
+    }
+    Ok(max_len.min(size - offset))
+}
+
+/// `Ok` when a guest read of `len` bytes at `offset` stays within the
+/// `size`-byte disk.
+pub fn check_guest_range(offset: u64, len: u64, size: u64) -> Result<(), FormatError> {
+    if offset.checked_add(len).is_none_or(|e| e > size) {
+        return Err(out_of_range(offset, len, size));
+    }
+    Ok(())
+}
+
+/// The extent at `offset`, at most `limit` bytes, of a disk mapped in
+/// blocks of `block_size` bytes where `has_data(block)` tells which hold
+/// data: the following blocks of the same kind are merged into it (the map
+/// is in memory, so the walk is cheap and bounded by `limit`).
+pub fn block_extent(
+    offset: u64,
+    limit: u64,
+    block_size: u64,
+    has_data: impl Fn(u64) -> bool,
+) -> crate::Extent {
+    let kind_of = |b: u64| {
+        if has_data(b) {
+            crate::ExtentKind::Data
+        } else {
+            crate::ExtentKind::Zero
+        }
+    };
+    let first = offset / block_size;
+    let kind = kind_of(first);
+    let mut end = (first + 1) * block_size;
+    let mut b = first + 1;
+    while end < offset + limit && kind_of(b) == kind {
+        end += block_size;
+        b += 1;
+    }
+    crate::Extent {
+        offset,
+        len: (end - offset).min(limit),
+        kind,
+    }
+}
+
 /// Reads `buf.len()` bytes at `offset` of the container; a short file is
 /// `Truncated` naming `what`.
 pub fn read_exact_at(

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use crate::bytes::{u32_be, u64_be};
-use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ImageInfo, Limits, ReadAt};
+use crate::util::{block_extent, check_guest_range, extent_limit, read_exact_at as read};
+use crate::{DiskImage, Extent, Format, FormatError, ImageInfo, Limits, ReadAt};
 
 const FOOTER_LEN: u64 = 512;
 const DYN_HEADER_LEN: usize = 1024;
@@ -48,82 +49,9 @@ pub fn probe(head: &[u8], tail: &[u8], file_len: u64) -> bool {
 /// Full inspection with every safety rule, then a reader of the guest disk.
 pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>, FormatError> {
     let file_len = src.len();
-    if file_len < FOOTER_LEN {
-        return Err(FormatError::Truncated(
-            "a VHD needs at least its 512-byte footer".into(),
-        ));
-    }
+    let footer = read_footer(&*src)?;
+    let (disk_type, virtual_size) = check_footer(&footer, limits)?;
     let footer_at = file_len - FOOTER_LEN;
-    let mut footer = [0u8; FOOTER_LEN as usize];
-    read(&*src, footer_at, &mut footer, "the VHD footer")?;
-    if !footer.starts_with(COOKIE) {
-        return Err(FormatError::Corrupt(
-            "no VHD footer (\"conectix\") in the last 512 bytes".into(),
-        ));
-    }
-    let stored = u32_be(&footer, 64)?;
-    let computed = checksum(&footer, 64);
-    if stored != computed {
-        return Err(FormatError::Corrupt(format!(
-            "VHD footer checksum {stored:#010x} does not match its content ({computed:#010x})"
-        )));
-    }
-    let version = u32_be(&footer, 12)?;
-    if version != VERSION_1_0 {
-        return Err(FormatError::Unsupported(format!(
-            "VHD file format version {version:#010x} (only 1.0 is known)"
-        )));
-    }
-    let disk_type = u32_be(&footer, 60)?;
-    match disk_type {
-        DISK_FIXED | DISK_DYNAMIC => {}
-        DISK_DIFFERENCING => {
-            return Err(FormatError::ExternalReference(
-                "VHD differencing disk: its parent disk is never opened".into(),
-            ))
-        }
-        other => {
-            return Err(FormatError::Unsupported(format!(
-                "VHD disk type {other} (only fixed (2) and dynamic (3) are imported)"
-            )))
-        }
-    }
-    let virtual_size = u64_be(&footer, 48)?;
-    if virtual_size > limits.max_virtual_size {
-        return Err(FormatError::TooLarge(format!(
-            "VHD virtual size {virtual_size} bytes exceeds the limit of {} bytes",
-            limits.max_virtual_size
-        )));
-    }
-    if !virtual_size.is_multiple_of(SECTOR) {
-        return Err(FormatError::Corrupt(format!(
-            "VHD current size {virtual_size} is not a whole number of sectors"
-        )));
-    }
-
-    let mut notes = Vec::new();
-    let creator = String::from_utf8_lossy(&footer[28..32])
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    if !creator.is_empty() {
-        notes.push(format!(
-            "vhd creator application \"{}\"",
-            creator.escape_default()
-        ));
-    }
-    // Virtual PC sizes a disk by its CHS geometry, Hyper-V and qemu
-    // (force_size) by the current size: say so when the two disagree.
-    let geometry = u32_be(&footer, 56)?;
-    let chs_size = u64::from(geometry >> 16)
-        * u64::from((geometry >> 8) & 0xff)
-        * u64::from(geometry & 0xff)
-        * SECTOR;
-    if chs_size != virtual_size {
-        notes.push(format!(
-            "vhd CHS geometry gives {chs_size} bytes; the footer's current size {virtual_size} is used"
-        ));
-    }
-
     let mut info = ImageInfo {
         format: Format::Vhd,
         subformat: None,
@@ -131,7 +59,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         file_size: file_len,
         cluster_size: None,
         compression: None,
-        notes,
+        notes: footer_notes(&footer, virtual_size)?,
     };
 
     if disk_type == DISK_FIXED {
@@ -148,28 +76,159 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         }));
     }
 
-    // Dynamic: the copy of the footer at offset 0 must be the same footer.
+    let dynamic = read_dynamic_header(&*src, &footer, virtual_size)?;
+    let bat = read_bat(&*src, &dynamic)?;
+    // One bit per sector, padded to whole sectors.
+    let bitmap_len = (dynamic.block_size / SECTOR).div_ceil(8).div_ceil(SECTOR) * SECTOR;
+    let allocated = check_blocks(&dynamic, &bat, bitmap_len, virtual_size)?;
+    info.subformat = Some("dynamic".into());
+    info.cluster_size = Some(dynamic.block_size);
+    info.notes.push(format!(
+        "vhd {allocated} of {} blocks allocated",
+        dynamic.blocks
+    ));
+    Ok(Box::new(Vhd {
+        src,
+        info,
+        layout: Layout::Dynamic {
+            block_size: dynamic.block_size,
+            bitmap_len,
+            bat,
+        },
+    }))
+}
+
+/// The footer in the last 512 bytes, its cookie and checksum checked.
+fn read_footer(src: &dyn ReadAt) -> Result<[u8; FOOTER_LEN as usize], FormatError> {
+    let file_len = src.len();
+    if file_len < FOOTER_LEN {
+        return Err(FormatError::Truncated(
+            "a VHD needs at least its 512-byte footer".into(),
+        ));
+    }
+    let mut footer = [0u8; FOOTER_LEN as usize];
+    read(src, file_len - FOOTER_LEN, &mut footer, "the VHD footer")?;
+    if !footer.starts_with(COOKIE) {
+        return Err(FormatError::Corrupt(
+            "no VHD footer (\"conectix\") in the last 512 bytes".into(),
+        ));
+    }
+    let stored = u32_be(&footer, 64)?;
+    let computed = checksum(&footer, 64);
+    if stored != computed {
+        return Err(FormatError::Corrupt(format!(
+            "VHD footer checksum {stored:#010x} does not match its content ({computed:#010x})"
+        )));
+    }
+    Ok(footer)
+}
+
+/// The footer's version, disk type (fixed or dynamic; a differencing disk
+/// names a parent and is refused) and virtual size, within the limits.
+fn check_footer(footer: &[u8], limits: &Limits) -> Result<(u32, u64), FormatError> {
+    let version = u32_be(footer, 12)?;
+    if version != VERSION_1_0 {
+        return Err(FormatError::Unsupported(format!(
+            "VHD file format version {version:#010x} (only 1.0 is known)"
+        )));
+    }
+    let disk_type = u32_be(footer, 60)?;
+    match disk_type {
+        DISK_FIXED | DISK_DYNAMIC => {}
+        DISK_DIFFERENCING => {
+            return Err(FormatError::ExternalReference(
+                "VHD differencing disk: its parent disk is never opened".into(),
+            ))
+        }
+        other => {
+            return Err(FormatError::Unsupported(format!(
+                "VHD disk type {other} (only fixed (2) and dynamic (3) are imported)"
+            )))
+        }
+    }
+    let virtual_size = u64_be(footer, 48)?;
+    if virtual_size > limits.max_virtual_size {
+        return Err(FormatError::TooLarge(format!(
+            "VHD virtual size {virtual_size} bytes exceeds the limit of {} bytes",
+            limits.max_virtual_size
+        )));
+    }
+    if !virtual_size.is_multiple_of(SECTOR) {
+        return Err(FormatError::Corrupt(format!(
+            "VHD current size {virtual_size} is not a whole number of sectors"
+        )));
+    }
+    Ok((disk_type, virtual_size))
+}
+
+/// What the footer says about where the disk was made.
+fn footer_notes(footer: &[u8], virtual_size: u64) -> Result<Vec<String>, FormatError> {
+    let mut notes = Vec::new();
+    let creator = String::from_utf8_lossy(&footer[28..32])
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    if !creator.is_empty() {
+        notes.push(format!(
+            "vhd creator application \"{}\"",
+            creator.escape_default()
+        ));
+    }
+    // Virtual PC sizes a disk by its CHS geometry, Hyper-V and qemu
+    // (force_size) by the current size: say so when the two disagree.
+    let geometry = u32_be(footer, 56)?;
+    let chs_size = u64::from(geometry >> 16)
+        * u64::from((geometry >> 8) & 0xff)
+        * u64::from(geometry & 0xff)
+        * SECTOR;
+    if chs_size != virtual_size {
+        notes.push(format!(
+            "vhd CHS geometry gives {chs_size} bytes; the footer's current size {virtual_size} is used"
+        ));
+    }
+    Ok(notes)
+}
+
+/// A dynamic disk's header, checked: where it and the block table are, and
+/// the block geometry.
+struct DynamicHeader {
+    /// Offset of the dynamic header itself.
+    at: u64,
+    bat_at: u64,
+    block_size: u64,
+    /// Blocks the virtual size needs (the table's entries that are used).
+    blocks: u64,
+    /// Where the footer is: nothing of the disk may reach into it.
+    footer_at: u64,
+}
+
+fn read_dynamic_header(
+    src: &dyn ReadAt,
+    footer: &[u8; FOOTER_LEN as usize],
+    virtual_size: u64,
+) -> Result<DynamicHeader, FormatError> {
+    let footer_at = src.len() - FOOTER_LEN;
+    // The copy of the footer at offset 0 must be the same footer.
     let mut copy = [0u8; FOOTER_LEN as usize];
-    read(&*src, 0, &mut copy, "the VHD footer copy")?;
-    if copy != footer {
+    read(src, 0, &mut copy, "the VHD footer copy")?;
+    if &copy != footer {
         return Err(FormatError::Corrupt(
             "dynamic VHD: the footer copy at offset 0 differs from the footer at the end".into(),
         ));
     }
-    let dyn_at = u64_be(&footer, 16)?;
-    if dyn_at < FOOTER_LEN || !dyn_at.is_multiple_of(SECTOR) {
+    let at = u64_be(footer, 16)?;
+    if at < FOOTER_LEN || !at.is_multiple_of(SECTOR) {
         return Err(FormatError::Corrupt(format!(
-            "dynamic VHD header offset {dyn_at} is not a sector after the footer copy"
+            "dynamic VHD header offset {at} is not a sector after the footer copy"
         )));
     }
     check_inside(
-        dyn_at,
+        at,
         DYN_HEADER_LEN as u64,
         footer_at,
         "the dynamic VHD header",
     )?;
     let mut dh = [0u8; DYN_HEADER_LEN];
-    read(&*src, dyn_at, &mut dh, "the dynamic VHD header")?;
+    read(src, at, &mut dh, "the dynamic VHD header")?;
     if !dh.starts_with(DYN_COOKIE) {
         return Err(FormatError::Corrupt(
             "dynamic VHD header lacks its \"cxsparse\" cookie".into(),
@@ -200,47 +259,74 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         )));
     }
     let block_size = u64::from(block_size);
-    let needed = virtual_size.div_ceil(block_size);
-    if max_entries < needed {
+    let blocks = virtual_size.div_ceil(block_size);
+    if max_entries < blocks {
         return Err(FormatError::Corrupt(format!(
-            "dynamic VHD table has {max_entries} entries but {needed} blocks of {block_size} bytes are needed for {virtual_size} bytes"
+            "dynamic VHD table has {max_entries} entries but {blocks} blocks of {block_size} bytes are needed for {virtual_size} bytes"
         )));
     }
-    let bat_bytes = needed * 4;
+    Ok(DynamicHeader {
+        at,
+        bat_at,
+        block_size,
+        blocks,
+        footer_at,
+    })
+}
+
+/// The block table's used entries, bounded by [`MAX_BAT_BYTES`] and inside
+/// the file.
+fn read_bat(src: &dyn ReadAt, h: &DynamicHeader) -> Result<Vec<u32>, FormatError> {
+    let bat_bytes = h.blocks * 4;
     if bat_bytes > MAX_BAT_BYTES {
         return Err(FormatError::TooLarge(format!(
-            "dynamic VHD block table of {needed} entries exceeds the limit"
+            "dynamic VHD block table of {} entries exceeds the limit",
+            h.blocks
         )));
     }
-    if !bat_at.is_multiple_of(SECTOR) {
+    if !h.bat_at.is_multiple_of(SECTOR) {
         return Err(FormatError::Corrupt(format!(
-            "dynamic VHD block table offset {bat_at} is not sector aligned"
+            "dynamic VHD block table offset {} is not sector aligned",
+            h.bat_at
         )));
     }
-    check_inside(bat_at, bat_bytes, footer_at, "the dynamic VHD block table")?;
+    check_inside(
+        h.bat_at,
+        bat_bytes,
+        h.footer_at,
+        "the dynamic VHD block table",
+    )?;
     // Bounded by the virtual size (≤ limit) and MAX_BAT_BYTES, and the file
     // holds that many bytes.
     let mut raw = vec![0u8; bat_bytes as usize];
-    read(&*src, bat_at, &mut raw, "the dynamic VHD block table")?;
-    let bat: Vec<u32> = raw
+    read(src, h.bat_at, &mut raw, "the dynamic VHD block table")?;
+    let bat = raw
         .chunks_exact(4)
         .map(|c| u32_be(c, 0))
         .collect::<Result<_, _>>()?;
-    drop(raw);
+    Ok(bat)
+}
 
-    // One bit per sector, padded to whole sectors.
-    let bitmap_len = (block_size / SECTOR).div_ceil(8).div_ceil(SECTOR) * SECTOR;
-
-    // Every used range of the file, to prove blocks neither leave the file
-    // nor share bytes with each other or with the metadata.
+/// Proves that every allocated block lies inside the file and shares no
+/// byte with another block or with the metadata; the blocks allocated.
+fn check_blocks(
+    h: &DynamicHeader,
+    bat: &[u32],
+    bitmap_len: u64,
+    virtual_size: u64,
+) -> Result<u64, FormatError> {
     let mut ranges: Vec<(u64, u64, Owner)> = vec![
         (0, FOOTER_LEN, Owner::Meta("the footer copy")),
         (
-            dyn_at,
-            dyn_at + DYN_HEADER_LEN as u64,
+            h.at,
+            h.at + DYN_HEADER_LEN as u64,
             Owner::Meta("the dynamic header"),
         ),
-        (bat_at, bat_at + bat_bytes, Owner::Meta("the block table")),
+        (
+            h.bat_at,
+            h.bat_at + h.blocks * 4,
+            Owner::Meta("the block table"),
+        ),
     ];
     let mut allocated = 0u64;
     let mut claimed = 0u64;
@@ -251,13 +337,13 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         allocated += 1;
         let i = i as u64;
         let start = u64::from(e) * SECTOR;
-        let data_len = block_size.min(virtual_size - i * block_size);
+        let data_len = h.block_size.min(virtual_size - i * h.block_size);
         let len = bitmap_len + data_len;
-        check_inside(start, len, footer_at, &format!("dynamic VHD block {i}"))?;
+        check_inside(start, len, h.footer_at, &format!("dynamic VHD block {i}"))?;
         // Blocks that do not overlap fit in the file together: refusing
         // early keeps the range list as small as the file.
         claimed += len;
-        if claimed > footer_at {
+        if claimed > h.footer_at {
             return Err(FormatError::Corrupt(
                 "dynamic VHD blocks claim more bytes than the file holds".into(),
             ));
@@ -265,20 +351,7 @@ pub fn open(src: Arc<dyn ReadAt>, limits: &Limits) -> Result<Box<dyn DiskImage>,
         ranges.push((start, start + len, Owner::Block(i)));
     }
     check_overlaps(&mut ranges)?;
-
-    info.subformat = Some("dynamic".into());
-    info.cluster_size = Some(block_size);
-    info.notes
-        .push(format!("vhd {allocated} of {needed} blocks allocated"));
-    Ok(Box::new(Vhd {
-        src,
-        info,
-        layout: Layout::Dynamic {
-            block_size,
-            bitmap_len,
-            bat,
-        },
-    }))
+    Ok(allocated)
 }
 
 #[derive(Clone, Copy)]
@@ -357,45 +430,20 @@ impl DiskImage for Vhd {
     }
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
-        let size = self.info.virtual_size;
-        if offset >= size {
-            return Err(out_of_range(offset, 1, size));
-        }
-        let limit = max_len.min(size - offset);
+        let limit = extent_limit(offset, max_len, self.info.virtual_size)?;
         let block_size = match &self.layout {
             // The guest bytes are the file's first bytes.
             Layout::Fixed => return Ok(crate::raw::hinted_extent(&*self.src, offset, limit)?),
             Layout::Dynamic { block_size, .. } => *block_size,
         };
-        let kind_of = |b: u64| {
-            if self.block_data(b).is_some() {
-                ExtentKind::Data
-            } else {
-                ExtentKind::Zero
-            }
-        };
-        let first = offset / block_size;
-        let kind = kind_of(first);
-        let mut end = (first + 1) * block_size;
-        let mut b = first + 1;
-        // The table is in memory: merging is a cheap walk, bounded by limit.
-        while end < offset + limit && kind_of(b) == kind {
-            end += block_size;
-            b += 1;
-        }
-        Ok(Extent {
-            offset,
-            len: (end - offset).min(limit),
-            kind,
-        })
+        Ok(block_extent(offset, limit, block_size, |b| {
+            self.block_data(b).is_some()
+        }))
     }
 
     fn read_guest(&self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
-        let size = self.info.virtual_size;
         let len = buf.len() as u64;
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(out_of_range(offset, len, size));
-        }
+        check_guest_range(offset, len, self.info.virtual_size)?;
         let block_size = match &self.layout {
             Layout::Fixed => return read(&*self.src, offset, buf, "VHD data"),
             Layout::Dynamic { block_size, .. } => *block_size,
@@ -415,18 +463,6 @@ impl DiskImage for Vhd {
         }
         Ok(())
     }
-}
-
-fn out_of_range(offset: u64, len: u64, size: u64) -> FormatError {
-    FormatError::Io(std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        format!("guest range {offset}+{len} is outside the {size}-byte disk"),
-    ))
-}
-
-fn read(src: &dyn ReadAt, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FormatError> {
-    src.read_at(offset, buf)
-        .map_err(|e| FormatError::from_read(e, what))
 }
 
 /// One's complement of the byte sum, the checksum field counted as zero.

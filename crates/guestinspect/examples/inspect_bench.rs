@@ -184,7 +184,13 @@ fn main() {
             },
         );
         let extents = ((p2_size - 8 * MIB) / (4 * MIB)) as u32;
-        let built = make_linear_lv_at(w, &disk, p2, p2_size, "centos", "root", extents, &[])
+        let root_lv = LinearLv {
+            vg: "centos",
+            lv: "root",
+            extents,
+            segments: &[],
+        };
+        let built = make_linear_lv_at(w, &disk, p2..p2 + p2_size, &root_lv)
             .and_then(|pieces| mkfs_xfs(w, &disk, p2 + pieces[0].0, pieces[0].1, &root));
         match built {
             Ok(()) => {

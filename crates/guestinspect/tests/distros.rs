@@ -490,7 +490,13 @@ fn centos7_default_layout_xfs_root_on_lvm() {
             ..Ext4::default()
         },
     );
-    let pieces = match make_linear_lv_at(w, &disk, p2, p2_size, "centos", "root", 80, &[]) {
+    let root_lv = LinearLv {
+        vg: "centos",
+        lv: "root",
+        extents: 80,
+        segments: &[],
+    };
+    let pieces = match make_linear_lv_at(w, &disk, p2..p2 + p2_size, &root_lv) {
         Ok(p) => p,
         Err(why) => {
             skip::skip(&format!("centos7_default_layout_xfs_root_on_lvm: {why}"));

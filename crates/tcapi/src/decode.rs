@@ -14,245 +14,298 @@ use crate::params::{Origin, Params, Value};
 
 /// Typed request for an action, enforcing wire rules only.
 pub fn decode_action(action: &str, params: &Params) -> Result<ActionRequest, ApiError> {
-    let top =
-        |allowed: &'static [&'static str]| Fields::new(&params.entries, "", params.origin, allowed);
     match action {
-        "ImportImage" => {
-            let f = top(&[
-                "Architecture",
-                "OsType",
-                "OsVersion",
-                "ImageUrl",
-                "ImageName",
-                "ImageDescription",
-                "DryRun",
-                "Force",
-                "TagSpecification",
-                "LicenseType",
-                "BootMode",
-                "ImageFamily",
-                "ImportImageDataDiskList",
-            ])?;
-            Ok(ActionRequest::ImportImage(ImportImage {
-                architecture: f.req_string("Architecture")?,
-                os_type: f.req_string("OsType")?,
-                os_version: f.req_string("OsVersion")?,
-                image_url: f.req_string("ImageUrl")?,
-                image_name: f.req_string("ImageName")?,
-                image_description: f.string("ImageDescription")?,
-                dry_run: f.bool("DryRun")?.unwrap_or(false),
-                force: f.bool("Force")?.unwrap_or(false),
-                tag_specification: f
-                    .list("TagSpecification", |v, path| {
-                        let spec = f.object(v, path, &["ResourceType", "Tags"])?;
-                        Ok(TagSpecification {
-                            resource_type: spec.req_string("ResourceType")?,
-                            tags: spec
-                                .list("Tags", |v, path| {
-                                    let tag = spec.object(v, path, &["Key", "Value"])?;
-                                    Ok(Tag {
-                                        key: tag.req_string("Key")?,
-                                        value: tag.req_string("Value")?,
-                                    })
-                                })?
-                                .unwrap_or_default(),
-                        })
-                    })?
-                    .unwrap_or_default(),
-                license_type: f.string("LicenseType")?,
-                boot_mode: f.string("BootMode")?,
-                image_family: f.string("ImageFamily")?,
-                import_image_data_disk_list: f
-                    .list("ImportImageDataDiskList", |v, path| {
-                        let disk = f.object(v, path, &["ImageUrl"])?;
-                        Ok(ImportImageDataDisk {
-                            image_url: disk.req_string("ImageUrl")?,
-                        })
-                    })?
-                    .unwrap_or_default(),
-            }))
-        }
-        "DescribeImportImageOs" => {
-            top(&[])?;
-            Ok(ActionRequest::DescribeImportImageOs)
-        }
-        "DescribeImages" => {
-            let f = top(&["ImageIds", "Filters", "Offset", "Limit", "InstanceType"])?;
-            Ok(ActionRequest::DescribeImages(DescribeImages {
-                image_ids: f.string_list("ImageIds")?,
-                filters: f.list("Filters", |v, path| {
-                    let filter = f.object(v, path, &["Name", "Values"])?;
-                    Ok(Filter {
-                        name: filter.req_string("Name")?,
-                        values: filter.req_string_list("Values")?,
-                    })
-                })?,
-                offset: f.int("Offset")?,
-                limit: f.int("Limit")?,
-                instance_type: f.string("InstanceType")?,
-            }))
-        }
-        "DeleteImages" => {
-            let f = top(&["ImageIds", "DeleteBindedSnap", "DryRun"])?;
-            Ok(ActionRequest::DeleteImages(DeleteImages {
-                image_ids: f.req_string_list("ImageIds")?,
-                delete_binded_snap: f.bool("DeleteBindedSnap")?.unwrap_or(false),
-                dry_run: f.bool("DryRun")?.unwrap_or(false),
-            }))
-        }
-        "DescribeImageQuota" => {
-            top(&[])?;
-            Ok(ActionRequest::DescribeImageQuota)
-        }
-        "ModifyImageAttribute" => {
-            let f = top(&[
-                "ImageId",
-                "ImageName",
-                "ImageDescription",
-                "ImageFamily",
-                "ImageDeprecated",
-            ])?;
-            Ok(ActionRequest::ModifyImageAttribute(ModifyImageAttribute {
-                image_id: f.req_string("ImageId")?,
-                image_name: f.string("ImageName")?,
-                image_description: f.string("ImageDescription")?,
-                image_family: f.string("ImageFamily")?,
-                image_deprecated: f.bool("ImageDeprecated")?,
-            }))
-        }
-        "DescribeImportImageTasks" => {
-            let f = top(&["ImageIds", "Offset", "Limit"])?;
-            Ok(ActionRequest::DescribeImportImageTasks(
-                DescribeImportImageTasks {
-                    image_ids: f.string_list("ImageIds")?,
-                    offset: f.int("Offset")?,
-                    limit: f.int("Limit")?,
-                },
-            ))
-        }
-        "CancelImportImageTask" => {
-            let f = top(&["ImageId"])?;
-            Ok(ActionRequest::CancelImportImageTask(
-                CancelImportImageTask {
-                    image_id: f.req_string("ImageId")?,
-                },
-            ))
-        }
-        "ModifyImageSharePermission" => {
-            let f = top(&["ImageId", "AccountIds", "Permission"])?;
-            Ok(ActionRequest::ModifyImageSharePermission(
-                ModifyImageSharePermission {
-                    image_id: f.req_string("ImageId")?,
-                    account_ids: f.string_list("AccountIds")?,
-                    permission: f.req_string("Permission")?,
-                },
-            ))
-        }
-        "DescribeImageSharePermission" => {
-            let f = top(&["ImageId"])?;
-            Ok(ActionRequest::DescribeImageSharePermission(
-                DescribeImageSharePermission {
-                    image_id: f.req_string("ImageId")?,
-                },
-            ))
-        }
-        "SyncImages" => {
-            let f = top(&[
-                "ImageIds",
-                "DestinationRegions",
-                "DryRun",
-                "ImageName",
-                "ImageSetRequired",
-                "Encrypt",
-                "KmsKeyId",
-            ])?;
-            Ok(ActionRequest::SyncImages(SyncImages {
-                image_ids: f.req_string_list("ImageIds")?,
-                destination_regions: f.req_string_list("DestinationRegions")?,
-                dry_run: f.bool("DryRun")?.unwrap_or(false),
-                image_name: f.string("ImageName")?,
-                image_set_required: f.bool("ImageSetRequired")?.unwrap_or(false),
-                encrypt: f.bool("Encrypt")?,
-                kms_key_id: f.string("KmsKeyId")?,
-            }))
-        }
-        "DescribeImageFromFamily" => {
-            let f = top(&["ImageFamily"])?;
-            Ok(ActionRequest::DescribeImageFromFamily(
-                DescribeImageFromFamily {
-                    image_family: f.string("ImageFamily")?,
-                },
-            ))
-        }
-        "DescribeSnapshots" => {
-            let f = top(&[
-                "SnapshotIds",
-                "Filters",
-                "Offset",
-                "Limit",
-                "Order",
-                "OrderField",
-            ])?;
-            Ok(ActionRequest::DescribeSnapshots(DescribeSnapshots {
-                snapshot_ids: f.string_list("SnapshotIds")?,
-                filters: f.list("Filters", |v, path| {
-                    let filter = f.object(v, path, &["Name", "Values"])?;
-                    Ok(Filter {
-                        name: filter.req_string("Name")?,
-                        values: filter.req_string_list("Values")?,
-                    })
-                })?,
-                offset: f.int("Offset")?,
-                limit: f.int("Limit")?,
-                order: f.string("Order")?,
-                order_field: f.string("OrderField")?,
-            }))
-        }
-        "ExportImages" => {
-            let f = top(&[
-                "BucketName",
-                "ImageIds",
-                "SnapshotIds",
-                "ExportFormat",
-                "FileNamePrefixList",
-                "OnlyExportRootDisk",
-                "DryRun",
-                "RoleName",
-            ])?;
-            Ok(ActionRequest::ExportImages(ExportImages {
-                bucket_name: f.req_string("BucketName")?,
-                image_ids: f.string_list("ImageIds")?,
-                snapshot_ids: f.string_list("SnapshotIds")?,
-                export_format: f.string("ExportFormat")?,
-                file_name_prefix_list: f.string_list("FileNamePrefixList")?,
-                only_export_root_disk: f.bool("OnlyExportRootDisk")?.unwrap_or(false),
-                dry_run: f.bool("DryRun")?.unwrap_or(false),
-                role_name: f.string("RoleName")?,
-            }))
-        }
-        "DescribeExportImageTasks" => {
-            let f = top(&["TaskIds", "ImageIds", "Offset", "Limit"])?;
-            Ok(ActionRequest::DescribeExportImageTasks(
-                DescribeExportImageTasks {
-                    task_ids: f.list("TaskIds", as_int)?,
-                    image_ids: f.string_list("ImageIds")?,
-                    offset: f.int("Offset")?,
-                    limit: f.int("Limit")?,
-                },
-            ))
-        }
-        "CancelExportImageTask" => {
-            let f = top(&["TaskId"])?;
-            Ok(ActionRequest::CancelExportImageTask(
-                CancelExportImageTask {
-                    task_id: f
-                        .int("TaskId")?
-                        .ok_or_else(|| ApiError::missing_parameter("TaskId"))?,
-                },
-            ))
-        }
+        "ImportImage" => import_image(params),
+        "DescribeImportImageOs" => describe_import_image_os(params),
+        "DescribeImages" => describe_images(params),
+        "DeleteImages" => delete_images(params),
+        "DescribeImageQuota" => describe_image_quota(params),
+        "ModifyImageAttribute" => modify_image_attribute(params),
+        "DescribeImportImageTasks" => describe_import_image_tasks(params),
+        "CancelImportImageTask" => cancel_import_image_task(params),
+        "ModifyImageSharePermission" => modify_image_share_permission(params),
+        "DescribeImageSharePermission" => describe_image_share_permission(params),
+        "SyncImages" => sync_images(params),
+        "DescribeImageFromFamily" => describe_image_from_family(params),
+        "DescribeSnapshots" => describe_snapshots(params),
+        "ExportImages" => export_images(params),
+        "DescribeExportImageTasks" => describe_export_image_tasks(params),
+        "CancelExportImageTask" => cancel_export_image_task(params),
         other => Err(ApiError::invalid_action(other)),
     }
+}
+
+/// The top level of the request, checked against the action's names.
+fn top<'a>(params: &'a Params, allowed: &[&str]) -> Result<Fields<'a>, ApiError> {
+    Fields::new(&params.entries, "", params.origin, allowed)
+}
+
+fn import_image(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(
+        params,
+        &[
+            "Architecture",
+            "OsType",
+            "OsVersion",
+            "ImageUrl",
+            "ImageName",
+            "ImageDescription",
+            "DryRun",
+            "Force",
+            "TagSpecification",
+            "LicenseType",
+            "BootMode",
+            "ImageFamily",
+            "ImportImageDataDiskList",
+        ],
+    )?;
+    Ok(ActionRequest::ImportImage(ImportImage {
+        architecture: f.req_string("Architecture")?,
+        os_type: f.req_string("OsType")?,
+        os_version: f.req_string("OsVersion")?,
+        image_url: f.req_string("ImageUrl")?,
+        image_name: f.req_string("ImageName")?,
+        image_description: f.string("ImageDescription")?,
+        dry_run: f.bool("DryRun")?.unwrap_or(false),
+        force: f.bool("Force")?.unwrap_or(false),
+        tag_specification: f
+            .list("TagSpecification", |v, path| {
+                let spec = f.object(v, path, &["ResourceType", "Tags"])?;
+                Ok(TagSpecification {
+                    resource_type: spec.req_string("ResourceType")?,
+                    tags: spec
+                        .list("Tags", |v, path| {
+                            let tag = spec.object(v, path, &["Key", "Value"])?;
+                            Ok(Tag {
+                                key: tag.req_string("Key")?,
+                                value: tag.req_string("Value")?,
+                            })
+                        })?
+                        .unwrap_or_default(),
+                })
+            })?
+            .unwrap_or_default(),
+        license_type: f.string("LicenseType")?,
+        boot_mode: f.string("BootMode")?,
+        image_family: f.string("ImageFamily")?,
+        import_image_data_disk_list: f
+            .list("ImportImageDataDiskList", |v, path| {
+                let disk = f.object(v, path, &["ImageUrl"])?;
+                Ok(ImportImageDataDisk {
+                    image_url: disk.req_string("ImageUrl")?,
+                })
+            })?
+            .unwrap_or_default(),
+    }))
+}
+
+fn describe_import_image_os(params: &Params) -> Result<ActionRequest, ApiError> {
+    top(params, &[])?;
+    Ok(ActionRequest::DescribeImportImageOs)
+}
+
+fn describe_images(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(
+        params,
+        &["ImageIds", "Filters", "Offset", "Limit", "InstanceType"],
+    )?;
+    Ok(ActionRequest::DescribeImages(DescribeImages {
+        image_ids: f.string_list("ImageIds")?,
+        filters: f.list("Filters", |v, path| {
+            let filter = f.object(v, path, &["Name", "Values"])?;
+            Ok(Filter {
+                name: filter.req_string("Name")?,
+                values: filter.req_string_list("Values")?,
+            })
+        })?,
+        offset: f.int("Offset")?,
+        limit: f.int("Limit")?,
+        instance_type: f.string("InstanceType")?,
+    }))
+}
+
+fn delete_images(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["ImageIds", "DeleteBindedSnap", "DryRun"])?;
+    Ok(ActionRequest::DeleteImages(DeleteImages {
+        image_ids: f.req_string_list("ImageIds")?,
+        delete_binded_snap: f.bool("DeleteBindedSnap")?.unwrap_or(false),
+        dry_run: f.bool("DryRun")?.unwrap_or(false),
+    }))
+}
+
+fn describe_image_quota(params: &Params) -> Result<ActionRequest, ApiError> {
+    top(params, &[])?;
+    Ok(ActionRequest::DescribeImageQuota)
+}
+
+fn modify_image_attribute(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(
+        params,
+        &[
+            "ImageId",
+            "ImageName",
+            "ImageDescription",
+            "ImageFamily",
+            "ImageDeprecated",
+        ],
+    )?;
+    Ok(ActionRequest::ModifyImageAttribute(ModifyImageAttribute {
+        image_id: f.req_string("ImageId")?,
+        image_name: f.string("ImageName")?,
+        image_description: f.string("ImageDescription")?,
+        image_family: f.string("ImageFamily")?,
+        image_deprecated: f.bool("ImageDeprecated")?,
+    }))
+}
+
+fn describe_import_image_tasks(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["ImageIds", "Offset", "Limit"])?;
+    Ok(ActionRequest::DescribeImportImageTasks(
+        DescribeImportImageTasks {
+            image_ids: f.string_list("ImageIds")?,
+            offset: f.int("Offset")?,
+            limit: f.int("Limit")?,
+        },
+    ))
+}
+
+fn cancel_import_image_task(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["ImageId"])?;
+    Ok(ActionRequest::CancelImportImageTask(
+        CancelImportImageTask {
+            image_id: f.req_string("ImageId")?,
+        },
+    ))
+}
+
+fn modify_image_share_permission(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["ImageId", "AccountIds", "Permission"])?;
+    Ok(ActionRequest::ModifyImageSharePermission(
+        ModifyImageSharePermission {
+            image_id: f.req_string("ImageId")?,
+            account_ids: f.string_list("AccountIds")?,
+            permission: f.req_string("Permission")?,
+        },
+    ))
+}
+
+fn describe_image_share_permission(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["ImageId"])?;
+    Ok(ActionRequest::DescribeImageSharePermission(
+        DescribeImageSharePermission {
+            image_id: f.req_string("ImageId")?,
+        },
+    ))
+}
+
+fn sync_images(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(
+        params,
+        &[
+            "ImageIds",
+            "DestinationRegions",
+            "DryRun",
+            "ImageName",
+            "ImageSetRequired",
+            "Encrypt",
+            "KmsKeyId",
+        ],
+    )?;
+    Ok(ActionRequest::SyncImages(SyncImages {
+        image_ids: f.req_string_list("ImageIds")?,
+        destination_regions: f.req_string_list("DestinationRegions")?,
+        dry_run: f.bool("DryRun")?.unwrap_or(false),
+        image_name: f.string("ImageName")?,
+        image_set_required: f.bool("ImageSetRequired")?.unwrap_or(false),
+        encrypt: f.bool("Encrypt")?,
+        kms_key_id: f.string("KmsKeyId")?,
+    }))
+}
+
+fn describe_image_from_family(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["ImageFamily"])?;
+    Ok(ActionRequest::DescribeImageFromFamily(
+        DescribeImageFromFamily {
+            image_family: f.string("ImageFamily")?,
+        },
+    ))
+}
+
+fn describe_snapshots(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(
+        params,
+        &[
+            "SnapshotIds",
+            "Filters",
+            "Offset",
+            "Limit",
+            "Order",
+            "OrderField",
+        ],
+    )?;
+    Ok(ActionRequest::DescribeSnapshots(DescribeSnapshots {
+        snapshot_ids: f.string_list("SnapshotIds")?,
+        filters: f.list("Filters", |v, path| {
+            let filter = f.object(v, path, &["Name", "Values"])?;
+            Ok(Filter {
+                name: filter.req_string("Name")?,
+                values: filter.req_string_list("Values")?,
+            })
+        })?,
+        offset: f.int("Offset")?,
+        limit: f.int("Limit")?,
+        order: f.string("Order")?,
+        order_field: f.string("OrderField")?,
+    }))
+}
+
+fn export_images(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(
+        params,
+        &[
+            "BucketName",
+            "ImageIds",
+            "SnapshotIds",
+            "ExportFormat",
+            "FileNamePrefixList",
+            "OnlyExportRootDisk",
+            "DryRun",
+            "RoleName",
+        ],
+    )?;
+    Ok(ActionRequest::ExportImages(ExportImages {
+        bucket_name: f.req_string("BucketName")?,
+        image_ids: f.string_list("ImageIds")?,
+        snapshot_ids: f.string_list("SnapshotIds")?,
+        export_format: f.string("ExportFormat")?,
+        file_name_prefix_list: f.string_list("FileNamePrefixList")?,
+        only_export_root_disk: f.bool("OnlyExportRootDisk")?.unwrap_or(false),
+        dry_run: f.bool("DryRun")?.unwrap_or(false),
+        role_name: f.string("RoleName")?,
+    }))
+}
+
+fn describe_export_image_tasks(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["TaskIds", "ImageIds", "Offset", "Limit"])?;
+    Ok(ActionRequest::DescribeExportImageTasks(
+        DescribeExportImageTasks {
+            task_ids: f.list("TaskIds", as_int)?,
+            image_ids: f.string_list("ImageIds")?,
+            offset: f.int("Offset")?,
+            limit: f.int("Limit")?,
+        },
+    ))
+}
+
+fn cancel_export_image_task(params: &Params) -> Result<ActionRequest, ApiError> {
+    let f = top(params, &["TaskId"])?;
+    Ok(ActionRequest::CancelExportImageTask(
+        CancelExportImageTask {
+            task_id: f
+                .int("TaskId")?
+                .ok_or_else(|| ApiError::missing_parameter("TaskId"))?,
+        },
+    ))
 }
 
 /// The members of one object (the top level or a nested one), checked

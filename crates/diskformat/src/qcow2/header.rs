@@ -100,224 +100,31 @@ impl Header {
     /// Read and validate the header (first cluster) of `src`.
     pub fn parse(src: &dyn ReadAt, limits: &Limits) -> Result<Header, FormatError> {
         let file_len = src.len();
-        let mut fixed = [0u8; 112];
-        if file_len < 72 {
-            return Err(FormatError::Truncated(
-                "qcow2 header (72 bytes) lies beyond the end of the file".into(),
-            ));
-        }
-        let fixed_len = file_len.min(112) as usize;
-        read_exact_at(src, 0, &mut fixed[..fixed_len], "qcow2 header")?;
-        let h = &fixed[..];
-        if &h[0..4] != MAGIC {
-            return Err(FormatError::Corrupt("not a qcow2 file (bad magic)".into()));
-        }
-        let version = u32_be(h, 4)?;
-        if version != 2 && version != 3 {
-            return Err(FormatError::Unsupported(format!(
-                "qcow2 version {version} (only 2 and 3 exist)"
-            )));
-        }
-        let backing_file_offset = u64_be(h, 8)?;
-        let cluster_bits = u32_be(h, 20)?;
-        let size = u64_be(h, 24)?;
-        let crypt_method = u32_be(h, 32)?;
-        let l1_size = u32_be(h, 36)?;
-        let l1_table_offset = u64_be(h, 40)?;
-        let refcount_table_offset = u64_be(h, 48)?;
-        let refcount_table_clusters = u32_be(h, 56)?;
-        let nb_snapshots = u32_be(h, 60)?;
-        let snapshots_offset = u64_be(h, 64)?;
-
-        let (incompatible, compatible, autoclear, refcount_order, header_length) = if version == 3 {
-            if file_len < 104 {
-                return Err(FormatError::Truncated(
-                    "qcow2 v3 header (104 bytes) lies beyond the end of the file".into(),
-                ));
-            }
-            (
-                u64_be(h, 72)?,
-                u64_be(h, 80)?,
-                u64_be(h, 88)?,
-                u32_be(h, 96)?,
-                u32_be(h, 100)?,
-            )
-        } else {
-            (0, 0, 0, 4, 72)
-        };
-
+        let fixed = read_fixed(src)?;
+        let f = Fields::read(&fixed, file_len)?;
         // Refusals that name what the image would make us do, checked first
         // so a hostile image gets the precise reason.
-        if backing_file_offset != 0 {
-            return Err(FormatError::ExternalReference(
-                "qcow2 backing file (the image names another file to read from)".into(),
-            ));
-        }
-        if incompatible & INCOMPAT_DATA_FILE != 0 {
-            return Err(FormatError::ExternalReference(
-                "qcow2 external data file (incompatible feature bit 2)".into(),
-            ));
-        }
-        if crypt_method != 0 {
-            return Err(FormatError::Encrypted(format!(
-                "qcow2 encryption (crypt_method {crypt_method})"
-            )));
-        }
-        if incompatible & INCOMPAT_CORRUPT != 0 {
-            return Err(FormatError::Corrupt(
-                "qcow2 corrupt bit is set (qemu found an inconsistency in it)".into(),
-            ));
-        }
-        let unknown = incompatible & !INCOMPAT_KNOWN;
-        if unknown != 0 {
-            return Err(FormatError::Unsupported(format!(
-                "qcow2 unknown incompatible features {unknown:#x}"
-            )));
-        }
-
-        if !(9..=21).contains(&cluster_bits) {
-            return Err(FormatError::Corrupt(format!(
-                "qcow2 cluster_bits {cluster_bits} outside 9..=21"
-            )));
-        }
-        let cluster_size = 1u64 << cluster_bits;
-        if size > limits.max_virtual_size {
-            return Err(FormatError::TooLarge(format!(
-                "qcow2 virtual size {size} bytes exceeds the limit of {} bytes",
-                limits.max_virtual_size
-            )));
-        }
-        if refcount_order > 6 {
-            return Err(FormatError::Corrupt(format!(
-                "qcow2 refcount_order {refcount_order} > 6"
-            )));
-        }
-        if version == 3 {
-            if header_length < 104 || header_length % 8 != 0 {
-                return Err(FormatError::Corrupt(format!(
-                    "qcow2 header_length {header_length} (must be ≥ 104 and a multiple of 8)"
-                )));
-            }
-            if u64::from(header_length) > cluster_size {
-                return Err(FormatError::Corrupt(format!(
-                    "qcow2 header_length {header_length} exceeds the cluster size"
-                )));
-            }
-        }
-        let extended_l2 = incompatible & INCOMPAT_EXTL2 != 0;
-        if extended_l2 && cluster_bits < 14 {
-            return Err(FormatError::Corrupt(
-                "qcow2 extended L2 entries need clusters of at least 16 KiB".into(),
-            ));
-        }
-
-        // Compression type: the byte at 104 exists only if header_length > 104.
-        let compression_byte = if version == 3 && header_length > 104 {
-            if file_len < 105 {
-                return Err(FormatError::Truncated(
-                    "qcow2 compression type field".into(),
-                ));
-            }
-            h[104]
-        } else {
-            0
-        };
-        let compression = match compression_byte {
-            0 => Compression::Zlib,
-            1 => Compression::Zstd,
-            other => {
-                return Err(FormatError::Unsupported(format!(
-                    "qcow2 compression type {other} (only zlib=0 and zstd=1 are supported)"
-                )))
-            }
-        };
-        if (compression != Compression::Zlib) != (incompatible & INCOMPAT_COMPRESSION != 0) {
-            return Err(FormatError::Corrupt(
-                "qcow2 compression type and its incompatible feature bit disagree".into(),
-            ));
-        }
-
-        let mut notes = vec![format!(
-            "qcow2 v{version} cluster_size={cluster_size} refcount_bits={} compression_type={}",
-            1u32 << refcount_order,
-            compression.name()
-        )];
-        if incompatible & INCOMPAT_DIRTY != 0 {
-            notes.push(
-                "qcow2 dirty bit set (refcounts may be stale; only L1/L2 are read, so this is harmless)"
-                    .into(),
-            );
-        }
-        if nb_snapshots != 0 {
-            notes.push(format!(
-                "qcow2 has {nb_snapshots} internal snapshot(s); they are ignored, only the active disk is imported"
-            ));
-            if !snapshots_offset.is_multiple_of(cluster_size) {
-                return Err(FormatError::Corrupt(
-                    "qcow2 snapshot table offset is not cluster aligned".into(),
-                ));
-            }
-        }
-        if extended_l2 {
-            notes.push("qcow2 extended L2 entries (32 subclusters per cluster)".into());
-        }
-
-        // L1: large enough for the virtual size, bounded, aligned, inside.
-        let l2_entry = if extended_l2 { 16 } else { 8 };
-        let l2_coverage = (cluster_size / l2_entry) << cluster_bits;
-        let l1_needed = div_ceil(size, l2_coverage);
-        if u64::from(l1_size) < l1_needed {
-            return Err(FormatError::Corrupt(format!(
-                "qcow2 L1 table has {l1_size} entries, the virtual size needs {l1_needed}"
-            )));
-        }
-        let l1_bytes = u64::from(l1_size) * 8;
-        if l1_bytes > MAX_L1_BYTES {
-            return Err(FormatError::TooLarge(format!(
-                "qcow2 L1 table of {l1_bytes} bytes exceeds {MAX_L1_BYTES}"
-            )));
-        }
-        check_table(
-            "L1 table",
-            l1_table_offset,
-            l1_bytes,
-            cluster_size,
-            file_len,
-        )?;
-        let rt_bytes = mul(
-            u64::from(refcount_table_clusters),
-            cluster_size,
-            "qcow2 refcount table size",
-        )?;
-        check_table(
-            "refcount table",
-            refcount_table_offset,
-            rt_bytes,
-            cluster_size,
-            file_len,
-        )?;
-        if overlaps(l1_table_offset, l1_bytes, refcount_table_offset, rt_bytes) {
-            return Err(FormatError::Corrupt(
-                "qcow2 L1 table and refcount table overlap".into(),
-            ));
-        }
-
+        f.refuse_references_and_encryption()?;
+        f.check_geometry(limits)?;
+        let compression = f.compression(&fixed, file_len)?;
+        let notes = f.notes(compression)?;
+        let l1_needed = f.check_tables(file_len)?;
         let mut hdr = Header {
-            version,
-            cluster_bits,
-            size,
-            l1_size,
-            l1_table_offset,
-            refcount_table_offset,
-            refcount_table_clusters,
-            nb_snapshots,
-            incompatible,
-            compatible,
-            autoclear,
-            refcount_order,
-            header_length,
+            version: f.version,
+            cluster_bits: f.cluster_bits,
+            size: f.size,
+            l1_size: f.l1_size,
+            l1_table_offset: f.l1_table_offset,
+            refcount_table_offset: f.refcount_table_offset,
+            refcount_table_clusters: f.refcount_table_clusters,
+            nb_snapshots: f.nb_snapshots,
+            incompatible: f.incompatible,
+            compatible: f.compatible,
+            autoclear: f.autoclear,
+            refcount_order: f.refcount_order,
+            header_length: f.header_length,
             compression,
-            extended_l2,
+            extended_l2: f.extended_l2(),
             l1_needed,
             notes,
         };
@@ -386,6 +193,285 @@ impl Header {
                 .min(area.len());
         }
         Ok(())
+    }
+}
+
+/// The fixed part of the header (112 bytes, or the file if shorter, but at
+/// least the 72 bytes of a version 2 header), its magic checked.
+fn read_fixed(src: &dyn ReadAt) -> Result<[u8; 112], FormatError> {
+    let file_len = src.len();
+    let mut fixed = [0u8; 112];
+    if file_len < 72 {
+        return Err(FormatError::Truncated(
+            "qcow2 header (72 bytes) lies beyond the end of the file".into(),
+        ));
+    }
+    let fixed_len = file_len.min(112) as usize;
+    read_exact_at(src, 0, &mut fixed[..fixed_len], "qcow2 header")?;
+    if &fixed[0..4] != MAGIC {
+        return Err(FormatError::Corrupt("not a qcow2 file (bad magic)".into()));
+    }
+    Ok(fixed)
+}
+
+/// The header's fields as read, before any of them is trusted (version 2
+/// headers get version 3's defaults for the fields they lack).
+struct Fields {
+    version: u32,
+    backing_file_offset: u64,
+    cluster_bits: u32,
+    size: u64,
+    crypt_method: u32,
+    l1_size: u32,
+    l1_table_offset: u64,
+    refcount_table_offset: u64,
+    refcount_table_clusters: u32,
+    nb_snapshots: u32,
+    snapshots_offset: u64,
+    incompatible: u64,
+    compatible: u64,
+    autoclear: u64,
+    refcount_order: u32,
+    header_length: u32,
+}
+
+impl Fields {
+    fn read(h: &[u8], file_len: u64) -> Result<Fields, FormatError> {
+        let version = u32_be(h, 4)?;
+        if version != 2 && version != 3 {
+            return Err(FormatError::Unsupported(format!(
+                "qcow2 version {version} (only 2 and 3 exist)"
+            )));
+        }
+        let mut f = Fields {
+            version,
+            backing_file_offset: u64_be(h, 8)?,
+            cluster_bits: u32_be(h, 20)?,
+            size: u64_be(h, 24)?,
+            crypt_method: u32_be(h, 32)?,
+            l1_size: u32_be(h, 36)?,
+            l1_table_offset: u64_be(h, 40)?,
+            refcount_table_offset: u64_be(h, 48)?,
+            refcount_table_clusters: u32_be(h, 56)?,
+            nb_snapshots: u32_be(h, 60)?,
+            snapshots_offset: u64_be(h, 64)?,
+            incompatible: 0,
+            compatible: 0,
+            autoclear: 0,
+            refcount_order: 4,
+            header_length: 72,
+        };
+        if version == 3 {
+            if file_len < 104 {
+                return Err(FormatError::Truncated(
+                    "qcow2 v3 header (104 bytes) lies beyond the end of the file".into(),
+                ));
+            }
+            f.incompatible = u64_be(h, 72)?;
+            f.compatible = u64_be(h, 80)?;
+            f.autoclear = u64_be(h, 88)?;
+            f.refcount_order = u32_be(h, 96)?;
+            f.header_length = u32_be(h, 100)?;
+        }
+        Ok(f)
+    }
+
+    fn cluster_size(&self) -> u64 {
+        1u64 << self.cluster_bits
+    }
+
+    fn extended_l2(&self) -> bool {
+        self.incompatible & INCOMPAT_EXTL2 != 0
+    }
+
+    /// Another file to read (backing file, external data file), encryption,
+    /// the corrupt bit and unknown incompatible features: refused by name.
+    fn refuse_references_and_encryption(&self) -> Result<(), FormatError> {
+        if self.backing_file_offset != 0 {
+            return Err(FormatError::ExternalReference(
+                "qcow2 backing file (the image names another file to read from)".into(),
+            ));
+        }
+        if self.incompatible & INCOMPAT_DATA_FILE != 0 {
+            return Err(FormatError::ExternalReference(
+                "qcow2 external data file (incompatible feature bit 2)".into(),
+            ));
+        }
+        if self.crypt_method != 0 {
+            return Err(FormatError::Encrypted(format!(
+                "qcow2 encryption (crypt_method {})",
+                self.crypt_method
+            )));
+        }
+        if self.incompatible & INCOMPAT_CORRUPT != 0 {
+            return Err(FormatError::Corrupt(
+                "qcow2 corrupt bit is set (qemu found an inconsistency in it)".into(),
+            ));
+        }
+        let unknown = self.incompatible & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            return Err(FormatError::Unsupported(format!(
+                "qcow2 unknown incompatible features {unknown:#x}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cluster size, virtual size, refcount width, header length and
+    /// extended L2 entries within what the format and the limits allow.
+    fn check_geometry(&self, limits: &Limits) -> Result<(), FormatError> {
+        let cluster_bits = self.cluster_bits;
+        if !(9..=21).contains(&cluster_bits) {
+            return Err(FormatError::Corrupt(format!(
+                "qcow2 cluster_bits {cluster_bits} outside 9..=21"
+            )));
+        }
+        if self.size > limits.max_virtual_size {
+            return Err(FormatError::TooLarge(format!(
+                "qcow2 virtual size {} bytes exceeds the limit of {} bytes",
+                self.size, limits.max_virtual_size
+            )));
+        }
+        if self.refcount_order > 6 {
+            return Err(FormatError::Corrupt(format!(
+                "qcow2 refcount_order {} > 6",
+                self.refcount_order
+            )));
+        }
+        let header_length = self.header_length;
+        if self.version == 3 {
+            if header_length < 104 || !header_length.is_multiple_of(8) {
+                return Err(FormatError::Corrupt(format!(
+                    "qcow2 header_length {header_length} (must be ≥ 104 and a multiple of 8)"
+                )));
+            }
+            if u64::from(header_length) > self.cluster_size() {
+                return Err(FormatError::Corrupt(format!(
+                    "qcow2 header_length {header_length} exceeds the cluster size"
+                )));
+            }
+        }
+        if self.extended_l2() && cluster_bits < 14 {
+            return Err(FormatError::Corrupt(
+                "qcow2 extended L2 entries need clusters of at least 16 KiB".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The compression type (the byte at 104 exists only if header_length >
+    /// 104), which must agree with its incompatible feature bit.
+    fn compression(&self, h: &[u8], file_len: u64) -> Result<Compression, FormatError> {
+        let compression_byte = if self.version == 3 && self.header_length > 104 {
+            if file_len < 105 {
+                return Err(FormatError::Truncated(
+                    "qcow2 compression type field".into(),
+                ));
+            }
+            h[104]
+        } else {
+            0
+        };
+        let compression = match compression_byte {
+            0 => Compression::Zlib,
+            1 => Compression::Zstd,
+            other => {
+                return Err(FormatError::Unsupported(format!(
+                    "qcow2 compression type {other} (only zlib=0 and zstd=1 are supported)"
+                )))
+            }
+        };
+        if (compression != Compression::Zlib) != (self.incompatible & INCOMPAT_COMPRESSION != 0) {
+            return Err(FormatError::Corrupt(
+                "qcow2 compression type and its incompatible feature bit disagree".into(),
+            ));
+        }
+        Ok(compression)
+    }
+
+    /// What the report says about the header; a snapshot table must be
+    /// cluster aligned (it is never read).
+    fn notes(&self, compression: Compression) -> Result<Vec<String>, FormatError> {
+        let mut notes = vec![format!(
+            "qcow2 v{} cluster_size={} refcount_bits={} compression_type={}",
+            self.version,
+            self.cluster_size(),
+            1u32 << self.refcount_order,
+            compression.name()
+        )];
+        if self.incompatible & INCOMPAT_DIRTY != 0 {
+            notes.push(
+                "qcow2 dirty bit set (refcounts may be stale; only L1/L2 are read, so this is harmless)"
+                    .into(),
+            );
+        }
+        if self.nb_snapshots != 0 {
+            notes.push(format!(
+                "qcow2 has {} internal snapshot(s); they are ignored, only the active disk is imported",
+                self.nb_snapshots
+            ));
+            if !self.snapshots_offset.is_multiple_of(self.cluster_size()) {
+                return Err(FormatError::Corrupt(
+                    "qcow2 snapshot table offset is not cluster aligned".into(),
+                ));
+            }
+        }
+        if self.extended_l2() {
+            notes.push("qcow2 extended L2 entries (32 subclusters per cluster)".into());
+        }
+        Ok(notes)
+    }
+
+    /// The L1 table large enough for the virtual size, bounded, aligned and
+    /// inside the file; the refcount table aligned, inside, and apart from
+    /// it. Returns the L1 entries the virtual size needs.
+    fn check_tables(&self, file_len: u64) -> Result<u64, FormatError> {
+        let cluster_size = self.cluster_size();
+        let l2_entry = if self.extended_l2() { 16 } else { 8 };
+        let l2_coverage = (cluster_size / l2_entry) << self.cluster_bits;
+        let l1_needed = div_ceil(self.size, l2_coverage);
+        let l1_size = self.l1_size;
+        if u64::from(l1_size) < l1_needed {
+            return Err(FormatError::Corrupt(format!(
+                "qcow2 L1 table has {l1_size} entries, the virtual size needs {l1_needed}"
+            )));
+        }
+        let l1_bytes = u64::from(l1_size) * 8;
+        if l1_bytes > MAX_L1_BYTES {
+            return Err(FormatError::TooLarge(format!(
+                "qcow2 L1 table of {l1_bytes} bytes exceeds {MAX_L1_BYTES}"
+            )));
+        }
+        check_table(
+            "L1 table",
+            self.l1_table_offset,
+            l1_bytes,
+            cluster_size,
+            file_len,
+        )?;
+        let rt_bytes = mul(
+            u64::from(self.refcount_table_clusters),
+            cluster_size,
+            "qcow2 refcount table size",
+        )?;
+        check_table(
+            "refcount table",
+            self.refcount_table_offset,
+            rt_bytes,
+            cluster_size,
+            file_len,
+        )?;
+        if overlaps(
+            self.l1_table_offset,
+            l1_bytes,
+            self.refcount_table_offset,
+            rt_bytes,
+        ) {
+            return Err(FormatError::Corrupt(
+                "qcow2 L1 table and refcount table overlap".into(),
+            ));
+        }
+        Ok(l1_needed)
     }
 }
 

@@ -69,6 +69,16 @@ fn corrupt(msg: impl Into<String>) -> FsError {
     FsError::Corrupt(format!("btrfs: {}", msg.into()))
 }
 
+/// One bounded tree search: the key range, what it found, what it cost.
+struct Search {
+    lo: Key,
+    hi: Key,
+    max_items: usize,
+    found: Vec<(Key, Vec<u8>)>,
+    nodes_visited: usize,
+    bytes_copied: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     objectid: u64,
@@ -357,34 +367,21 @@ impl Btrfs {
         hi: Key,
         max_items: usize,
     ) -> Result<Vec<(Key, Vec<u8>)>, FsError> {
-        let mut out = Vec::new();
-        let mut spent = (0usize, 0usize);
-        self.search_node(
-            root.bytenr,
-            root.level,
+        let mut search = Search {
             lo,
             hi,
             max_items,
-            &mut out,
-            &mut spent,
-        )?;
-        Ok(out)
+            found: Vec::new(),
+            nodes_visited: 0,
+            bytes_copied: 0,
+        };
+        self.search_node(root.bytenr, root.level, &mut search)?;
+        Ok(search.found)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn search_node(
-        &self,
-        bytenr: u64,
-        level: u8,
-        lo: Key,
-        hi: Key,
-        max_items: usize,
-        out: &mut Vec<(Key, Vec<u8>)>,
-        spent: &mut (usize, usize),
-    ) -> Result<(), FsError> {
-        // (nodes visited, item bytes copied) so far in this search.
-        spent.0 += 1;
-        if spent.0 > MAX_NODES_PER_SEARCH {
+    fn search_node(&self, bytenr: u64, level: u8, s: &mut Search) -> Result<(), FsError> {
+        s.nodes_visited += 1;
+        if s.nodes_visited > MAX_NODES_PER_SEARCH {
             return Err(FsError::Limit(
                 "btrfs: too many tree nodes in one search".into(),
             ));
@@ -399,10 +396,10 @@ impl Btrfs {
             for i in 0..nritems {
                 let at = HEADER_LEN + i * 25;
                 let key = Key::parse(&node, at)?;
-                if key < lo {
+                if key < s.lo {
                     continue;
                 }
-                if key > hi {
+                if key > s.hi {
                     break;
                 }
                 let off = u32_le(&node, at + 17)? as usize;
@@ -412,11 +409,11 @@ impl Btrfs {
                     .filter(|&e| e <= body)
                     .map(|_| &node[HEADER_LEN + off..HEADER_LEN + off + size])
                     .ok_or_else(|| corrupt(format!("leaf at {bytenr}: item data")))?;
-                spent.1 += data.len();
-                if out.len() >= max_items || spent.1 > MAX_BYTES_PER_SEARCH {
+                s.bytes_copied += data.len();
+                if s.found.len() >= s.max_items || s.bytes_copied > MAX_BYTES_PER_SEARCH {
                     return Err(FsError::Limit("btrfs: too many items".into()));
                 }
-                out.push((key, data.to_vec()));
+                s.found.push((key, data.to_vec()));
             }
         } else {
             if nritems == 0 || nritems > body / 33 {
@@ -425,14 +422,14 @@ impl Btrfs {
             for i in 0..nritems {
                 let at = HEADER_LEN + i * 33;
                 let key = Key::parse(&node, at)?;
-                if key > hi {
+                if key > s.hi {
                     break;
                 }
-                if i + 1 < nritems && Key::parse(&node, at + 33)? <= lo {
+                if i + 1 < nritems && Key::parse(&node, at + 33)? <= s.lo {
                     continue;
                 }
                 let child = u64_le(&node, at + 17)?;
-                self.search_node(child, level - 1, lo, hi, max_items, out, spent)?;
+                self.search_node(child, level - 1, s)?;
             }
         }
         Ok(())

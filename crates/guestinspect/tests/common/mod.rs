@@ -595,7 +595,24 @@ pub fn make_linear_lv(
     segments: &[(u32, u32)],
 ) -> Result<Vec<(u64, u64)>, String> {
     let size = fs::metadata(dev_file).map_err(|e| e.to_string())?.len();
-    make_linear_lv_at(work, dev_file, 0, size, vg, lv, extents, segments)
+    let lv = LinearLv {
+        vg,
+        lv,
+        extents,
+        segments,
+    };
+    make_linear_lv_at(work, dev_file, 0..size, &lv)
+}
+
+/// A volume group holding one linear logical volume.
+#[derive(Clone, Copy)]
+pub struct LinearLv<'a> {
+    pub vg: &'a str,
+    pub lv: &'a str,
+    /// Its size in 4 MiB extents.
+    pub extents: u32,
+    /// `(first physical extent, count)` per segment; empty: one from 0.
+    pub segments: &'a [(u32, u32)],
 }
 
 /// Attach `size` bytes at `offset` of `file` to a free loop device.
@@ -621,20 +638,21 @@ pub fn loop_attach(file: &Path, offset: u64, size: u64) -> Result<String, String
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// [`make_linear_lv`] on the partition at `offset` (`size` bytes) of a
-/// disk file; returned offsets are relative to the partition.
-#[allow(clippy::too_many_arguments)]
+/// [`make_linear_lv`] on the partition at byte range `partition` of a disk
+/// file; returned offsets are relative to the partition.
 pub fn make_linear_lv_at(
     work: &Path,
     dev_file: &Path,
-    offset: u64,
-    size: u64,
-    vg: &str,
-    lv: &str,
-    extents: u32,
-    segments: &[(u32, u32)],
+    partition: std::ops::Range<u64>,
+    layout: &LinearLv<'_>,
 ) -> Result<Vec<(u64, u64)>, String> {
-    let loopdev = loop_attach(dev_file, offset, size)?;
+    let LinearLv {
+        vg,
+        lv,
+        extents,
+        segments,
+    } = *layout;
+    let loopdev = loop_attach(dev_file, partition.start, partition.end - partition.start)?;
     let result = (|| -> Result<Vec<(u64, u64)>, String> {
         let lvm = |args: &[&str]| -> Result<String, String> {
             let o = Command::new(args[0])
