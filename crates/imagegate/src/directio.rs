@@ -112,6 +112,11 @@ impl DualFile {
     pub fn buffered(&self) -> &File {
         &self.buffered
     }
+
+    /// The page-cache handle, to sync, size or rename the file.
+    pub fn into_buffered(self) -> File {
+        self.buffered
+    }
 }
 
 /// Runs `fdatasync` on a file whenever nudged (at most one pending).
@@ -263,6 +268,20 @@ impl Appender {
             Some(Ok(())) => Ok(()),
             _ => Err(self.writer_error()),
         }
+    }
+
+    /// Leaves `n` bytes unwritten (a hole) after what was appended so far.
+    /// Both the offset and `n` must be multiples of [`ALIGN`], so that the
+    /// writes after the hole stay aligned.
+    pub fn skip(&mut self, n: u64) -> io::Result<()> {
+        if !self.offset().is_multiple_of(ALIGN as u64) || !n.is_multiple_of(ALIGN as u64) {
+            return Err(io::Error::other("an unaligned hole"));
+        }
+        if !self.cur.is_empty() {
+            self.hand_over()?;
+        }
+        self.cur_offset += n;
+        Ok(())
     }
 
     /// The writer thread stopped: its error.

@@ -228,44 +228,69 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self, facts: &ScrapeFacts) -> String {
         let mut out = String::with_capacity(4096);
+        self.render_api(&mut out);
+        self.render_imports(&mut out);
+        self.render_totals(&mut out);
+        render_scrape_facts(&mut out, facts);
         header(
             &mut out,
+            "imagegate_build_info",
+            "gauge",
+            "Always 1; the version label names the running build.",
+        );
+        sample(
+            &mut out,
+            "imagegate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        out
+    }
+
+    /// Requests by action and code, and their latency.
+    fn render_api(&self, out: &mut String) {
+        header(
+            out,
             "imagegate_requests_total",
             "counter",
             "API requests by action and error code (Success when none).",
         );
         for (labels, n) in self.requests.snapshot() {
             sample(
-                &mut out,
+                out,
                 "imagegate_requests_total",
                 &[("action", &labels[0]), ("code", &labels[1])],
                 n as f64,
             );
         }
         histogram(
-            &mut out,
+            out,
             "imagegate_request_duration_seconds",
             "API request latency by action.",
             "action",
             REQUEST_BUCKETS,
             &self.request_duration.snapshot(),
         );
+    }
+
+    /// Finished imports, their run time, and abandoned attempts.
+    fn render_imports(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "imagegate_imports_total",
             "counter",
             "Imports that reached a final state, by state and failure code (empty when NORMAL).",
         );
         for (labels, n) in self.imports.snapshot() {
             sample(
-                &mut out,
+                out,
                 "imagegate_imports_total",
                 &[("state", &labels[0]), ("code", &labels[1])],
                 n as f64,
             );
         }
         histogram(
-            &mut out,
+            out,
             "imagegate_import_duration_seconds",
             "Run time of the attempt that finished an import, by final state.",
             "state",
@@ -273,19 +298,23 @@ impl Metrics {
             &self.import_duration.snapshot(),
         );
         header(
-            &mut out,
+            out,
             "imagegate_import_attempts_abandoned_total",
             "counter",
             "Import attempts stopped without an outcome: released (shutdown) or lease_lost.",
         );
         for (labels, n) in self.attempts_abandoned.snapshot() {
             sample(
-                &mut out,
+                out,
                 "imagegate_import_attempts_abandoned_total",
                 &[("reason", &labels[0])],
                 n as f64,
             );
         }
+    }
+
+    /// This process's byte and write counters, and the leases it holds.
+    fn render_totals(&self, out: &mut String) {
         for (name, help, v) in [
             (
                 "imagegate_import_bytes_fetched_total",
@@ -308,83 +337,75 @@ impl Metrics {
                 self.shared_limit_unavailable.load(Ordering::Relaxed),
             ),
         ] {
-            header(&mut out, name, "counter", help);
-            sample(&mut out, name, &[], v as f64);
+            header(out, name, "counter", help);
+            sample(out, name, &[], v as f64);
         }
         header(
-            &mut out,
+            out,
             "imagegate_import_leases_held",
             "gauge",
             "Import jobs this process holds a lease on (running imports).",
         );
         sample(
-            &mut out,
+            out,
             "imagegate_import_leases_held",
             &[],
             self.leases_held() as f64,
         );
-        if let Some(counts) = &facts.job_counts {
-            let queued = counts
-                .iter()
-                .filter(|(s, _)| *s == TaskState::Queued)
-                .map(|(_, n)| *n)
-                .sum::<i64>();
-            header(
-                &mut out,
-                "imagegate_import_queue_depth",
-                "gauge",
-                "Import jobs waiting to be claimed (QUEUED), across all nodes.",
-            );
-            sample(&mut out, "imagegate_import_queue_depth", &[], queued as f64);
-            header(
-                &mut out,
+    }
+}
+
+/// What this scrape read from outside the process: the catalog's job counts
+/// (cached, see `ops.rs`) and the resident memory.
+fn render_scrape_facts(out: &mut String, facts: &ScrapeFacts) {
+    if let Some(counts) = &facts.job_counts {
+        let queued = counts
+            .iter()
+            .filter(|(s, _)| *s == TaskState::Queued)
+            .map(|(_, n)| *n)
+            .sum::<i64>();
+        header(
+            out,
+            "imagegate_import_queue_depth",
+            "gauge",
+            "Import jobs waiting to be claimed (QUEUED), across all nodes.",
+        );
+        sample(out, "imagegate_import_queue_depth", &[], queued as f64);
+        header(
+            out,
+            "imagegate_import_jobs",
+            "gauge",
+            "Import jobs in the catalog by job state, across all nodes.",
+        );
+        for (state, n) in counts {
+            sample(
+                out,
                 "imagegate_import_jobs",
-                "gauge",
-                "Import jobs in the catalog by job state, across all nodes.",
+                &[("state", state.as_str())],
+                *n as f64,
             );
-            for (state, n) in counts {
-                sample(
-                    &mut out,
-                    "imagegate_import_jobs",
-                    &[("state", state.as_str())],
-                    *n as f64,
-                );
-            }
         }
+    }
+    header(
+        out,
+        "imagegate_catalog_up",
+        "gauge",
+        "1 if the catalog answered the queue-depth query of this scrape.",
+    );
+    sample(
+        out,
+        "imagegate_catalog_up",
+        &[],
+        if facts.job_counts.is_some() { 1.0 } else { 0.0 },
+    );
+    if let Some(rss) = facts.rss_bytes {
         header(
-            &mut out,
-            "imagegate_catalog_up",
+            out,
+            "process_resident_memory_bytes",
             "gauge",
-            "1 if the catalog answered the queue-depth query of this scrape.",
+            "Resident memory size in bytes.",
         );
-        sample(
-            &mut out,
-            "imagegate_catalog_up",
-            &[],
-            if facts.job_counts.is_some() { 1.0 } else { 0.0 },
-        );
-        if let Some(rss) = facts.rss_bytes {
-            header(
-                &mut out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-            );
-            sample(&mut out, "process_resident_memory_bytes", &[], rss as f64);
-        }
-        header(
-            &mut out,
-            "imagegate_build_info",
-            "gauge",
-            "Always 1; the version label names the running build.",
-        );
-        sample(
-            &mut out,
-            "imagegate_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1.0,
-        );
-        out
+        sample(out, "process_resident_memory_bytes", &[], rss as f64);
     }
 }
 

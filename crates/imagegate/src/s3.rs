@@ -65,9 +65,17 @@ pub enum Tuning {
         backoff_max: Duration,
         max_retries: usize,
     },
-    /// object_store's defaults (export uploads: each part is retried).
-    Default,
+    /// Export uploads: object_store's retries (each part, the completion),
+    /// with a whole-request timeout of [`UPLOAD_REQUEST_TIMEOUT`] instead of
+    /// its 30 s. A store may take minutes to assemble a large object before
+    /// it answers the completion (S3 documents it; moto_server took over
+    /// 30 s for 4 GiB), and a completion timed out and retried finds no
+    /// upload.
+    Upload,
 }
+
+/// The longest one request of an export upload may take.
+pub const UPLOAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn keys(access: &Option<String>, secret: &Option<String>, otherwise: Credentials) -> Credentials {
     match (access, secret) {
@@ -146,7 +154,11 @@ impl S3Endpoint {
                     max_retries: *max_retries,
                     retry_timeout: *stall * 2,
                 }),
-            Tuning::Default => b,
+            Tuning::Upload => b.with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(self.is_plain_http())
+                    .with_timeout(UPLOAD_REQUEST_TIMEOUT),
+            ),
         };
         b.build()
     }
@@ -207,7 +219,7 @@ mod tests {
             backoff_max: Duration::from_secs(5),
             max_retries: 3,
         };
-        for t in [Tuning::CallerRetries, download, Tuning::Default] {
+        for t in [Tuning::CallerRetries, download, Tuning::Upload] {
             e.client("bucket-1250000000", &t).unwrap();
         }
     }

@@ -191,6 +191,7 @@ pub async fn start_roles(mut config: Config, roles: Roles) -> Result<Server, Ser
             catalog: catalog.clone(),
             node: node.clone(),
             wake: state.export_wake.clone(),
+            cancels: state.export_cancels.clone(),
             shutdown: stop.clone(),
         };
         let workers = Workers {

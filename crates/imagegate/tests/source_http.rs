@@ -123,29 +123,36 @@ fn serve(
     upto: Option<usize>,
     tail: Tail,
 ) -> Response {
-    serve_paced(
-        data,
-        etag,
-        headers,
+    let shape = Shape {
         honour_range,
         declared_len,
         upto,
         tail,
-        Duration::ZERO,
-    )
+        pace: Duration::ZERO,
+    };
+    serve_paced(data, etag, headers, shape)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve_paced(
-    data: Arc<Vec<u8>>,
-    etag: &str,
-    headers: &HeaderMap,
+/// How a response departs from an honest one.
+struct Shape {
     honour_range: bool,
+    /// The Content-Length (and Content-Range total) announced.
     declared_len: usize,
+    /// Where the body stops before its end, if anywhere.
     upto: Option<usize>,
     tail: Tail,
+    /// Pause between 64 KiB pieces of the body.
     pace: Duration,
-) -> Response {
+}
+
+fn serve_paced(data: Arc<Vec<u8>>, etag: &str, headers: &HeaderMap, shape: Shape) -> Response {
+    let Shape {
+        honour_range,
+        declared_len,
+        upto,
+        tail,
+        pace,
+    } = shape;
     let if_range_ok = headers
         .get(header::IF_RANGE)
         .map(|v| v.as_bytes() == etag.as_bytes())
@@ -216,16 +223,16 @@ async fn handler(
         }
         "file" => serve(data, &etag, &headers, true, LEN, None, Tail::End),
         // 64 KiB per millisecond: a reader keeps up with it easily.
-        "paced" => serve_paced(
-            data,
-            &etag,
-            &headers,
-            true,
-            LEN,
-            None,
-            Tail::End,
-            Duration::from_millis(1),
-        ),
+        "paced" => {
+            let shape = Shape {
+                honour_range: true,
+                declared_len: LEN,
+                upto: None,
+                tail: Tail::End,
+                pace: Duration::from_millis(1),
+            };
+            serve_paced(data, &etag, &headers, shape)
+        }
         // Drops every response 3 MiB after where it started.
         "drop" => {
             let start = requested_start(&headers).unwrap_or(0) as usize;

@@ -31,6 +31,9 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Wakes this process's idle export workers when an export is queued.
     pub export_wake: Arc<tokio::sync::Notify>,
+    /// Wakes this process's export heartbeats when a cancel was requested:
+    /// a task running here stops at once rather than at its next beat.
+    pub export_cancels: Arc<tokio::sync::Notify>,
     pub oslist: OsList,
     pub limiter: RateLimiter,
     /// DescribeImages answers (see `cache`).
@@ -66,6 +69,7 @@ impl AppState {
             blobs,
             wake: Arc::new(tokio::sync::Notify::new()),
             export_wake: Arc::new(tokio::sync::Notify::new()),
+            export_cancels: Arc::new(tokio::sync::Notify::new()),
             describe_cache: cache::ResponseCache::default(),
             replay: replay::ReplayGuard::new(config.net.replay_cache_entries),
             config,

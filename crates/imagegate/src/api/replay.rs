@@ -9,22 +9,25 @@
 //!
 //! - the same key with another (v1) signature is refused, and so is the
 //!   same signature with another action or region when that action is a
-//!   mutating one, unless it comes on the connection that first used the
-//!   signature; a read-only target runs (it changes nothing, and SDKs
-//!   polling two read-only actions send byte-identical bodies);
-//!
-//! The connection is what tells the attack from an honest client: the
-//! SDKs keep their connection alive, and a DescribeImages followed within
-//! the same second by a DeleteImages of the same `ImageIds` (Terraform's
-//! refresh then destroy) shares its signature on that one connection. A
-//! captured request is sent again on a connection of the attacker's; to
-//! inject into the client's own, one must be on its path, where the
-//! unsigned `X-TC-Action` of the original request could be rewritten
-//! anyway (TLS is the protection there).
+//!   mutating one, unless it is the same caller's next call (below); a
+//!   read-only target runs (it changes nothing, and SDKs polling two
+//!   read-only actions send byte-identical bodies);
 //! - an identical re-send of a mutating action gets the first answer back,
 //!   byte for byte, without running again (the SDKs' own retries sign anew,
 //!   with a new timestamp, so they are new requests);
 //! - an identical re-send of a read-only action simply runs again.
+//!
+//! The connection and the clock tell the attack from an honest client. A
+//! DescribeImages followed within the same second by a DeleteImages of the
+//! same `ImageIds` (Terraform's refresh then destroy, or two tccli runs)
+//! shares its signature. The SDKs keep their connection alive, so their
+//! pair comes on one connection; tccli runs a process per call, so its
+//! pair comes on two, but at once: within `SAME_CALLER_SECS` of the
+//! signature's timestamp and of its first use. A captured request is sent
+//! again later, from a connection of the attacker's: refused. To send it
+//! at once takes someone watching the client's traffic live, which TLS
+//! prevents (and on plain HTTP such a watcher on the path could rewrite
+//! the unsigned `X-TC-Action` of the original request anyway).
 //!
 //! Memory is bounded by `capacity` entries (the oldest go first when full).
 
@@ -38,6 +41,11 @@ use crate::net::conns::ConnectionId;
 
 /// How long an identical re-send waits for the first copy's answer.
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(30);
+
+/// How soon after its signing and its first use a signature may carry the
+/// same caller's next, mutating call from another connection: a second's
+/// worth of one client's calls, plus a second for delivery.
+const SAME_CALLER_SECS: i64 = 2;
 
 /// Largest answer kept for re-sends; mutating answers are a few hundred bytes.
 const MAX_KEPT_ANSWER: usize = 64 << 10;
@@ -56,6 +64,8 @@ struct Entry {
     answer: Option<watch::Receiver<Answer>>,
     /// Where the signature was first used (none: not through our listener).
     connection: Option<ConnectionId>,
+    /// When it was first used (Unix seconds, the server's clock).
+    first_used: i64,
 }
 
 #[derive(Debug, Default)]
@@ -146,12 +156,12 @@ impl ReplayGuard {
                         if !tcapi::is_mutating(seen.action) {
                             return Verdict::Run(None);
                         }
-                        // Turned into something that changes state on
-                        // another connection: refused. On the client's own
-                        // connection it is the client's next call: it runs
-                        // and the binding becomes this one (a re-send of it
-                        // gets its answer).
-                        if e.connection.is_none() || e.connection != seen.connection {
+                        // Turned into something that changes state, later or
+                        // from elsewhere: refused. On the client's own
+                        // connection, or at once, it is the client's next
+                        // call: it runs and the binding becomes this one (a
+                        // re-send of it gets its answer).
+                        if !e.same_caller(&seen) {
                             return Verdict::Mismatch;
                         }
                         let (slot, answer) = answer_slot();
@@ -198,10 +208,22 @@ impl ReplayGuard {
                 region: seen.region.map(Box::from),
                 answer,
                 connection: seen.connection,
+                first_used: seen.now,
             },
         );
         inner.order.push_back((seen.binding.key, expires));
         slot
+    }
+}
+
+impl Entry {
+    /// Whether `seen`, under this entry's signature, is its client's next
+    /// call rather than a captured request sent again (see the module).
+    fn same_caller(&self, seen: &Seen<'_>) -> bool {
+        let own_connection = self.connection.is_some() && self.connection == seen.connection;
+        let at_once = seen.now - seen.timestamp <= SAME_CALLER_SECS
+            && seen.now - self.first_used <= SAME_CALLER_SECS;
+        own_connection || at_once
     }
 }
 
@@ -243,6 +265,13 @@ mod tests {
         }
     }
 
+    /// `seen` sent again `secs` later from another connection: a captured copy.
+    fn captured(mut s: Seen<'static>, secs: i64, from: ConnectionId) -> Seen<'static> {
+        s.now += secs;
+        s.connection = Some(from);
+        s
+    }
+
     /// The connection `seen` requests come on.
     static CONN_A: std::sync::LazyLock<ConnectionId> = std::sync::LazyLock::new(ConnectionId::next);
 
@@ -251,35 +280,72 @@ mod tests {
         let g = ReplayGuard::new(16);
         let other = ConnectionId::next();
         g.check(seen(5, 5, "DescribeImages", "ap-guangzhou")).await;
-        // Another connection: the captured request cannot become a delete.
-        let mut elsewhere = seen(5, 5, "DeleteImages", "ap-guangzhou");
-        elsewhere.connection = Some(other);
+        // Another connection, later: the captured request cannot become a delete.
+        let mut elsewhere = captured(seen(5, 5, "DeleteImages", "ap-guangzhou"), 3, other);
         assert!(matches!(g.check(elsewhere).await, Verdict::Mismatch));
         // Nor can a request from outside our listener (no connection known).
         elsewhere.connection = None;
         assert!(matches!(g.check(elsewhere).await, Verdict::Mismatch));
-        // The client's own next call, same body and second: it runs, and the
-        // binding is now the delete's.
-        let Verdict::Run(Some(slot)) = g.check(seen(5, 5, "DeleteImages", "ap-guangzhou")).await
-        else {
+        // The client's own next call on its connection, same body, later
+        // still: it runs, and the binding is now the delete's.
+        let mut own = seen(5, 5, "DeleteImages", "ap-guangzhou");
+        own.now += 3;
+        let Verdict::Run(Some(slot)) = g.check(own).await else {
             panic!("the client's own delete runs")
         };
         slot.finish("{\"Response\":{\"RequestId\":\"d\"}}");
-        let mut resend = seen(5, 5, "DeleteImages", "ap-guangzhou");
-        resend.connection = Some(other);
+        let resend = captured(seen(5, 5, "DeleteImages", "ap-guangzhou"), 4, other);
         let Verdict::Replay(body) = g.check(resend).await else {
             panic!("a re-send of the delete gets its answer")
         };
         assert_eq!(&*body, "{\"Response\":{\"RequestId\":\"d\"}}");
         // Moved to another region from elsewhere: refused still.
-        let mut moved = seen(5, 5, "DeleteImages", "ap-shanghai");
-        moved.connection = Some(other);
+        let moved = captured(seen(5, 5, "DeleteImages", "ap-shanghai"), 4, other);
         assert!(matches!(g.check(moved).await, Verdict::Mismatch));
         // Read-only after it, anywhere: runs (Terraform reads after deleting).
-        let mut read = seen(5, 5, "DescribeImages", "ap-guangzhou");
-        read.connection = Some(other);
+        let read = captured(seen(5, 5, "DescribeImages", "ap-guangzhou"), 4, other);
         assert!(matches!(g.check(read).await, Verdict::Run(None)));
         assert_eq!(g.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_process_per_call_client_may_use_a_signature_for_its_next_call_at_once() {
+        // tccli: DescribeImages, then DeleteImages of the same image from a
+        // new process (a new connection), signed in the same second.
+        let g = ReplayGuard::new(16);
+        g.check(seen(6, 6, "DescribeImages", "ap-guangzhou")).await;
+        let next = captured(
+            seen(6, 6, "DeleteImages", "ap-guangzhou"),
+            SAME_CALLER_SECS,
+            ConnectionId::next(),
+        );
+        assert!(matches!(g.check(next).await, Verdict::Run(Some(_))));
+        // A moment later the binding is the delete's: a region change is refused.
+        let moved = captured(
+            seen(6, 6, "DeleteImages", "ap-shanghai"),
+            SAME_CALLER_SECS + 1,
+            ConnectionId::next(),
+        );
+        assert!(matches!(g.check(moved).await, Verdict::Mismatch));
+    }
+
+    #[tokio::test]
+    async fn a_timestamp_from_the_future_does_not_stretch_at_once() {
+        // A client clock 100 s ahead: fresh by its own timestamp for long,
+        // but the first use on the server's clock still bounds "at once".
+        let g = ReplayGuard::new(16);
+        let mut first = seen(7, 7, "DescribeImages", "ap-guangzhou");
+        first.timestamp = first.now + 100;
+        g.check(first).await;
+        let late = captured(
+            Seen {
+                action: "DeleteImages",
+                ..first
+            },
+            SAME_CALLER_SECS + 1,
+            ConnectionId::next(),
+        );
+        assert!(matches!(g.check(late).await, Verdict::Mismatch));
     }
 
     #[tokio::test]
@@ -294,14 +360,14 @@ mod tests {
             g.check(seen(1, 1, "DescribeImages", "ap-guangzhou")).await,
             Verdict::Run(None)
         ));
-        // Sent again by someone else (on another connection).
+        // Sent again later by someone else (on another connection).
         let elsewhere = ConnectionId::next();
-        for mut other in [
+        for other in [
             seen(1, 1, "DeleteImages", "ap-guangzhou"),
             seen(1, 1, "ImportImage", "ap-shanghai"),
             seen(1, 2, "DescribeImages", "ap-guangzhou"),
         ] {
-            other.connection = Some(elsewhere);
+            let other = captured(other, SAME_CALLER_SECS + 1, elsewhere);
             assert!(matches!(g.check(other).await, Verdict::Mismatch));
         }
         // Another v1 request under a used Nonce: refused on any connection.
@@ -318,8 +384,7 @@ mod tests {
         }
         // A mutating first use keeps its region too.
         g.check(seen(3, 3, "DeleteImages", "ap-guangzhou")).await;
-        let mut moved = seen(3, 3, "DeleteImages", "ap-shanghai");
-        moved.connection = Some(elsewhere);
+        let moved = captured(seen(3, 3, "DeleteImages", "ap-shanghai"), 10, elsewhere);
         assert!(matches!(g.check(moved).await, Verdict::Mismatch));
     }
 

@@ -21,7 +21,7 @@ use crate::config::BlobConfig;
 mod s3;
 mod s3_list;
 
-pub use s3::{patiently, S3BlobStore};
+pub use s3::{into_io, patiently, S3BlobStore};
 pub(crate) use s3_list::UploadLister;
 
 use crate::retry::Transience;

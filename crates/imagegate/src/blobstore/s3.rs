@@ -88,7 +88,7 @@ where
 
 /// An error of the blob store as the converter's `io::Error`, keeping an
 /// [`Unavailable`] recognisable (`Unavailable::find`).
-fn into_io(e: BlobError) -> io::Error {
+pub fn into_io(e: BlobError) -> io::Error {
     match e {
         BlobError::Io(io) => io,
         BlobError::Unavailable(u) => io::Error::other(u),
@@ -133,6 +133,19 @@ impl S3BlobStore {
             uploads,
             policy: RetryPolicy::with_deadline(Duration::from_secs_f64(cfg.retry_deadline_secs)),
         })
+    }
+
+    /// What reading one stored blob takes: the client, the object's path
+    /// and how long an outage is waited out.
+    pub fn object(
+        &self,
+        key: &str,
+    ) -> (
+        Arc<object_store::aws::AmazonS3>,
+        object_store::path::Path,
+        RetryPolicy,
+    ) {
+        (self.store.clone(), self.path(key), self.policy)
     }
 
     /// Abort the incomplete multipart uploads whose key starts with

@@ -313,66 +313,7 @@ impl Catalog {
         filter.push(" AND ");
         self.push_visible_listing(&mut filter, uin).await?;
         for c in &q.conditions {
-            match c {
-                Condition::ImageIds(ids) => {
-                    filter.push(" AND i.image_id IN ").list(ids);
-                }
-                Condition::NameContains(vs) | Condition::PlatformContains(vs) => {
-                    let column = if matches!(c, Condition::NameContains(_)) {
-                        "i.image_name"
-                    } else {
-                        "i.platform"
-                    };
-                    filter.push(" AND (");
-                    for (n, v) in vs.iter().enumerate() {
-                        if n > 0 {
-                            filter.push(" OR ");
-                        }
-                        filter
-                            .push("LOWER(")
-                            .push(column)
-                            .push(") LIKE ")
-                            .arg(like_pattern(v))
-                            .push(" ESCAPE '\\'");
-                    }
-                    filter.push(")");
-                }
-                Condition::TagKey(keys) => {
-                    filter
-                        .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_key IN ")
-                        .list(keys)
-                        .push(")");
-                }
-                Condition::TagValue(values) => {
-                    filter
-                        .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_value IN ")
-                        .list(values)
-                        .push(")");
-                }
-                Condition::Tag { key, values } => {
-                    filter
-                        .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_key = ")
-                        .arg(key.clone())
-                        .push(" AND t.tag_value IN ")
-                        .list(values)
-                        .push(")");
-                }
-                Condition::Owned => {
-                    filter.push(" AND i.account_uin = ").arg(uin);
-                }
-                Condition::SharedWithCaller => {
-                    filter.push(" AND i.account_uin <> ").arg(uin);
-                }
-                Condition::SnapshotIds(ids) => {
-                    filter
-                        .push(" AND i.image_id IN (SELECT d.image_id FROM image_disks d WHERE d.snapshot_id IN ")
-                        .list(ids)
-                        .push(")");
-                }
-                Condition::Nothing => {
-                    filter.push(" AND 1 = 0");
-                }
-            }
+            push_condition(&mut filter, c, uin);
         }
         // The page walks the listing index newest first and stops after
         // Offset + Limit matches; the total is a separate index-only count
@@ -541,6 +482,72 @@ impl Catalog {
             }
             Err(e) if is_unique_violation(&e) => Ok(ModifyOutcome::DuplicateName),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Appends one DescribeImages condition (` AND ...`) to the listing's filter.
+fn push_condition(filter: &mut Sql, c: &Condition, uin: &str) {
+    match c {
+        Condition::ImageIds(ids) => {
+            filter.push(" AND i.image_id IN ").list(ids);
+        }
+        Condition::NameContains(vs) | Condition::PlatformContains(vs) => {
+            let column = if matches!(c, Condition::NameContains(_)) {
+                "i.image_name"
+            } else {
+                "i.platform"
+            };
+            filter.push(" AND (");
+            for (n, v) in vs.iter().enumerate() {
+                if n > 0 {
+                    filter.push(" OR ");
+                }
+                filter
+                    .push("LOWER(")
+                    .push(column)
+                    .push(") LIKE ")
+                    .arg(like_pattern(v))
+                    .push(" ESCAPE '\\'");
+            }
+            filter.push(")");
+        }
+        Condition::TagKey(keys) => {
+            filter
+                .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_key IN ")
+                .list(keys)
+                .push(")");
+        }
+        Condition::TagValue(values) => {
+            filter
+                .push(
+                    " AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_value IN ",
+                )
+                .list(values)
+                .push(")");
+        }
+        Condition::Tag { key, values } => {
+            filter
+                .push(" AND i.image_id IN (SELECT t.image_id FROM image_tags t WHERE t.tag_key = ")
+                .arg(key.clone())
+                .push(" AND t.tag_value IN ")
+                .list(values)
+                .push(")");
+        }
+        Condition::Owned => {
+            filter.push(" AND i.account_uin = ").arg(uin);
+        }
+        Condition::SharedWithCaller => {
+            filter.push(" AND i.account_uin <> ").arg(uin);
+        }
+        Condition::SnapshotIds(ids) => {
+            filter
+                .push(" AND i.image_id IN (SELECT d.image_id FROM image_disks d WHERE d.snapshot_id IN ")
+                .list(ids)
+                .push(")");
+        }
+        Condition::Nothing => {
+            filter.push(" AND 1 = 0");
         }
     }
 }

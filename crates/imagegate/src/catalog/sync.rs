@@ -185,11 +185,21 @@ async fn insert_copy(
         .int(now)
         .push(")");
     sql.query().execute(&mut **tx).await?;
+    copy_disks(tx, &s.image_id, id).await
+}
+
+/// The copy's disks: the source's, each with a snapshot id of its own and
+/// the same stored blob (its `blob_key`).
+async fn copy_disks(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    source_id: &str,
+    id: &str,
+) -> Result<(), CatalogError> {
     let disks = sqlx::query(
         "SELECT disk_index, disk_usage, source_url, size_gib, blob_key FROM image_disks \
          WHERE image_id = $1 ORDER BY disk_index",
     )
-    .bind(&s.image_id)
+    .bind(source_id)
     .fetch_all(&mut **tx)
     .await?;
     for d in &disks {

@@ -40,51 +40,7 @@ pub(super) async fn run(
 }
 
 async fn import(client: &ApiClient, a: ImportArgs, io: &mut Io<'_>) -> Result<i32, Failure> {
-    let mut params = json!({
-        "Architecture": a.arch,
-        "OsType": a.os_type,
-        "OsVersion": a.os_version,
-        "ImageUrl": a.url,
-        "ImageName": a.name,
-    });
-    let p = params.as_object_mut().expect("built as an object above");
-    if let Some(d) = &a.description {
-        p.insert("ImageDescription".into(), json!(d));
-    }
-    if a.force {
-        p.insert("Force".into(), json!(true));
-    }
-    if a.dry_run {
-        p.insert("DryRun".into(), json!(true));
-    }
-    if let Some(b) = &a.boot_mode {
-        p.insert("BootMode".into(), json!(b));
-    }
-    if let Some(l) = &a.license_type {
-        p.insert("LicenseType".into(), json!(l));
-    }
-    if let Some(f) = &a.family {
-        p.insert("ImageFamily".into(), json!(f));
-    }
-    if !a.tags.is_empty() {
-        let tags: Vec<Value> = a
-            .tags
-            .iter()
-            .map(|(k, v)| json!({"Key": k, "Value": v}))
-            .collect();
-        p.insert(
-            "TagSpecification".into(),
-            json!([{"ResourceType": "image", "Tags": tags}]),
-        );
-    }
-    if !a.data_disks.is_empty() {
-        let disks: Vec<Value> = a
-            .data_disks
-            .iter()
-            .map(|u| json!({"ImageUrl": u}))
-            .collect();
-        p.insert("ImportImageDataDiskList".into(), Value::Array(disks));
-    }
+    let params = import_params(&a);
     let resp = client.call("ImportImage", &params).await?;
     let as_json = io.display == Display::Json;
     // With --wait, the one JSON document is the watch's, at the end.
@@ -135,6 +91,56 @@ async fn import(client: &ApiClient, a: ImportArgs, io: &mut Io<'_>) -> Result<i3
         return Ok(EXIT_FAILED);
     }
     Ok(watch::watch(client, &image_id, a.interval, io).await?)
+}
+
+/// ImportImage's parameters from the command line's.
+fn import_params(a: &ImportArgs) -> Value {
+    let mut params = json!({
+        "Architecture": a.arch,
+        "OsType": a.os_type,
+        "OsVersion": a.os_version,
+        "ImageUrl": a.url,
+        "ImageName": a.name,
+    });
+    let p = params.as_object_mut().expect("built as an object above");
+    if let Some(d) = &a.description {
+        p.insert("ImageDescription".into(), json!(d));
+    }
+    if a.force {
+        p.insert("Force".into(), json!(true));
+    }
+    if a.dry_run {
+        p.insert("DryRun".into(), json!(true));
+    }
+    if let Some(b) = &a.boot_mode {
+        p.insert("BootMode".into(), json!(b));
+    }
+    if let Some(l) = &a.license_type {
+        p.insert("LicenseType".into(), json!(l));
+    }
+    if let Some(f) = &a.family {
+        p.insert("ImageFamily".into(), json!(f));
+    }
+    if !a.tags.is_empty() {
+        let tags: Vec<Value> = a
+            .tags
+            .iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect();
+        p.insert(
+            "TagSpecification".into(),
+            json!([{"ResourceType": "image", "Tags": tags}]),
+        );
+    }
+    if !a.data_disks.is_empty() {
+        let disks: Vec<Value> = a
+            .data_disks
+            .iter()
+            .map(|u| json!({"ImageUrl": u}))
+            .collect();
+        p.insert("ImportImageDataDiskList".into(), Value::Array(disks));
+    }
+    params
 }
 
 async fn find_by_name(client: &ApiClient, name: &str) -> Result<Option<String>, CallError> {

@@ -130,9 +130,7 @@ pub enum CredentialError {
 }
 
 /// One tccli profile file: absent, or a JSON object.
-fn read_profile_file(
-    path: &Path,
-) -> Result<Option<serde_json::Map<String, Value>>, CredentialError> {
+fn read_profile_file(path: &Path) -> Result<Option<JsonObject>, CredentialError> {
     let shown = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -160,7 +158,7 @@ fn read_profile_file(
 /// A string member, `None` when absent, null or empty (tccli writes "" for
 /// keys the user skipped in `tccli configure`).
 fn string_at(
-    obj: Option<&serde_json::Map<String, Value>>,
+    obj: Option<&JsonObject>,
     key: &str,
     path: &Path,
 ) -> Result<Option<String>, CredentialError> {
@@ -190,132 +188,176 @@ fn endpoint_url(raw: &str) -> String {
     }
 }
 
-/// Resolve the settings for one run.
-pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, CredentialError> {
-    let env = |k: &str| non_empty((src.env)(k));
-    let explicit_profile = non_empty(req.profile.clone());
-    let profile = explicit_profile
-        .clone()
-        .or_else(|| env("TCCLI_PROFILE"))
-        .unwrap_or_else(|| "default".to_string());
-    let dir = src.home.as_ref().map(|h| h.join(".tccli"));
-    let cred_path = dir
-        .as_ref()
-        .map(|d| d.join(format!("{profile}.credential")));
-    let conf_path = dir.as_ref().map(|d| d.join(format!("{profile}.configure")));
+type JsonObject = serde_json::Map<String, Value>;
 
-    let cred_file = match &cred_path {
-        Some(p) => read_profile_file(p)?,
-        None => None,
-    };
-    let conf_file = match &conf_path {
-        Some(p) => read_profile_file(p)?,
-        None => None,
-    };
-    let none = PathBuf::new();
-    let cred_p = cred_path.as_deref().unwrap_or(&none);
-    let conf_p = conf_path.as_deref().unwrap_or(&none);
-    let sys = conf_file
-        .as_ref()
-        .and_then(|c| c.get("_sys_param"))
-        .and_then(Value::as_object);
-    // `_sys_param` first; a top-level string is the legacy layout, while a
-    // top-level object is a product's settings (`region` is a product too).
-    let conf_string = |key: &str| -> Result<Option<String>, CredentialError> {
-        if let Some(v) = string_at(sys, key, conf_p)? {
-            return Ok(Some(v));
-        }
-        match conf_file.as_ref().and_then(|c| c.get(key)) {
-            Some(Value::String(_)) => string_at(conf_file.as_ref(), key, conf_p),
-            _ => Ok(None),
-        }
-    };
-    let named = explicit_profile
-        .clone()
-        .or_else(|| env("TCCLI_PROFILE"))
-        .is_some();
-    if named && cred_file.is_none() && conf_file.is_none() {
-        if let Some(dir) = &dir {
+/// The tccli profile a run uses: its name and its two files, as read.
+struct Profile {
+    name: String,
+    /// Named by `--profile` (then the environment's credentials and region
+    /// do not apply).
+    explicit: bool,
+    cred_path: Option<PathBuf>,
+    conf_path: Option<PathBuf>,
+    cred_file: Option<JsonObject>,
+    conf_file: Option<JsonObject>,
+}
+
+impl Profile {
+    /// The profile named by `--profile`, else `TCCLI_PROFILE`, else
+    /// `default`; a named profile must exist.
+    fn load(req: &Requested, src: &Sources<'_>) -> Result<Profile, CredentialError> {
+        let explicit = non_empty(req.profile.clone());
+        let from_env = non_empty((src.env)("TCCLI_PROFILE"));
+        let named = explicit.is_some() || from_env.is_some();
+        let name = explicit
+            .clone()
+            .or(from_env)
+            .unwrap_or_else(|| "default".to_string());
+        let dir = src.home.as_ref().map(|h| h.join(".tccli"));
+        let cred_path = dir.as_ref().map(|d| d.join(format!("{name}.credential")));
+        let conf_path = dir.as_ref().map(|d| d.join(format!("{name}.configure")));
+        let read = |p: &Option<PathBuf>| match p {
+            Some(p) => read_profile_file(p),
+            None => Ok(None),
+        };
+        let profile = Profile {
+            cred_file: read(&cred_path)?,
+            conf_file: read(&conf_path)?,
+            name,
+            explicit: explicit.is_some(),
+            cred_path,
+            conf_path,
+        };
+        if let (true, None, None, Some(dir)) = (named, &profile.cred_file, &profile.conf_file, &dir)
+        {
             return Err(CredentialError::NoSuchProfile {
-                profile,
+                profile: profile.name,
                 dir: dir.display().to_string(),
             });
         }
+        Ok(profile)
     }
 
-    // Credentials: both flags, else the environment (unless a profile was
-    // named), else the profile's file.
-    let flag_id = non_empty(req.secret_id.clone());
-    let flag_key = non_empty(req.secret_key.clone());
-    let credentials = match (flag_id, flag_key) {
-        (Some(secret_id), Some(secret_key)) => Credentials {
+    fn conf_shown(&self) -> &Path {
+        self.conf_path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// A setting of the `.configure` file: `_sys_param` first; a top-level
+    /// string is the legacy layout, while a top-level object is a product's
+    /// settings (`region` is a product too).
+    fn conf_string(&self, key: &str) -> Result<Option<String>, CredentialError> {
+        let conf = self.conf_file.as_ref();
+        let sys = conf
+            .and_then(|c| c.get("_sys_param"))
+            .and_then(Value::as_object);
+        if let Some(v) = string_at(sys, key, self.conf_shown())? {
+            return Ok(Some(v));
+        }
+        match conf.and_then(|c| c.get(key)) {
+            Some(Value::String(_)) => string_at(conf, key, self.conf_shown()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The `.credential` file's keys.
+    fn credentials(&self) -> Result<Credentials, CredentialError> {
+        let file = self.cred_file.as_ref();
+        let shown = self.cred_path.as_deref().unwrap_or(Path::new(""));
+        match (
+            string_at(file, "secretId", shown)?,
+            string_at(file, "secretKey", shown)?,
+        ) {
+            (Some(secret_id), Some(secret_key)) => Ok(Credentials {
+                secret_id,
+                secret_key,
+                token: string_at(file, "token", shown)?,
+            }),
+            _ => Err(CredentialError::Missing {
+                path: self
+                    .cred_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| format!("~/.tccli/{}.credential", self.name)),
+                profile: self.name.clone(),
+            }),
+        }
+    }
+
+    /// The profile's `cvm.endpoint`, if any.
+    fn endpoint(&self) -> Result<Option<String>, CredentialError> {
+        let cvm = self
+            .conf_file
+            .as_ref()
+            .and_then(|c| c.get("cvm"))
+            .and_then(Value::as_object);
+        string_at(cvm, "endpoint", self.conf_shown())
+    }
+}
+
+/// Both flags, else the environment (unless a profile was named), else the
+/// profile's file.
+fn credentials(
+    req: &Requested,
+    env: &dyn Fn(&str) -> Option<String>,
+    profile: &Profile,
+) -> Result<Credentials, CredentialError> {
+    let pair = |id, key| match (id, key) {
+        (Some(secret_id), Some(secret_key)) => Some(Credentials {
             secret_id,
             secret_key,
             token: env("TENCENTCLOUD_TOKEN"),
-        },
-        (Some(_), None) | (None, Some(_)) => return Err(CredentialError::HalfFlag),
-        (None, None) => {
-            let from_env = match (
-                explicit_profile.is_none(),
-                env("TENCENTCLOUD_SECRET_ID"),
-                env("TENCENTCLOUD_SECRET_KEY"),
-            ) {
-                (true, Some(secret_id), Some(secret_key)) => Some(Credentials {
-                    secret_id,
-                    secret_key,
-                    token: env("TENCENTCLOUD_TOKEN"),
-                }),
-                _ => None,
-            };
-            match from_env {
-                Some(c) => c,
-                None => {
-                    let id = string_at(cred_file.as_ref(), "secretId", cred_p)?;
-                    let key = string_at(cred_file.as_ref(), "secretKey", cred_p)?;
-                    match (id, key) {
-                        (Some(secret_id), Some(secret_key)) => Credentials {
-                            secret_id,
-                            secret_key,
-                            token: string_at(cred_file.as_ref(), "token", cred_p)?,
-                        },
-                        _ => {
-                            return Err(CredentialError::Missing {
-                                path: cred_path
-                                    .as_ref()
-                                    .map(|p| p.display().to_string())
-                                    .unwrap_or_else(|| format!("~/.tccli/{profile}.credential")),
-                                profile,
-                            })
-                        }
-                    }
-                }
-            }
-        }
+        }),
+        _ => None,
     };
+    let flag_id = non_empty(req.secret_id.clone());
+    let flag_key = non_empty(req.secret_key.clone());
+    if flag_id.is_some() != flag_key.is_some() {
+        return Err(CredentialError::HalfFlag);
+    }
+    if let Some(c) = pair(flag_id, flag_key) {
+        return Ok(c);
+    }
+    if !profile.explicit {
+        let from_env = pair(
+            env("TENCENTCLOUD_SECRET_ID"),
+            env("TENCENTCLOUD_SECRET_KEY"),
+        );
+        if let Some(c) = from_env {
+            return Ok(c);
+        }
+    }
+    profile.credentials()
+}
 
-    let region_env = if explicit_profile.is_none() {
-        env("TENCENTCLOUD_REGION")
-    } else {
+/// Resolve the settings for one run.
+pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, CredentialError> {
+    let env = |k: &str| non_empty((src.env)(k));
+    let profile = Profile::load(req, src)?;
+    let credentials = credentials(req, &env, &profile)?;
+
+    let region_env = if profile.explicit {
         None
+    } else {
+        env("TENCENTCLOUD_REGION")
     };
     let region = match non_empty(req.region.clone())
         .or(region_env)
-        .or(conf_string("region")?)
+        .or(profile.conf_string("region")?)
     {
         Some(r) => r,
-        None => return Err(CredentialError::NoRegion { profile }),
+        None => {
+            return Err(CredentialError::NoRegion {
+                profile: profile.name,
+            })
+        }
     };
 
-    let language = match conf_string("language")? {
+    let language = match profile.conf_string("language")? {
         None => "en-US".to_string(),
         Some(l) if l == "en-US" || l == "zh-CN" => l,
         Some(other) => return Err(CredentialError::BadLanguage(other)),
     };
 
-    let conf_endpoint = conf_file
-        .as_ref()
-        .and_then(|c| c.get("cvm"))
-        .and_then(Value::as_object);
     // A flag must say http or https: guessing HTTPS for `127.0.0.1:9000`
     // (as tccli does) ends in a TLS error against a plain-HTTP server. The
     // profile's value is tccli's to interpret: a bare host means HTTPS.
@@ -324,7 +366,7 @@ pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, Credentia
             return Err(CredentialError::EndpointWithoutScheme(e.trim().to_string()))
         }
         Some(e) => endpoint_url(&e),
-        None => match string_at(conf_endpoint, "endpoint", conf_p)? {
+        None => match profile.endpoint()? {
             Some(e) => endpoint_url(&e),
             None => DEFAULT_ENDPOINT.to_string(),
         },
@@ -335,7 +377,7 @@ pub fn resolve(req: &Requested, src: &Sources<'_>) -> Result<Settings, Credentia
         region,
         language,
         credentials,
-        profile,
+        profile: profile.name,
     })
 }
 

@@ -128,8 +128,7 @@ pub async fn wait(
     io: &mut Io<'_>,
 ) -> Result<i32, CallOrIo> {
     let json_only = io.display == Display::Json;
-    let mut bar: Option<ProgressBar> = None;
-    let mut last_line = String::new();
+    let mut shown = Shown::default();
     let mut errors = 0u32;
     let code = loop {
         let task = match poll(client, task_id).await {
@@ -151,38 +150,12 @@ pub async fn wait(
                 continue;
             }
             Err(e) => {
-                finish(&mut bar);
+                finish(&mut shown.bar);
                 return Err(CallOrIo::Call(e));
             }
         };
         let state = field(&task, "TaskState").to_string();
-        let done = number(&task, "GuestBytesDone").unwrap_or(0);
-        let total = number(&task, "GuestBytesTotal").unwrap_or(0);
-        let percent = number(&task, "Percent").unwrap_or(0);
-        match io.display {
-            Display::Bar => {
-                let b = bar.get_or_insert_with(new_bar);
-                if total > 0 {
-                    b.set_length(total);
-                }
-                b.set_position(done);
-                b.set_message(state.clone());
-            }
-            Display::Plain => {
-                let line = format!(
-                    "{state} {percent}% ({} of {} guest data, {} written)",
-                    human_bytes(done),
-                    human_bytes(total),
-                    human_bytes(number(&task, "BytesWritten").unwrap_or(0))
-                );
-                if line != last_line {
-                    writeln!(io.out, "{line}")?;
-                    io.out.flush()?;
-                    last_line = line;
-                }
-            }
-            Display::Json => {}
-        }
+        shown.show(io, &task, &state)?;
         let ended = matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED");
         if json_only && ended {
             writeln!(io.out, "{}", pretty(&json!({ "ExportImageTask": task })))?;
@@ -194,7 +167,7 @@ pub async fn wait(
         }
         match state.as_str() {
             "SUCCEEDED" => {
-                finish(&mut bar);
+                finish(&mut shown.bar);
                 writeln!(
                     io.out,
                     "Export task {task_id} SUCCEEDED: every object is in the bucket."
@@ -202,7 +175,7 @@ pub async fn wait(
                 break EXIT_OK;
             }
             "FAILED" | "CANCELLED" => {
-                finish(&mut bar);
+                finish(&mut shown.bar);
                 writeln!(
                     io.err,
                     "Export task {task_id} {state}: {} {}",
@@ -214,8 +187,49 @@ pub async fn wait(
             _ => tokio::time::sleep(interval).await,
         }
     };
-    finish(&mut bar);
+    finish(&mut shown.bar);
     Ok(code)
+}
+
+/// What the watch has shown so far: the bar, or the last plain line.
+#[derive(Default)]
+struct Shown {
+    bar: Option<ProgressBar>,
+    last_line: String,
+}
+
+impl Shown {
+    /// One poll's progress, in the display's form (JSON shows only the end).
+    fn show(&mut self, io: &mut Io<'_>, task: &Value, state: &str) -> std::io::Result<()> {
+        let done = number(task, "GuestBytesDone").unwrap_or(0);
+        let total = number(task, "GuestBytesTotal").unwrap_or(0);
+        let percent = number(task, "Percent").unwrap_or(0);
+        match io.display {
+            Display::Bar => {
+                let b = self.bar.get_or_insert_with(new_bar);
+                if total > 0 {
+                    b.set_length(total);
+                }
+                b.set_position(done);
+                b.set_message(state.to_string());
+            }
+            Display::Plain => {
+                let line = format!(
+                    "{state} {percent}% ({} of {} guest data, {} written)",
+                    human_bytes(done),
+                    human_bytes(total),
+                    human_bytes(number(task, "BytesWritten").unwrap_or(0))
+                );
+                if line != self.last_line {
+                    writeln!(io.out, "{line}")?;
+                    io.out.flush()?;
+                    self.last_line = line;
+                }
+            }
+            Display::Json => {}
+        }
+        Ok(())
+    }
 }
 
 fn new_bar() -> ProgressBar {

@@ -314,53 +314,57 @@ pub fn image_details(image: &Value, task: Option<&Value>) -> String {
             );
         }
     }
-    let Some(t) = task else {
-        return out;
-    };
-    out.push_str("\nImport task\n");
-    push_kv(&mut out, "TaskState", field(t, "TaskState"));
-    push_kv(&mut out, "Phase", field(t, "Phase"));
-    if let Some(p) = number(t, "Percent") {
-        push_kv(&mut out, "Percent", &format!("{p}%"));
+    if let Some(t) = task {
+        push_task(&mut out, t);
     }
-    push_kv(&mut out, "SourceFormat", field(t, "SourceFormat"));
+    out
+}
+
+/// The import task's section of `image_details`.
+fn push_task(out: &mut String, t: &Value) {
+    out.push_str("\nImport task\n");
+    push_kv(out, "TaskState", field(t, "TaskState"));
+    push_kv(out, "Phase", field(t, "Phase"));
+    if let Some(p) = number(t, "Percent") {
+        push_kv(out, "Percent", &format!("{p}%"));
+    }
+    push_kv(out, "SourceFormat", field(t, "SourceFormat"));
     if let Some(v) = number(t, "VirtualSize") {
         push_kv(
-            &mut out,
+            out,
             "VirtualSize",
             &format!("{} ({v} bytes)", human_bytes(v)),
         );
     }
     if let Some(b) = number(t, "BytesTotal") {
         push_kv(
-            &mut out,
+            out,
             "SourceSize",
             &format!("{} ({b} bytes)", human_bytes(b)),
         );
     }
-    push_kv(&mut out, "Sha256", field(t, "Sha256"));
+    push_kv(out, "Sha256", field(t, "Sha256"));
     for key in ["CreatedTime", "StartTime", "FinishTime"] {
-        push_kv(&mut out, key, field(t, key));
+        push_kv(out, key, field(t, key));
     }
     if let Some(attempts) = t.get("AttemptSet").and_then(Value::as_array) {
         for a in attempts {
             let n = a.get("Attempt").map(|x| x.to_string()).unwrap_or_default();
             push_kv(
-                &mut out,
+                out,
                 "Attempt",
                 &format!("#{n} on {} at {}", field(a, "Node"), field(a, "StartTime")),
             );
         }
     }
     if let Some(facts) = t.get("GuestFacts").filter(|g| !g.is_null()) {
-        push_kv(&mut out, "GuestFacts", &facts_line(facts));
+        push_kv(out, "GuestFacts", &facts_line(facts));
     }
     let code = field(t, "FailureCode");
     if code != "-" {
         out.push('\n');
         out.push_str(&failure_text(code, field(t, "FailureMessage")));
     }
-    out
 }
 
 #[cfg(test)]

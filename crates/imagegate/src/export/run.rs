@@ -3,16 +3,20 @@
 //! one after the other with diskformat's writers, each published whole.
 //! A full disk fails the task with a code of its own (see `room`): the
 //! bucket's (`ExportTargetFull`), the reserve of a data volume the bucket
-//! shares (`StorageReserveReached`), or the catalog's (`StorageFull`).
+//! shares (`StorageReserveReached`), or the catalog's (`StorageFull`). An
+//! S3 blob store that keeps failing past `blobs.retry_deadline_secs` while
+//! the stored image is read fails it with `BlobStoreUnavailable`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use diskformat::export::{export, ExportError, ExportFormat, Progress};
+use diskformat::FormatError;
 
 use super::room::{refusal_of, Reserve};
-use super::stored::open_stored;
+use super::stored::{open_stored, StoredError};
 use super::target::{ObjectWriter, Target, TargetError};
+use crate::blobstore::Unavailable;
 use crate::catalog::export_jobs::ClaimedExport;
 use crate::catalog::exports::ExportObject;
 use crate::catalog::{Catalog, CatalogError};
@@ -58,6 +62,22 @@ impl Failure {
         Failure::new(FailureCode::InternalError, format!("catalog: {e}"))
     }
 
+    /// The blob store kept failing past `blobs.retry_deadline_secs` while
+    /// the stored image was read. The tenant reads how long it was waited
+    /// out, not where the store is.
+    pub fn store_unavailable(outage: &Unavailable) -> Failure {
+        Failure::new(
+            FailureCode::BlobStoreUnavailable,
+            format!(
+                "The image store kept failing for {:.0} s while {} (server errors, throttling or \
+                 dropped connections), longer than this service waits for it. Nothing was left \
+                 in the bucket: export the image again.",
+                outage.waited.as_secs_f64(),
+                outage.op
+            ),
+        )
+    }
+
     /// Starting an object failed.
     fn target(e: TargetError) -> Failure {
         match e {
@@ -68,6 +88,11 @@ impl Failure {
 
     /// Writing or publishing `what` (an image's disk) failed.
     fn export(what: &str, e: ExportError) -> Failure {
+        if let ExportError::Source(FormatError::Io(io)) = &e {
+            if let Some(outage) = Unavailable::find(io) {
+                return Failure::store_unavailable(outage);
+            }
+        }
         match e {
             ExportError::Cancelled => Failure::new(FailureCode::ExportCancelled, "cancelled"),
             ExportError::Sink(io) => match refusal_of(&io) {
@@ -100,12 +125,15 @@ pub async fn run_task(
     let mut disks = Vec::with_capacity(task.objects.len());
     let mut sizes = Vec::with_capacity(task.objects.len());
     for o in &task.objects {
-        let disk = open_stored(config, &o.blob_key).await.map_err(|m| {
-            Failure::new(
-                FailureCode::ExportSourceUnreadable,
-                format!("{} disk {}: {m}", o.image_id, o.disk_index),
-            )
-        })?;
+        let disk = open_stored(config, &o.blob_key)
+            .await
+            .map_err(|e| match e {
+                StoredError::StoreUnavailable(outage) => Failure::store_unavailable(&outage),
+                StoredError::Unreadable(m) => Failure::new(
+                    FailureCode::ExportSourceUnreadable,
+                    format!("{} disk {}: {m}", o.image_id, o.disk_index),
+                ),
+            })?;
         sizes.push((o.seq, disk.virtual_size() as i64));
         disks.push(Arc::<dyn diskformat::DiskImage>::from(disk));
     }

@@ -13,10 +13,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use diskformat::{DiskImage, FileSource, Limits, ReadAt};
+use diskformat::{DiskImage, FileSource, FormatError, Limits, ReadAt};
 use object_store::ObjectStoreExt;
 
-use crate::blobstore::{patiently, BlobError, BlobOp};
+use crate::blobstore::{into_io, patiently, BlobError, BlobOp, S3BlobStore, Unavailable};
 use crate::catalog::blobs::local_blob_dir;
 use crate::config::Config;
 use crate::retry::RetryPolicy;
@@ -25,9 +25,21 @@ const BLOCK: u64 = 4 << 20;
 /// Blocks kept: the export's reader threads each work on a window of their own.
 const CACHED_BLOCKS: usize = 8;
 
+/// Why a stored disk could not be opened.
+#[derive(Debug)]
+pub enum StoredError {
+    /// Gone, damaged, or not reachable for a reason waiting cannot fix.
+    Unreadable(String),
+    /// The blob store kept failing past `blobs.retry_deadline_secs`.
+    StoreUnavailable(Unavailable),
+}
+
 /// Opens the stored disk `blob_key` as a guest disk.
-pub async fn open_stored(config: &Config, blob_key: &str) -> Result<Box<dyn DiskImage>, String> {
-    crate::blobstore::validate_key(blob_key).map_err(|e| e.to_string())?;
+pub async fn open_stored(
+    config: &Config,
+    blob_key: &str,
+) -> Result<Box<dyn DiskImage>, StoredError> {
+    crate::blobstore::validate_key(blob_key).map_err(|e| StoredError::Unreadable(e.to_string()))?;
     let src: Arc<dyn ReadAt> = match config.blobs.url.as_deref() {
         None | Some("") => local(&local_blob_dir(&config.data_dir).join(blob_key))?,
         Some(url) if url.starts_with("file://") => {
@@ -43,17 +55,25 @@ pub async fn open_stored(config: &Config, blob_key: &str) -> Result<Box<dyn Disk
     // every check, as if it came from outside.
     tokio::task::spawn_blocking(move || diskformat::qcow2::open(src, &limits))
         .await
-        .map_err(|e| format!("opening the stored image stopped: {e}"))?
-        .map_err(|e| format!("the stored image cannot be read: {e}"))
+        .map_err(|e| StoredError::Unreadable(format!("opening the stored image stopped: {e}")))?
+        .map_err(|e| match &e {
+            FormatError::Io(io) => match Unavailable::find(io) {
+                Some(outage) => StoredError::StoreUnavailable(outage.clone()),
+                None => StoredError::Unreadable(format!("the stored image cannot be read: {e}")),
+            },
+            _ => StoredError::Unreadable(format!("the stored image cannot be read: {e}")),
+        })
 }
 
-fn local(path: &std::path::Path) -> Result<Arc<dyn ReadAt>, String> {
+fn local(path: &std::path::Path) -> Result<Arc<dyn ReadAt>, StoredError> {
     match FileSource::open(path) {
         Ok(f) => Ok(Arc::new(f)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err("the stored image is gone (was it deleted?)".into())
-        }
-        Err(e) => Err(format!("cannot open the stored image: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoredError::Unreadable(
+            "the stored image is gone (was it deleted?)".into(),
+        )),
+        Err(e) => Err(StoredError::Unreadable(format!(
+            "cannot open the stored image: {e}"
+        ))),
     }
 }
 
@@ -67,47 +87,20 @@ struct S3Source {
 }
 
 impl S3Source {
-    async fn open(config: &Config, url: &str, key: &str) -> Result<S3Source, String> {
-        let cfg = &config.blobs;
-        let rest = url.trim_start_matches("s3://");
-        let (bucket, prefix) = match rest.split_once('/') {
-            Some((b, p)) => (b, p.trim_matches('/')),
-            None => (rest, ""),
-        };
-        let mut b = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()));
-        if let Some(endpoint) = &cfg.endpoint {
-            b = b
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
-        }
-        if let (Some(ak), Some(sk)) = (&cfg.access_key, &cfg.secret_key) {
-            b = b.with_access_key_id(ak).with_secret_access_key(sk);
-        }
-        // One try per call: `patiently` retries.
-        b = b.with_retry(object_store::RetryConfig {
-            max_retries: 0,
-            ..Default::default()
-        });
-        let store = Arc::new(b.build().map_err(|e| format!("blob store: {e}"))?);
-        let path = if prefix.is_empty() {
-            object_store::path::Path::from(key)
-        } else {
-            object_store::path::Path::from(format!("{prefix}/{key}"))
-        };
-        let policy =
-            RetryPolicy::with_deadline(std::time::Duration::from_secs_f64(cfg.retry_deadline_secs));
+    async fn open(config: &Config, url: &str, key: &str) -> Result<S3Source, StoredError> {
+        let blobs = S3BlobStore::new(url, &config.blobs)
+            .map_err(|e| StoredError::Unreadable(format!("blob store: {e}")))?;
+        let (store, path, policy) = blobs.object(key);
         let meta = patiently(&policy, BlobOp::ReadBack, || async {
             Ok(store.head(&path).await?)
         })
         .await
         .map_err(|e| match e {
             BlobError::ObjectStore(object_store::Error::NotFound { .. }) => {
-                "the stored image is gone (was it deleted?)".to_string()
+                StoredError::Unreadable("the stored image is gone (was it deleted?)".into())
             }
-            e => format!("cannot reach the stored image: {e}"),
+            BlobError::Unavailable(outage) => StoredError::StoreUnavailable(outage),
+            e => StoredError::Unreadable(format!("cannot reach the stored image: {e}")),
         })?;
         Ok(S3Source {
             runtime: tokio::runtime::Handle::current(),
@@ -132,7 +125,9 @@ impl S3Source {
             .block_on(patiently(&self.policy, BlobOp::Read, || async {
                 Ok(self.store.get_range(&self.path, start..end).await?)
             }))
-            .map_err(io::Error::other)?;
+            // An outage past the deadline stays recognisable (the task
+            // fails with `BlobStoreUnavailable`).
+            .map_err(into_io)?;
         if data.len() as u64 != end - start {
             return Err(io::Error::other(
                 "the stored image changed while it was read",

@@ -19,9 +19,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use diskformat::export::{ExportSink, FileSink};
+use diskformat::export::ExportSink;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use super::folder::FolderWriter;
 use crate::config::SourceConfig;
 use crate::s3::{Credentials, S3Endpoint, Tuning};
 
@@ -131,25 +132,9 @@ impl Target {
                     .map_err(|e| TargetError::io(&format!("cannot create {PARTIAL_DIR}"), &e))?;
                 let partial =
                     partial_dir.join(format!("{tag}-{}.part", uuid::Uuid::new_v4().simple()));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&partial)
+                let writer = FolderWriter::create(partial, root.join(bucket), key)
                     .map_err(|e| TargetError::io("cannot create a temporary file", &e))?;
-                let sink = match FileSink::new(file) {
-                    Ok(sink) => sink,
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&partial);
-                        return Err(TargetError::io("cannot prepare a temporary file", &e));
-                    }
-                };
-                Ok(Box::new(FolderWriter {
-                    sink: Some(sink),
-                    partial,
-                    bucket_dir: root.join(bucket),
-                    target: root.join(bucket).join(key),
-                }))
+                Ok(Box::new(writer))
             }
             Target::S3(s3) => {
                 let store = s3.store(bucket)?;
@@ -165,6 +150,9 @@ impl Target {
                     upload: Some(object_store::WriteMultipart::new_with_chunk_size(
                         upload, S3_CHUNK,
                     )),
+                    store,
+                    path,
+                    written: 0,
                 }))
             }
         }
@@ -253,7 +241,7 @@ impl S3Target {
 
     fn amazon(&self, bucket: &str) -> Result<object_store::aws::AmazonS3, TargetError> {
         self.service
-            .client(bucket, &Tuning::Default)
+            .client(bucket, &Tuning::Upload)
             .map_err(|e| TargetError::Io(format!("source.cos_endpoint is not usable: {e}")))
     }
 }
@@ -283,85 +271,15 @@ fn is_missing_bucket(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchBucket")
 }
 
-struct FolderWriter {
-    sink: Option<FileSink>,
-    partial: PathBuf,
-    bucket_dir: PathBuf,
-    target: PathBuf,
-}
-
-impl FolderWriter {
-    fn sink(&mut self) -> io::Result<&mut FileSink> {
-        self.sink
-            .as_mut()
-            .ok_or_else(|| io::Error::other("object already closed"))
-    }
-}
-
-impl ExportSink for FolderWriter {
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.sink()?.write_all(data)
-    }
-    fn write_zeros(&mut self, n: u64) -> io::Result<()> {
-        self.sink()?.write_zeros(n)
-    }
-    fn finish(&mut self) -> io::Result<()> {
-        self.sink()?.finish()
-    }
-}
-
-impl FolderWriter {
-    /// Makes the temporary file durable and renames it into the bucket;
-    /// the caller removes the temporary file if this fails.
-    fn sync_and_rename(&self, file: std::fs::File) -> io::Result<()> {
-        file.sync_all()?;
-        drop(file);
-        // The bucket folder must still be a folder (not a link placed since
-        // the check): the object goes nowhere else.
-        let meta = std::fs::symlink_metadata(&self.bucket_dir)?;
-        if !meta.is_dir() {
-            return Err(io::Error::other("the bucket folder is gone"));
-        }
-        std::fs::rename(&self.partial, &self.target)
-    }
-}
-
-impl ObjectWriter for FolderWriter {
-    fn publish(mut self: Box<Self>) -> io::Result<()> {
-        let sink = self
-            .sink
-            .take()
-            .ok_or_else(|| io::Error::other("object already closed"))?;
-        // Whatever stops the publish short (a full disk at the sync, the
-        // bucket gone), the temporary file goes with it.
-        if let Err(e) = self.sync_and_rename(sink.into_file()) {
-            let _ = std::fs::remove_file(&self.partial);
-            return Err(e);
-        }
-        // Published: a failure to sync the folder is reported (the task
-        // fails and removes the object, which it marked published first).
-        std::fs::File::open(&self.bucket_dir)?.sync_all()
-    }
-
-    fn abort(mut self: Box<Self>) {
-        self.sink.take();
-        let _ = std::fs::remove_file(&self.partial);
-    }
-}
-
-impl Drop for FolderWriter {
-    fn drop(&mut self) {
-        if self.sink.take().is_some() {
-            let _ = std::fs::remove_file(&self.partial);
-        }
-    }
-}
-
 /// Writes go to S3 parts from the exporting (blocking) thread; at most
 /// [`S3_IN_FLIGHT`] parts are in flight, so memory stays bounded.
 struct S3Writer {
     runtime: tokio::runtime::Handle,
     upload: Option<object_store::WriteMultipart>,
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+    /// Bytes handed to the upload.
+    written: u64,
 }
 
 impl S3Writer {
@@ -382,6 +300,7 @@ impl ExportSink for S3Writer {
         // Parts are spawned on the runtime by `write`.
         let _guard = runtime.enter();
         upload.write(data);
+        self.written += data.len() as u64;
         Ok(())
     }
 }
@@ -392,10 +311,14 @@ impl ObjectWriter for S3Writer {
             .upload
             .take()
             .ok_or_else(|| io::Error::other("object already closed"))?;
-        self.runtime
-            .block_on(upload.finish())
-            .map(|_| ())
-            .map_err(store_io_error)
+        match self.runtime.block_on(upload.finish()) {
+            Ok(_) => Ok(()),
+            Err(e) if self.completed_anyway() => {
+                tracing::info!(key = %self.path, error = %e, "the upload's completion went through although its answer was lost");
+                Ok(())
+            }
+            Err(e) => Err(store_io_error(e)),
+        }
     }
 
     fn abort(mut self: Box<Self>) {
@@ -404,6 +327,17 @@ impl ObjectWriter for S3Writer {
 }
 
 impl S3Writer {
+    /// Whether a completion that failed was done after all. Its answer can
+    /// be lost after the store did the work (a dropped connection, or a
+    /// timeout while the store assembles a large object); the retry then
+    /// finds no upload. The object counts as published when it is there
+    /// with every byte written (an object left at this key by an earlier
+    /// export of the same image and format holds the same bytes).
+    fn completed_anyway(&self) -> bool {
+        let head = self.runtime.block_on(self.store.head(&self.path));
+        matches!(head, Ok(meta) if meta.size == self.written)
+    }
+
     fn abort_now(&mut self) {
         if let Some(upload) = self.upload.take() {
             // Fire and forget: the blocking thread must not wait on a dead store.

@@ -41,6 +41,9 @@ pub struct ExportWorkers {
     pub node: String,
     /// Wakes idle slots when this process queued an export.
     pub wake: Arc<Notify>,
+    /// Wakes the heartbeats when this process took a cancel request: they
+    /// beat at once and find it.
+    pub cancels: Arc<Notify>,
     pub shutdown: CancellationToken,
 }
 
@@ -279,6 +282,7 @@ impl ExportWorkers {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
+                    _ = me.cancels.notified() => {}
                     _ = me.shutdown.cancelled() => return set(STOP_SHUTDOWN),
                 }
                 match me

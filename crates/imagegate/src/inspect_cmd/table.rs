@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use guestinspect::part::TableKind;
 use guestinspect::{GuestReport, Location};
 
-use super::InspectReport;
+use super::{Container, InspectReport};
 
 /// "64 MiB (67108864 bytes)"; exact byte counts stay visible.
 fn size(n: u64) -> String {
@@ -78,48 +78,8 @@ fn kv(s: &mut String, key: &str, value: impl std::fmt::Display) {
 /// label cannot rewrite the terminal.
 pub fn render_table(r: &InspectReport) -> String {
     let mut s = String::new();
-    let c = &r.container;
     kv(&mut s, "File", clean(&r.file));
-    kv(
-        &mut s,
-        "Format",
-        match (&c.format, &c.subformat) {
-            (Some(f), Some(sub)) => format!("{} ({})", f.name(), clean(sub)),
-            (Some(f), None) => f.name().to_string(),
-            (None, _) => "-".to_string(),
-        },
-    );
-    if c.formats_matched.len() > 1 {
-        let names: Vec<&str> = c.formats_matched.iter().map(|f| f.name()).collect();
-        kv(&mut s, "Signatures", names.join(", "));
-    }
-    if let Some(v) = c.virtual_size {
-        kv(&mut s, "Virtual size", size(v));
-    }
-    if let Some(v) = c.file_size {
-        kv(&mut s, "File size", size(v));
-    }
-    if let Some(v) = c.allocated_size {
-        let bound = if c.allocated_size_complete {
-            ""
-        } else {
-            " at least (walk stopped at its bound)"
-        };
-        kv(&mut s, "Allocated size", format!("{}{bound}", size(v)));
-    }
-    if let Some(v) = c.cluster_size {
-        kv(&mut s, "Cluster size", size(v));
-    }
-    if c.format.is_some() && c.virtual_size.is_some() {
-        kv(
-            &mut s,
-            "Compression",
-            clean(c.compression.as_deref().unwrap_or("none")),
-        );
-    }
-    for (i, n) in c.notes.iter().enumerate() {
-        kv(&mut s, if i == 0 { "Notes" } else { "" }, clean(n));
-    }
+    render_container(&mut s, &r.container);
     let v = &r.verdict;
     if v.accepted {
         kv(&mut s, "Verdict", "accepted");
@@ -168,8 +128,87 @@ pub fn render_table(r: &InspectReport) -> String {
     s
 }
 
+fn render_container(s: &mut String, c: &Container) {
+    kv(
+        s,
+        "Format",
+        match (&c.format, &c.subformat) {
+            (Some(f), Some(sub)) => format!("{} ({})", f.name(), clean(sub)),
+            (Some(f), None) => f.name().to_string(),
+            (None, _) => "-".to_string(),
+        },
+    );
+    if c.formats_matched.len() > 1 {
+        let names: Vec<&str> = c.formats_matched.iter().map(|f| f.name()).collect();
+        kv(s, "Signatures", names.join(", "));
+    }
+    if let Some(v) = c.virtual_size {
+        kv(s, "Virtual size", size(v));
+    }
+    if let Some(v) = c.file_size {
+        kv(s, "File size", size(v));
+    }
+    if let Some(v) = c.allocated_size {
+        let bound = if c.allocated_size_complete {
+            ""
+        } else {
+            " at least (walk stopped at its bound)"
+        };
+        kv(s, "Allocated size", format!("{}{bound}", size(v)));
+    }
+    if let Some(v) = c.cluster_size {
+        kv(s, "Cluster size", size(v));
+    }
+    if c.format.is_some() && c.virtual_size.is_some() {
+        kv(
+            s,
+            "Compression",
+            clean(c.compression.as_deref().unwrap_or("none")),
+        );
+    }
+    for (i, n) in c.notes.iter().enumerate() {
+        kv(s, if i == 0 { "Notes" } else { "" }, clean(n));
+    }
+}
+
 fn render_guest(s: &mut String, g: &GuestReport) {
-    let t = &g.partition_table;
+    render_partitions(s, &g.partition_table);
+    render_lvm(s, &g.lvm);
+    render_filesystems(s, &g.filesystems);
+    kv(
+        s,
+        "Root",
+        g.root
+            .as_ref()
+            .map(location)
+            .unwrap_or_else(|| "not found".into()),
+    );
+    match &g.os {
+        Some(os) => render_os(s, os, &g.virtio),
+        None => kv(s, "OS", "not recognised"),
+    }
+    kv(s, "Cloud-init", yes(g.cloud_init));
+    kv(
+        s,
+        "Virtio",
+        format!("block {}, net {}", yes(g.virtio.block), yes(g.virtio.net)),
+    );
+    for (i, w) in g.warnings.iter().enumerate() {
+        kv(s, if i == 0 { "Warnings" } else { "" }, clean(w));
+    }
+    kv(
+        s,
+        "Guest read",
+        format!(
+            "{} in {} calls, {:.1} ms",
+            size(g.stats.bytes_read),
+            g.stats.read_calls,
+            g.stats.elapsed_ms
+        ),
+    );
+}
+
+fn render_partitions(s: &mut String, t: &guestinspect::part::PartitionTable) {
     let kind = match t.kind {
         TableKind::Mbr => "MBR",
         TableKind::Gpt => "GPT",
@@ -215,15 +254,18 @@ fn render_guest(s: &mut String, g: &GuestReport) {
         }
         grid(s, &rows);
     }
-    if !g.lvm.is_empty() {
-        kv(s, "LVM", format!("{} logical volume(s)", g.lvm.len()));
+}
+
+fn render_lvm(s: &mut String, lvm: &[guestinspect::lvm::LogicalVolume]) {
+    if !lvm.is_empty() {
+        kv(s, "LVM", format!("{} logical volume(s)", lvm.len()));
         let mut rows = vec![vec![
             "volume".to_string(),
             "size".to_string(),
             "type".to_string(),
             "readable".to_string(),
         ]];
-        for lv in &g.lvm {
+        for lv in lvm {
             rows.push(vec![
                 format!("{}/{}", clean(&lv.vg), clean(&lv.lv)),
                 size(lv.size),
@@ -236,10 +278,13 @@ fn render_guest(s: &mut String, g: &GuestReport) {
         }
         grid(s, &rows);
     }
-    if g.filesystems.is_empty() {
+}
+
+fn render_filesystems(s: &mut String, filesystems: &[guestinspect::FilesystemReport]) {
+    if filesystems.is_empty() {
         kv(s, "Filesystems", "none found");
     } else {
-        kv(s, "Filesystems", g.filesystems.len());
+        kv(s, "Filesystems", filesystems.len());
         let mut rows = vec![vec![
             "where".to_string(),
             "type".to_string(),
@@ -248,7 +293,7 @@ fn render_guest(s: &mut String, g: &GuestReport) {
             "size".to_string(),
             "mountpoint".to_string(),
         ]];
-        for f in &g.filesystems {
+        for f in filesystems {
             rows.push(vec![
                 location(&f.location),
                 clean(&f.kind),
@@ -263,95 +308,71 @@ fn render_guest(s: &mut String, g: &GuestReport) {
         }
         grid(s, &rows);
     }
+}
+
+fn render_os(s: &mut String, os: &guestinspect::OsReport, virtio: &guestinspect::os::Virtio) {
+    kv(s, "OS", clean(&os.os_name));
     kv(
         s,
-        "Root",
-        g.root
-            .as_ref()
-            .map(location)
-            .unwrap_or_else(|| "not found".into()),
-    );
-    if let Some(os) = &g.os {
-        kv(s, "OS", clean(&os.os_name));
-        kv(
-            s,
-            "OS type",
-            format!(
-                "{} (platform {}, version {}, major {})",
-                clean(&os.os_type),
-                clean(&os.platform),
-                os.version
-                    .as_deref()
-                    .map(clean)
-                    .unwrap_or_else(|| "-".into()),
-                os.major.as_deref().map(clean).unwrap_or_else(|| "-".into()),
-            ),
-        );
-        if let Some(p) = os.pretty.as_ref().or(os.name.as_ref()) {
-            kv(s, "OS name", clean(p));
-        }
-        if let Some(f) = &os.release_file {
-            kv(s, "Release file", clean(f));
-        }
-        kv(
-            s,
-            "Architecture",
-            match (&os.architecture, &os.architecture_from) {
-                (Some(a), Some(from)) => format!("{} (from {})", clean(a), clean(from)),
-                (Some(a), None) => clean(a),
-                (None, _) => "unknown".to_string(),
-            },
-        );
-        if os.kernels.is_empty() {
-            kv(s, "Kernels", "none found");
-        } else {
-            kv(s, "Kernels", os.kernels.len());
-            let mut rows = vec![vec![
-                "version".to_string(),
-                "image".to_string(),
-                "modules".to_string(),
-                "virtio_blk".to_string(),
-                "virtio_net".to_string(),
-            ]];
-            for k in &os.kernels {
-                let per = g.virtio.kernels.iter().find(|v| v.kernel == k.version);
-                let drv = |d: Option<guestinspect::os::DriverPresence>| match d {
-                    Some(guestinspect::os::DriverPresence::Module) => "module".to_string(),
-                    Some(guestinspect::os::DriverPresence::Builtin) => "built-in".to_string(),
-                    None => "no".to_string(),
-                };
-                rows.push(vec![
-                    clean(&k.version),
-                    k.image.as_deref().map(clean).unwrap_or_else(|| "-".into()),
-                    yes(k.modules).to_string(),
-                    drv(per.and_then(|p| p.block)),
-                    drv(per.and_then(|p| p.net)),
-                ]);
-            }
-            grid(s, &rows);
-        }
-    } else {
-        kv(s, "OS", "not recognised");
-    }
-    kv(s, "Cloud-init", yes(g.cloud_init));
-    kv(
-        s,
-        "Virtio",
-        format!("block {}, net {}", yes(g.virtio.block), yes(g.virtio.net)),
-    );
-    for (i, w) in g.warnings.iter().enumerate() {
-        kv(s, if i == 0 { "Warnings" } else { "" }, clean(w));
-    }
-    kv(
-        s,
-        "Guest read",
+        "OS type",
         format!(
-            "{} in {} calls, {:.1} ms",
-            size(g.stats.bytes_read),
-            g.stats.read_calls,
-            g.stats.elapsed_ms
+            "{} (platform {}, version {}, major {})",
+            clean(&os.os_type),
+            clean(&os.platform),
+            os.version
+                .as_deref()
+                .map(clean)
+                .unwrap_or_else(|| "-".into()),
+            os.major.as_deref().map(clean).unwrap_or_else(|| "-".into()),
         ),
     );
+    if let Some(p) = os.pretty.as_ref().or(os.name.as_ref()) {
+        kv(s, "OS name", clean(p));
+    }
+    if let Some(f) = &os.release_file {
+        kv(s, "Release file", clean(f));
+    }
+    kv(
+        s,
+        "Architecture",
+        match (&os.architecture, &os.architecture_from) {
+            (Some(a), Some(from)) => format!("{} (from {})", clean(a), clean(from)),
+            (Some(a), None) => clean(a),
+            (None, _) => "unknown".to_string(),
+        },
+    );
+    render_kernels(s, os, virtio);
+}
+
+fn render_kernels(s: &mut String, os: &guestinspect::OsReport, virtio: &guestinspect::os::Virtio) {
+    if os.kernels.is_empty() {
+        kv(s, "Kernels", "none found");
+    } else {
+        kv(s, "Kernels", os.kernels.len());
+        let mut rows = vec![vec![
+            "version".to_string(),
+            "image".to_string(),
+            "modules".to_string(),
+            "virtio_blk".to_string(),
+            "virtio_net".to_string(),
+        ]];
+        for k in &os.kernels {
+            let per = virtio.kernels.iter().find(|v| v.kernel == k.version);
+            let drv = |d: Option<guestinspect::os::DriverPresence>| match d {
+                Some(guestinspect::os::DriverPresence::Module) => "module".to_string(),
+                Some(guestinspect::os::DriverPresence::Builtin) => "built-in".to_string(),
+                None => "no".to_string(),
+            };
+            rows.push(vec![
+                clean(&k.version),
+                k.image.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                yes(k.modules).to_string(),
+                drv(per.and_then(|p| p.block)),
+                drv(per.and_then(|p| p.net)),
+            ]);
+        }
+        grid(s, &rows);
+    }
 }
 
 /// Escape control characters (terminal escapes, newlines) in text that came

@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::domain::{FailureCode, ImportPhase};
 use crate::pipeline::failure::ImportFailure;
 use crate::pipeline::progress::ImportProgress;
-use crate::source::fetch::{start_fetch_with, FetchError, FetchOptions, FetchProgress, Spool};
+use crate::source::fetch::{
+    start_fetch_with, FetchError, FetchHandle, FetchOptions, FetchOutcome, FetchProgress, Spool,
+};
 use crate::source::url::parse_image_url;
 use crate::storage::{check_free_space, StorageRefusal};
 
@@ -204,6 +206,32 @@ pub async fn import_disk(
     .await
     .map_err(ImportFailure::from_fetch)?;
 
+    let conversion = conversion(config, blobs, &task, &mut handle, &progress, &cancel);
+    let convert = tokio::task::spawn_blocking(move || conversion.run());
+
+    let converted = match convert.await {
+        Ok(result) => result,
+        Err(join) => Err(ImportFailure::internal(format!(
+            "converter crashed: {join}"
+        ))),
+    };
+    if converted.is_err() {
+        fetch_cancel.cancel();
+    }
+    let fetched = (&mut handle.done).await;
+    outcome(&task, &handle, converted, fetched)
+}
+
+/// The blocking half of one disk's import, over the download's spool
+/// (its tail prefetched, when the fetch has one).
+fn conversion(
+    config: &Config,
+    blobs: Arc<dyn BlobStore>,
+    task: &DiskTask<'_>,
+    handle: &mut FetchHandle,
+    progress: &Arc<ImportProgress>,
+    cancel: &CancellationToken,
+) -> Conversion {
     let spool: Arc<dyn ReadAt> = match handle.tail.take() {
         // Footers and format probes read the end first: serve them from the
         // prefetched tail instead of waiting for the whole download.
@@ -213,7 +241,7 @@ pub async fn import_disk(
         },
         None => handle.spool.clone(),
     };
-    let conversion = Conversion {
+    Conversion {
         spool,
         download: handle.spool.clone(),
         limits: diskformat::Limits {
@@ -239,19 +267,18 @@ pub async fn import_disk(
         blob_key: task.blob_key.to_string(),
         progress: progress.clone(),
         cancel: cancel.clone(),
-    };
-    let convert = tokio::task::spawn_blocking(move || conversion.run());
-
-    let converted = match convert.await {
-        Ok(result) => result,
-        Err(join) => Err(ImportFailure::internal(format!(
-            "converter crashed: {join}"
-        ))),
-    };
-    if converted.is_err() {
-        fetch_cancel.cancel();
     }
-    let fetched = (&mut handle.done).await;
+}
+
+/// The disk's outcome from the converter's and the download's: a broken
+/// download explains the converter's read errors, a failed re-read explains
+/// why a reader stopped.
+fn outcome(
+    task: &DiskTask<'_>,
+    handle: &FetchHandle,
+    converted: Result<DiskOutcome, ImportFailure>,
+    fetched: Result<Result<FetchOutcome, FetchError>, tokio::task::JoinError>,
+) -> Result<DiskOutcome, ImportFailure> {
     let stats = handle.spool.stats();
     tracing::info!(
         blob = %task.blob_key,
@@ -278,8 +305,18 @@ pub async fn import_disk(
         // We stopped the download because the converter had failed.
         (Err(e), Ok(Err(FetchError::Cancelled))) | (Err(e), Ok(Ok(_))) | (Err(e), Err(_)) => Err(e),
         // A broken download is the root cause of any read error the
-        // converter saw, so it wins.
-        (_, Ok(Err(fetch_err))) => Err(ImportFailure::from_fetch(fetch_err)),
+        // converter saw, so it wins; but the spool's own internal error
+        // (it stopped when the converter did) explains less than a
+        // converter's precise failure (a full disk, a bad image).
+        (Err(e), Ok(Err(fetch_err))) => {
+            let fetch = ImportFailure::from_fetch(fetch_err);
+            if fetch.code == FailureCode::InternalError && e.code != FailureCode::InternalError {
+                Err(e)
+            } else {
+                Err(fetch)
+            }
+        }
+        (Ok(_), Ok(Err(fetch_err))) => Err(ImportFailure::from_fetch(fetch_err)),
         (Ok(_), Err(join)) => Err(ImportFailure::internal(format!(
             "download task crashed: {join}"
         ))),

@@ -4,7 +4,7 @@
 //! the cloud-init requirement only, as Tencent documents for forced imports.
 
 use guestinspect::part::TableKind;
-use guestinspect::GuestReport;
+use guestinspect::{GuestReport, OsReport};
 
 use super::failure::ImportFailure;
 use crate::domain::{FailureCode, OsPlatform};
@@ -65,6 +65,13 @@ fn major(v: &str) -> &str {
 
 /// The checks of a non-forced import (and of a forced one, less cloud-init).
 pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
+    let os = recognised_os(report)?;
+    let platform = same_system(os, d)?;
+    bootable_on_cvm(report, d, platform)
+}
+
+/// A partition table or filesystem, a root filesystem, an OS on it.
+fn recognised_os(report: &GuestReport) -> Result<&OsReport, ImportFailure> {
     let table = report.partition_table.kind;
     if table == TableKind::None && report.filesystems.is_empty() {
         return Err(ImportFailure::new(
@@ -100,7 +107,12 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
              (no /etc/os-release or release file, no Windows registry).",
         ));
     };
+    Ok(os)
+}
 
+/// The OS family, major version and architecture the import declared;
+/// the detected platform.
+fn same_system(os: &OsReport, d: &Declared) -> Result<OsPlatform, ImportFailure> {
     let platform = OsPlatform::of_report(&os.platform);
     let declared_other = family(d.os_type) == "otherlinux";
     let same_family = family(d.os_type) == family(&os.os_type)
@@ -138,6 +150,16 @@ pub fn check(report: &GuestReport, d: &Declared) -> Result<(), ImportFailure> {
             ));
         }
     }
+    Ok(platform)
+}
+
+/// Boot mode for the partition table, virtio drivers, cloud-init.
+fn bootable_on_cvm(
+    report: &GuestReport,
+    d: &Declared,
+    platform: OsPlatform,
+) -> Result<(), ImportFailure> {
+    let table = report.partition_table.kind;
     if table == TableKind::Gpt && !d.boot_mode.eq_ignore_ascii_case("UEFI") {
         return Err(ImportFailure::new(
             FailureCode::GptRequiresUefi,

@@ -168,52 +168,7 @@ impl Workers {
                     }
                 }
             }
-            (Ok(mut ok), _) => {
-                ok.details.phase_times = progress
-                    .phase_times()
-                    .into_iter()
-                    .map(|(phase, d)| PhaseTime {
-                        phase,
-                        ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                    })
-                    .collect();
-                let commit = std::time::Instant::now();
-                let recorded = write_outcome(
-                    "recording a finished import",
-                    &self.shutdown,
-                    || self.catalog.finish_job_ok(&job.image_id, &self.node, &ok),
-                    // The stored disks are all it needs now.
-                    || self.remove_leftovers(&job.image_id),
-                )
-                .await;
-                match recorded {
-                    Ok(Finish::OverQuota { used }) => {
-                        // Another import of the account finished first.
-                        let refusal = crate::storage::StorageRefusal::QuotaExceeded {
-                            quota: ok.storage_quota.unwrap_or(0) as u64,
-                            used: used as u64,
-                        };
-                        self.record_failure(&job, ImportFailure::storage(&refusal), started)
-                            .await;
-                    }
-                    Ok(Finish::Recorded) => {
-                        tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), commit_seconds = commit.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
-                        crate::metrics::global().import_finished(
-                            ImageState::Normal,
-                            None,
-                            started.elapsed(),
-                        );
-                        let _ = self.blobs.remove_partials(&job.image_id).await;
-                        self.remove_scratch(&job.image_id).await;
-                    }
-                    Ok(Finish::LeaseLost) => {
-                        tracing::warn!(image_id = %job.image_id, "import finished after its lease was lost; outcome dropped")
-                    }
-                    Err(e) => {
-                        tracing::error!(image_id = %job.image_id, error = %e, "recording a finished import failed; the lease will expire and the job rerun")
-                    }
-                }
-            }
+            (Ok(ok), _) => self.record_success(&job, ok, &progress, started).await,
             (Err(failure), r) => {
                 let failure = if r == STOP_USER {
                     ImportFailure::cancelled()
@@ -221,6 +176,61 @@ impl Workers {
                     failure
                 };
                 self.record_failure(&job, failure, started).await;
+            }
+        }
+    }
+
+    /// Records a finished attempt (its phase times included), then removes
+    /// its leftovers; an account that went over its quota meanwhile fails it.
+    async fn record_success(
+        &self,
+        job: &ClaimedJob,
+        mut ok: ImportSuccess,
+        progress: &ImportProgress,
+        started: std::time::Instant,
+    ) {
+        ok.details.phase_times = progress
+            .phase_times()
+            .into_iter()
+            .map(|(phase, d)| PhaseTime {
+                phase,
+                ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect();
+        let commit = std::time::Instant::now();
+        let recorded = write_outcome(
+            "recording a finished import",
+            &self.shutdown,
+            || self.catalog.finish_job_ok(&job.image_id, &self.node, &ok),
+            // The stored disks are all it needs now.
+            || self.remove_leftovers(&job.image_id),
+        )
+        .await;
+        match recorded {
+            Ok(Finish::OverQuota { used }) => {
+                // Another import of the account finished first.
+                let refusal = crate::storage::StorageRefusal::QuotaExceeded {
+                    quota: ok.storage_quota.unwrap_or(0) as u64,
+                    used: used as u64,
+                };
+                self.record_failure(job, ImportFailure::storage(&refusal), started)
+                    .await;
+            }
+            Ok(Finish::Recorded) => {
+                tracing::info!(image_id = %job.image_id, seconds = started.elapsed().as_secs_f64(), commit_seconds = commit.elapsed().as_secs_f64(), bytes = ok.bytes_fetched, "import finished: NORMAL");
+                crate::metrics::global().import_finished(
+                    ImageState::Normal,
+                    None,
+                    started.elapsed(),
+                );
+                let _ = self.blobs.remove_partials(&job.image_id).await;
+                self.remove_scratch(&job.image_id).await;
+            }
+            Ok(Finish::LeaseLost) => {
+                tracing::warn!(image_id = %job.image_id, "import finished after its lease was lost; outcome dropped")
+            }
+            Err(e) => {
+                tracing::error!(image_id = %job.image_id, error = %e, "recording a finished import failed; the lease will expire and the job rerun")
             }
         }
     }
@@ -319,23 +329,7 @@ impl Workers {
             crate::private_fs::create_dir_all(&scratch).map_err(|e| {
                 ImportFailure::internal(format!("cannot create scratch space: {e}"))
             })?;
-            let guest_check: Option<GuestCheck> = (disk.disk_index == 0).then(|| {
-                let (os_type, os_version) = (job.os_type.clone(), job.os_version.clone());
-                let (architecture, boot_mode, force) =
-                    (job.architecture.clone(), job.boot_mode.clone(), job.force);
-                Arc::new(move |report: &guestinspect::GuestReport| {
-                    guest_checks::check(
-                        report,
-                        &guest_checks::Declared {
-                            os_type: &os_type,
-                            os_version: &os_version,
-                            architecture: &architecture,
-                            boot_mode: &boot_mode,
-                            force,
-                        },
-                    )
-                }) as GuestCheck
-            });
+            let guest_check = (disk.disk_index == 0).then(|| system_disk_check(job));
             let task = DiskTask {
                 url: &disk.source_url,
                 app_id: account.app_id,
@@ -369,51 +363,7 @@ impl Workers {
             }
             outcomes.push((disk.disk_index, outcome));
         }
-        let system = outcomes
-            .iter()
-            .find(|(i, _)| *i == 0)
-            .map(|(_, o)| o.clone())
-            .ok_or_else(|| ImportFailure::internal("the image has no system disk"))?;
-        let guest_details = system
-            .guest
-            .as_ref()
-            .and_then(|g| serde_json::to_value(g).ok());
-        let facts = system.guest.as_ref().map(guest_checks::facts);
-        let mut details = job.details.clone();
-        details.disks = outcomes
-            .iter()
-            .map(|(i, o)| DiskRecord {
-                disk_index: *i,
-                source_format: o.source_format.clone(),
-                source_subformat: o.source_subformat.clone(),
-                virtual_size: o.virtual_size,
-                stored_size: o.stored_size,
-                source_bytes: o.source_bytes,
-                sha256: o.sha256.clone(),
-                resumes: u64::from(o.resumes),
-            })
-            .collect();
-        details.guest = guest_details;
-        Ok(ImportSuccess {
-            sha256: system.sha256.clone(),
-            source_format: match &system.source_subformat {
-                Some(sub) => format!("{} ({sub})", system.source_format),
-                None => system.source_format.clone(),
-            },
-            virtual_size: system.virtual_size as i64,
-            bytes_fetched: outcomes.iter().map(|(_, o)| o.source_bytes as i64).sum(),
-            image_size_gib: gib_rounded_up(system.virtual_size),
-            stored_bytes: outcomes.iter().map(|(_, o)| o.stored_size as i64).sum(),
-            storage_quota: quota.map(|q| q.quota as i64),
-            disk_sizes: outcomes
-                .iter()
-                .map(|(i, o)| (*i, gib_rounded_up(o.virtual_size)))
-                .collect(),
-            os_name: facts.as_ref().and_then(|f| f.os_name.clone()),
-            platform: facts.as_ref().and_then(|f| f.platform.clone()),
-            is_support_cloudinit: facts.is_some_and(|f| f.is_support_cloudinit),
-            details,
-        })
+        success(job, &outcomes, quota.map(|q| q.quota as i64))
     }
 
     /// The account's byte quota and what its images store now; an account
@@ -485,6 +435,80 @@ impl Workers {
 /// Tencent reports sizes in whole GiB, rounded up.
 pub fn gib_rounded_up(bytes: u64) -> i64 {
     (bytes.div_ceil(1 << 30)) as i64
+}
+
+/// The checks of Tencent's import rules on the system disk's guest, as
+/// the job declared it.
+fn system_disk_check(job: &ClaimedJob) -> GuestCheck {
+    let (os_type, os_version) = (job.os_type.clone(), job.os_version.clone());
+    let (architecture, boot_mode, force) =
+        (job.architecture.clone(), job.boot_mode.clone(), job.force);
+    Arc::new(move |report: &guestinspect::GuestReport| {
+        guest_checks::check(
+            report,
+            &guest_checks::Declared {
+                os_type: &os_type,
+                os_version: &os_version,
+                architecture: &architecture,
+                boot_mode: &boot_mode,
+                force,
+            },
+        )
+    }) as GuestCheck
+}
+
+/// What a finished import records: the system disk's facts, every disk's
+/// record, and the totals.
+fn success(
+    job: &ClaimedJob,
+    outcomes: &[(i64, DiskOutcome)],
+    storage_quota: Option<i64>,
+) -> Result<ImportSuccess, ImportFailure> {
+    let system = outcomes
+        .iter()
+        .find(|(i, _)| *i == 0)
+        .map(|(_, o)| o.clone())
+        .ok_or_else(|| ImportFailure::internal("the image has no system disk"))?;
+    let guest_details = system
+        .guest
+        .as_ref()
+        .and_then(|g| serde_json::to_value(g).ok());
+    let facts = system.guest.as_ref().map(guest_checks::facts);
+    let mut details = job.details.clone();
+    details.disks = outcomes
+        .iter()
+        .map(|(i, o)| DiskRecord {
+            disk_index: *i,
+            source_format: o.source_format.clone(),
+            source_subformat: o.source_subformat.clone(),
+            virtual_size: o.virtual_size,
+            stored_size: o.stored_size,
+            source_bytes: o.source_bytes,
+            sha256: o.sha256.clone(),
+            resumes: u64::from(o.resumes),
+        })
+        .collect();
+    details.guest = guest_details;
+    Ok(ImportSuccess {
+        sha256: system.sha256.clone(),
+        source_format: match &system.source_subformat {
+            Some(sub) => format!("{} ({sub})", system.source_format),
+            None => system.source_format.clone(),
+        },
+        virtual_size: system.virtual_size as i64,
+        bytes_fetched: outcomes.iter().map(|(_, o)| o.source_bytes as i64).sum(),
+        image_size_gib: gib_rounded_up(system.virtual_size),
+        stored_bytes: outcomes.iter().map(|(_, o)| o.stored_size as i64).sum(),
+        storage_quota,
+        disk_sizes: outcomes
+            .iter()
+            .map(|(i, o)| (*i, gib_rounded_up(o.virtual_size)))
+            .collect(),
+        os_name: facts.as_ref().and_then(|f| f.os_name.clone()),
+        platform: facts.as_ref().and_then(|f| f.platform.clone()),
+        is_support_cloudinit: facts.is_some_and(|f| f.is_support_cloudinit),
+        details,
+    })
 }
 
 #[cfg(test)]

@@ -63,15 +63,9 @@ pub(super) async fn start_remote(
     let tail = prefetch_tail(&remote, total, &opened.validator).await;
     // A server that answered the tail's range request for this version can
     // serve any range again: the spool may then keep the download in memory.
-    let reread: Option<Arc<dyn Reread>> = tail.as_ref().map(|_| {
-        Arc::new(RemoteReread {
-            remote: remote.clone(),
-            validator: opened.validator.clone(),
-            total,
-            runtime: tokio::runtime::Handle::current(),
-            opts: f.opts.clone(),
-        }) as Arc<dyn Reread>
-    });
+    let reread = tail
+        .as_ref()
+        .map(|_| RemoteReread::shared(&remote, opened.validator.clone(), total, f.opts.clone()));
     let spool = Arc::new(Spool::new(
         file,
         spool_path,
@@ -81,11 +75,7 @@ pub(super) async fn start_remote(
         reread,
         f.opts.spool.clone(),
     ));
-    f.progress.bytes_total.store(total, Ordering::Relaxed);
-    f.progress.bytes_fetched.store(reused, Ordering::Relaxed);
-    if reused > 0 {
-        f.progress.resumes.fetch_add(1, Ordering::Relaxed);
-    }
+    f.progress.starting(total, reused);
     let sink = SpoolSink::start(spool.clone(), sidecar.checkpoint(f.scratch))
         .map_err(|e| FetchError::Internal(format!("cannot start the spool threads: {e}")))?;
     let dl = Download {
@@ -224,6 +214,23 @@ struct RemoteReread {
 }
 
 impl RemoteReread {
+    /// Ranged requests for the version `validator` names, run on this
+    /// runtime from the spool's reader threads.
+    fn shared(
+        remote: &Arc<Remote>,
+        validator: Validator,
+        total: u64,
+        opts: FetchOptions,
+    ) -> Arc<dyn Reread> {
+        Arc::new(RemoteReread {
+            remote: remote.clone(),
+            validator,
+            total,
+            runtime: tokio::runtime::Handle::current(),
+            opts,
+        })
+    }
+
     async fn read_range(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
         let end = offset + len as u64;
         let o = self

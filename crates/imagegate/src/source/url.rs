@@ -195,42 +195,7 @@ pub fn parse_image_url(
     account_app_id: u64,
     cfg: &SourceConfig,
 ) -> Result<ImageSource, UrlError> {
-    if url.is_empty() {
-        return Err(UrlError::Malformed("it is empty".into()));
-    }
-    if url.len() > MAX_URL_LEN {
-        return Err(UrlError::Malformed(format!(
-            "it is longer than {MAX_URL_LEN} bytes"
-        )));
-    }
-    // The WHATWG parser strips tabs and newlines anywhere and treats `\` as
-    // `/`: either would make the text checked differ from the URL fetched.
-    if let Some(c) = url
-        .chars()
-        .find(|c| c.is_ascii_control() || *c == ' ' || *c == '\\')
-    {
-        return Err(UrlError::Malformed(format!(
-            "it contains {c:?}; percent-encode spaces and special characters"
-        )));
-    }
-    let raw = split_raw(url)?;
-    let scheme = raw.scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return Err(UrlError::Scheme(raw.scheme.to_owned()));
-    }
-    if raw.userinfo {
-        return Err(UrlError::Malformed(
-            "it carries user credentials (user@host); use a pre-signed URL instead".into(),
-        ));
-    }
-    if raw.fragment {
-        return Err(UrlError::Malformed(
-            "it has a #fragment; percent-encode # in object keys as %23".into(),
-        ));
-    }
-    if raw.host.is_empty() {
-        return Err(UrlError::Malformed("it has no host".into()));
-    }
+    let raw = checked_form(url)?;
     let parsed = reqwest::Url::parse(url).map_err(|e| UrlError::Malformed(e.to_string()))?;
     let host = parsed
         .host_str()
@@ -282,6 +247,48 @@ pub fn parse_image_url(
         return Ok(ImageSource::Http { url: parsed });
     }
     Err(UrlError::NotCos(host))
+}
+
+/// The URL's text as a whole and its parts as written: bounded, nothing the
+/// WHATWG parser would rewrite, http(s), no credentials or fragment, a host.
+fn checked_form(url: &str) -> Result<RawParts<'_>, UrlError> {
+    if url.is_empty() {
+        return Err(UrlError::Malformed("it is empty".into()));
+    }
+    if url.len() > MAX_URL_LEN {
+        return Err(UrlError::Malformed(format!(
+            "it is longer than {MAX_URL_LEN} bytes"
+        )));
+    }
+    // The WHATWG parser strips tabs and newlines anywhere and treats `\` as
+    // `/`: either would make the text checked differ from the URL fetched.
+    if let Some(c) = url
+        .chars()
+        .find(|c| c.is_ascii_control() || *c == ' ' || *c == '\\')
+    {
+        return Err(UrlError::Malformed(format!(
+            "it contains {c:?}; percent-encode spaces and special characters"
+        )));
+    }
+    let raw = split_raw(url)?;
+    let scheme = raw.scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(UrlError::Scheme(raw.scheme.to_owned()));
+    }
+    if raw.userinfo {
+        return Err(UrlError::Malformed(
+            "it carries user credentials (user@host); use a pre-signed URL instead".into(),
+        ));
+    }
+    if raw.fragment {
+        return Err(UrlError::Malformed(
+            "it has a #fragment; percent-encode # in object keys as %23".into(),
+        ));
+    }
+    if raw.host.is_empty() {
+        return Err(UrlError::Malformed("it has no host".into()));
+    }
+    Ok(raw)
 }
 
 /// An IP literal must be written the one canonical way: the WHATWG parser

@@ -5,7 +5,7 @@
 //! in one transaction; the stored blobs no other image references after it
 //! (a blob without a row is harmless garbage, a row without a blob is not).
 
-use super::{internal, region, validate};
+use super::{catalog_write_failed, internal, region, validate};
 use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::DeleteOutcome;
@@ -65,7 +65,7 @@ pub async fn delete_images(
         .catalog
         .delete_images(uin, region, &ids)
         .await
-        .map_err(|e| internal(caller, e))?;
+        .map_err(|e| catalog_write_failed(caller, e))?;
     match outcome {
         DeleteOutcome::Deleted { blob_keys } => {
             for key in blob_keys {

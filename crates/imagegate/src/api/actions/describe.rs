@@ -96,86 +96,97 @@ pub fn build_query(r: &DescribeImages) -> Result<ImageQuery, ApiError> {
             ));
         }
         for f in filters {
-            let name = validate::clip(&f.name, 80);
-            if f.values.len() > MAX_FILTER_VALUES {
-                return Err(errors::filter_value_limit(&name, MAX_FILTER_VALUES));
-            }
-            if f.values.is_empty() {
-                return Err(errors::invalid_filter(
-                    format!("The filter `{name}` needs at least one value."),
-                    format!("过滤条件`{name}`至少需要一个值。"),
-                ));
-            }
-            let values = f.values.clone();
-            let c = match f.name.as_str() {
-                "image-id" => {
-                    for v in &values {
-                        validate::image_id(v)?;
-                    }
-                    Condition::ImageIds(values)
-                }
-                "image-type" => {
-                    check_image_types(&values)?;
-                    let private = values.iter().any(|v| v == "PRIVATE_IMAGE");
-                    let shared = values.iter().any(|v| v == "SHARED_IMAGE");
-                    match (private, shared) {
-                        (true, true) => continue,
-                        (true, false) => Condition::Owned,
-                        (false, true) => Condition::SharedWithCaller,
-                        (false, false) => Condition::Nothing,
-                    }
-                }
-                "image-name" => Condition::NameContains(values),
-                "platform" => Condition::PlatformContains(values),
-                "tag-key" => Condition::TagKey(values),
-                "tag-value" => Condition::TagValue(values),
-                "dedicated-cluster-id" | "cdc-cache-status" => Condition::Nothing,
-                other => match other.strip_prefix("tag:") {
-                    Some(key) if !key.is_empty() => Condition::Tag {
-                        key: key.to_owned(),
-                        values,
-                    },
-                    _ => {
-                        return Err(errors::invalid_filter(
-                            format!("The filter name `{name}` is not supported. Use image-id, image-type, image-name, platform, tag-key, tag-value or tag:<key>."),
-                            format!("不支持过滤条件`{name}`，可用image-id、image-type、image-name、platform、tag-key、tag-value或tag:<key>。"),
-                        ))
-                    }
-                },
-            };
-            conditions.push(c);
+            conditions.extend(filter_condition(f)?);
         }
     }
     let (offset, limit) = validate::page(r.offset, r.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(t) = &r.instance_type {
-        // Every image here runs on every instance type; only the form of the
-        // name is checked (`S5.MEDIUM2`: family, a dot, size).
-        let ok = t.split_once('.').is_some_and(|(a, b)| {
-            !a.is_empty()
-                && !b.is_empty()
-                && a.chars()
-                    .chain(b.chars())
-                    .all(|c| c.is_ascii_alphanumeric())
-        });
-        if !ok {
-            return Err(ApiError::new(
-                "InvalidInstanceType.Malformed",
-                format!(
-                    "The InstanceType `{}` is malformed (expected e.g. S5.MEDIUM2).",
-                    validate::clip(t, 40)
-                ),
-                format!(
-                    "实例机型`{}`格式错误（例如S5.MEDIUM2）。",
-                    validate::clip(t, 40)
-                ),
-            ));
-        }
+        check_instance_type(t)?;
     }
     Ok(ImageQuery {
         conditions,
         offset,
         limit,
     })
+}
+
+/// One DescribeImages filter as a condition (`None`: it selects
+/// everything, as `image-type` with both private and shared images).
+fn filter_condition(f: &tcapi::Filter) -> Result<Option<Condition>, ApiError> {
+    let name = validate::clip(&f.name, 80);
+    if f.values.len() > MAX_FILTER_VALUES {
+        return Err(errors::filter_value_limit(&name, MAX_FILTER_VALUES));
+    }
+    if f.values.is_empty() {
+        return Err(errors::invalid_filter(
+            format!("The filter `{name}` needs at least one value."),
+            format!("过滤条件`{name}`至少需要一个值。"),
+        ));
+    }
+    let values = f.values.clone();
+    let c = match f.name.as_str() {
+        "image-id" => {
+            for v in &values {
+                validate::image_id(v)?;
+            }
+            Condition::ImageIds(values)
+        }
+        "image-type" => {
+            check_image_types(&values)?;
+            let private = values.iter().any(|v| v == "PRIVATE_IMAGE");
+            let shared = values.iter().any(|v| v == "SHARED_IMAGE");
+            match (private, shared) {
+                (true, true) => return Ok(None),
+                (true, false) => Condition::Owned,
+                (false, true) => Condition::SharedWithCaller,
+                (false, false) => Condition::Nothing,
+            }
+        }
+        "image-name" => Condition::NameContains(values),
+        "platform" => Condition::PlatformContains(values),
+        "tag-key" => Condition::TagKey(values),
+        "tag-value" => Condition::TagValue(values),
+        "dedicated-cluster-id" | "cdc-cache-status" => Condition::Nothing,
+        other => match other.strip_prefix("tag:") {
+            Some(key) if !key.is_empty() => Condition::Tag {
+                key: key.to_owned(),
+                values,
+            },
+            _ => {
+                return Err(errors::invalid_filter(
+                    format!("The filter name `{name}` is not supported. Use image-id, image-type, image-name, platform, tag-key, tag-value or tag:<key>."),
+                    format!("不支持过滤条件`{name}`，可用image-id、image-type、image-name、platform、tag-key、tag-value或tag:<key>。"),
+                ))
+            }
+        },
+    };
+    Ok(Some(c))
+}
+
+/// Every image here runs on every instance type; only the form of the
+/// name is checked (`S5.MEDIUM2`: family, a dot, size).
+fn check_instance_type(t: &str) -> Result<(), ApiError> {
+    let ok = t.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.chars()
+                .chain(b.chars())
+                .all(|c| c.is_ascii_alphanumeric())
+    });
+    if !ok {
+        return Err(ApiError::new(
+            "InvalidInstanceType.Malformed",
+            format!(
+                "The InstanceType `{}` is malformed (expected e.g. S5.MEDIUM2).",
+                validate::clip(t, 40)
+            ),
+            format!(
+                "实例机型`{}`格式错误（例如S5.MEDIUM2）。",
+                validate::clip(t, 40)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The values of the `image-type` filter the API documents.

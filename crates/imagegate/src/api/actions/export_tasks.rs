@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use tcapi::{ApiError, CancelExportImageTask, DescribeExportImageTasks};
 
-use super::{internal, region, validate};
+use super::{catalog_write_failed, internal, region, validate};
 use crate::api::views::export_task::task_json;
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::exports::{ExportCancel, ExportQuery};
@@ -63,9 +63,13 @@ pub async fn cancel_export_image_task(
         .catalog
         .cancel_export(&caller.account.uin, region, r.task_id)
         .await
-        .map_err(|e| internal(caller, e))?;
+        .map_err(|e| catalog_write_failed(caller, e))?;
     match outcome {
-        ExportCancel::Cancelled | ExportCancel::Requested => Ok(json!({})),
+        ExportCancel::Cancelled => Ok(json!({})),
+        ExportCancel::Requested => {
+            state.export_cancels.notify_waiters();
+            Ok(json!({}))
+        }
         ExportCancel::NotFound => Err(errors::export_task_not_found(r.task_id)),
         ExportCancel::AlreadyFinished(state) => Err(errors::export_task_finished(
             r.task_id,

@@ -7,7 +7,7 @@
 //! URLs (system disk, then data disks), name uniqueness, quota. DryRun stops
 //! after the last check and writes nothing.
 
-use super::{internal, region, validate};
+use super::{catalog_write_failed, internal, region, validate};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::{InsertOutcome, NewImage};
 use crate::oslist::{display_os_name, OsRejection};
@@ -49,34 +49,7 @@ pub async fn import_image(
     if !state.imports_in_region(region) {
         return Err(errors::region_cannot_import(region));
     }
-    if !crate::config::ARCHITECTURES.contains(&r.architecture.as_str()) {
-        return Err(errors::invalid_architecture(&validate::clip(
-            &r.architecture,
-            40,
-        )));
-    }
-    let os = state
-        .oslist
-        .check(&r.os_type, &r.os_version, &r.architecture)
-        .map_err(|why| match why {
-            OsRejection::UnknownType => {
-                errors::os_type_unsupported(&validate::clip(&r.os_type, 60))
-            }
-            OsRejection::UnknownVersion => errors::os_version_unsupported(
-                &validate::clip(&r.os_type, 60),
-                &validate::clip(&r.os_version, 40),
-            ),
-            OsRejection::UnsupportedArchitecture => {
-                errors::architecture_unsupported_for_os(&r.architecture, &r.os_type)
-            }
-        })?;
-    // The version as the OS list spells it (the comparison ignored case).
-    let os_version = os
-        .os_versions
-        .iter()
-        .find(|v| v.eq_ignore_ascii_case(r.os_version.trim()))
-        .cloned()
-        .unwrap_or_else(|| r.os_version.clone());
+    let (os, os_version) = checked_os(state, r)?;
 
     validate::image_name(&r.image_name)?;
     let description = r.image_description.clone().unwrap_or_default();
@@ -96,42 +69,12 @@ pub async fn import_image(
     }
     let tags = tags(r)?;
 
-    if r.import_image_data_disk_list.len() > MAX_DATA_DISKS {
-        return Err(errors::limit_exceeded(
-            "ImportImageDataDiskList",
-            MAX_DATA_DISKS,
-        ));
-    }
-    let mut disk_urls = Vec::with_capacity(1 + r.import_image_data_disk_list.len());
-    let url = encode_spaces(&r.image_url);
-    check_url(state, caller, region, "ImageUrl", &url)?;
-    disk_urls.push(url);
-    for (i, d) in r.import_image_data_disk_list.iter().enumerate() {
-        let name = format!("ImportImageDataDiskList.{i}.ImageUrl");
-        let url = encode_spaces(&d.image_url);
-        check_url(state, caller, region, &name, &url)?;
-        disk_urls.push(url);
-    }
+    let disk_urls = disk_urls(state, caller, region, r)?;
 
     let uin = &caller.account.uin;
     let quota = caller.account.image_quota;
     if r.dry_run {
-        // Every check a real call makes, by reading only.
-        let catalog = &state.catalog;
-        if catalog
-            .name_taken(uin, region, &r.image_name, None)
-            .await
-            .map_err(|e| internal(caller, e))?
-        {
-            return Err(errors::name_duplicate(&r.image_name));
-        }
-        let used = catalog
-            .quota_used(uin, region)
-            .await
-            .map_err(|e| internal(caller, e))?;
-        if used >= i64::from(quota) {
-            return Err(errors::quota_exceeded(quota));
-        }
+        dry_run(state, caller, region, &r.image_name).await?;
         return Ok(json!({}));
     }
 
@@ -159,7 +102,7 @@ pub async fn import_image(
         .catalog
         .insert_import(&new, quota)
         .await
-        .map_err(|e| internal(caller, e))?
+        .map_err(|e| catalog_write_failed(caller, e))?
     {
         InsertOutcome::Created { image_id } => {
             state.wake.notify_one();
@@ -175,6 +118,96 @@ pub async fn import_image(
         InsertOutcome::DuplicateName => Err(errors::name_duplicate(&r.image_name)),
         InsertOutcome::QuotaExceeded => Err(errors::quota_exceeded(quota)),
     }
+}
+
+/// The OS entry for `OsType`/`OsVersion`/`Architecture`, and the version
+/// as the OS list spells it (the comparison ignored case).
+fn checked_os<'a>(
+    state: &'a AppState,
+    r: &ImportImage,
+) -> Result<(&'a crate::config::ImportOsEntry, String), ApiError> {
+    if !crate::config::ARCHITECTURES.contains(&r.architecture.as_str()) {
+        return Err(errors::invalid_architecture(&validate::clip(
+            &r.architecture,
+            40,
+        )));
+    }
+    let os = state
+        .oslist
+        .check(&r.os_type, &r.os_version, &r.architecture)
+        .map_err(|why| match why {
+            OsRejection::UnknownType => {
+                errors::os_type_unsupported(&validate::clip(&r.os_type, 60))
+            }
+            OsRejection::UnknownVersion => errors::os_version_unsupported(
+                &validate::clip(&r.os_type, 60),
+                &validate::clip(&r.os_version, 40),
+            ),
+            OsRejection::UnsupportedArchitecture => {
+                errors::architecture_unsupported_for_os(&r.architecture, &r.os_type)
+            }
+        })?;
+    let os_version = os
+        .os_versions
+        .iter()
+        .find(|v| v.eq_ignore_ascii_case(r.os_version.trim()))
+        .cloned()
+        .unwrap_or_else(|| r.os_version.clone());
+    Ok((os, os_version))
+}
+
+/// The system disk's and the data disks' URLs, each checked (scheme, host,
+/// network policy), spaces encoded.
+fn disk_urls(
+    state: &AppState,
+    caller: &Caller<'_>,
+    region: &str,
+    r: &ImportImage,
+) -> Result<Vec<String>, ApiError> {
+    if r.import_image_data_disk_list.len() > MAX_DATA_DISKS {
+        return Err(errors::limit_exceeded(
+            "ImportImageDataDiskList",
+            MAX_DATA_DISKS,
+        ));
+    }
+    let mut disk_urls = Vec::with_capacity(1 + r.import_image_data_disk_list.len());
+    let url = encode_spaces(&r.image_url);
+    check_url(state, caller, region, "ImageUrl", &url)?;
+    disk_urls.push(url);
+    for (i, d) in r.import_image_data_disk_list.iter().enumerate() {
+        let name = format!("ImportImageDataDiskList.{i}.ImageUrl");
+        let url = encode_spaces(&d.image_url);
+        check_url(state, caller, region, &name, &url)?;
+        disk_urls.push(url);
+    }
+    Ok(disk_urls)
+}
+
+/// Every check a real call makes, by reading only.
+async fn dry_run(
+    state: &AppState,
+    caller: &Caller<'_>,
+    region: &str,
+    image_name: &str,
+) -> Result<(), ApiError> {
+    let uin = &caller.account.uin;
+    let quota = caller.account.image_quota;
+    let catalog = &state.catalog;
+    if catalog
+        .name_taken(uin, region, image_name, None)
+        .await
+        .map_err(|e| internal(caller, e))?
+    {
+        return Err(errors::name_duplicate(image_name));
+    }
+    let used = catalog
+        .quota_used(uin, region)
+        .await
+        .map_err(|e| internal(caller, e))?;
+    if used >= i64::from(quota) {
+        return Err(errors::quota_exceeded(quota));
+    }
+    Ok(())
 }
 
 /// TagSpecification: resource type `image`, non-empty keys within Tencent's

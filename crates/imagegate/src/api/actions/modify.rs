@@ -3,7 +3,7 @@
 //! that is still importing cannot be modified (`InvalidImageId.IncorrectState`);
 //! an image shared with the caller cannot be modified by it.
 
-use super::{internal, region, validate};
+use super::{catalog_write_failed, region, validate};
 use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::{ImageChanges, ModifyOutcome};
@@ -40,7 +40,7 @@ pub async fn modify_image_attribute(
         .catalog
         .modify_image(&caller.account.uin, region, &r.image_id, &changes)
         .await
-        .map_err(|e| internal(caller, e))?;
+        .map_err(|e| catalog_write_failed(caller, e))?;
     match outcome {
         ModifyOutcome::Modified => Ok(json!({})),
         ModifyOutcome::NotFound => Err(errors::image_id_not_found(&r.image_id)),

@@ -5,7 +5,7 @@
 //! account the image is not shared with succeeds (the outcome is the same).
 
 use super::describe::iso8601;
-use super::{internal, validate};
+use super::{catalog_write_failed, internal, validate};
 use crate::api::access::{ensure_owned, OwnerAction};
 use crate::api::{errors, AppState, Caller};
 use crate::catalog::shares::{ShareOutcome, MAX_SHARES_PER_IMAGE};
@@ -47,7 +47,7 @@ pub async fn modify_image_share_permission(
             .catalog
             .unshare_image(owner, &image.image_id, &accounts)
             .await
-            .map_err(|e| internal(caller, e))?;
+            .map_err(|e| catalog_write_failed(caller, e))?;
         tracing::info!(request_id = caller.request_id, image = %image.image_id, accounts = ?accounts, "image shares cancelled");
         return Ok(json!({}));
     }
@@ -58,7 +58,7 @@ pub async fn modify_image_share_permission(
         .catalog
         .share_image(owner, &image.image_id, &accounts)
         .await
-        .map_err(|e| internal(caller, e))?;
+        .map_err(|e| catalog_write_failed(caller, e))?;
     match outcome {
         ShareOutcome::Done => {
             tracing::info!(request_id = caller.request_id, image = %image.image_id, accounts = ?accounts, "image shared");

@@ -61,10 +61,7 @@ pub async fn cancel_import_image_task(
         .catalog
         .cancel_job(&caller.account.uin, region(caller), &r.image_id)
         .await
-        .map_err(|e| {
-            tracing::error!(request_id = caller.request_id, error = %e, "cancelling an import failed");
-            errors::internal(caller.request_id)
-        })?;
+        .map_err(|e| super::catalog_write_failed(caller, e))?;
     match outcome {
         CancelOutcome::Cancelled | CancelOutcome::Requested => Ok(json!({})),
         CancelOutcome::NotFound => Err(errors::image_id_not_found(&r.image_id)),

@@ -81,40 +81,10 @@ impl Catalog {
             tx.commit().await?;
             return Ok(None);
         };
-        let disks = sqlx::query(
-            "SELECT disk_index, disk_usage, source_url, blob_key FROM image_disks \
-             WHERE image_id = $1 ORDER BY disk_index",
-        )
-        .bind(&image_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r: &AnyRow| {
-            let index: i64 = col(r, "disk_index")?;
-            let blob_key: Option<String> = col(r, "blob_key")?;
-            Ok(JobDisk {
-                disk_index: index,
-                disk_usage: col(r, "disk_usage")?,
-                source_url: col(r, "source_url")?,
-                blob_key: blob_key.unwrap_or_else(|| default_blob_key(&image_id, index)),
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let force: i64 = col(&image, "force")?;
+        let disks = job_disks(&mut tx, &image_id).await?;
+        let job = claimed(&image, image_id, attempts, disks, details)?;
         tx.commit().await?;
-        Ok(Some(ClaimedJob {
-            image_id,
-            account_uin: col(&image, "account_uin")?,
-            region: col(&image, "region")?,
-            os_type: col(&image, "os_type")?,
-            os_version: col(&image, "os_version")?,
-            architecture: col(&image, "architecture")?,
-            boot_mode: col(&image, "boot_mode")?,
-            force: force != 0,
-            attempts,
-            disks,
-            details,
-        }))
+        Ok(Some(job))
     }
 
     /// Jobs whose workers died `max_attempts` times are failed, not retried
@@ -179,4 +149,55 @@ fn claim_sql(backend: Backend, max_running_per_account: u32) -> String {
             ORDER BY {running}, {last_claim}, j.created_at, j.image_id LIMIT 1{lock}) \
          RETURNING image_id, attempts, details"
     )
+}
+
+/// The disks of the image a claimed job imports, system disk first.
+async fn job_disks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    image_id: &str,
+) -> Result<Vec<JobDisk>, CatalogError> {
+    sqlx::query(
+        "SELECT disk_index, disk_usage, source_url, blob_key FROM image_disks \
+         WHERE image_id = $1 ORDER BY disk_index",
+    )
+    .bind(image_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r: &AnyRow| {
+        let index: i64 = col(r, "disk_index")?;
+        let blob_key: Option<String> = col(r, "blob_key")?;
+        Ok(JobDisk {
+            disk_index: index,
+            disk_usage: col(r, "disk_usage")?,
+            source_url: col(r, "source_url")?,
+            blob_key: blob_key.unwrap_or_else(|| default_blob_key(image_id, index)),
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()
+    .map_err(CatalogError::from)
+}
+
+/// The claimed job from its image's row and what the claim read.
+fn claimed(
+    image: &AnyRow,
+    image_id: String,
+    attempts: i64,
+    disks: Vec<JobDisk>,
+    details: JobDetails,
+) -> Result<ClaimedJob, CatalogError> {
+    let force: i64 = col(image, "force")?;
+    Ok(ClaimedJob {
+        image_id,
+        account_uin: col(image, "account_uin")?,
+        region: col(image, "region")?,
+        os_type: col(image, "os_type")?,
+        os_version: col(image, "os_version")?,
+        architecture: col(image, "architecture")?,
+        boot_mode: col(image, "boot_mode")?,
+        force: force != 0,
+        attempts,
+        disks,
+        details,
+    })
 }

@@ -157,33 +157,34 @@ impl Catalog {
         let rows = q.bind(limit).bind(offset).fetch_all(self.pool()).await?;
         let tasks = rows
             .iter()
-            .map(|r| {
-                let cancel: i64 = col(r, "cancel_requested")?;
-                Ok(TaskRow {
-                    image_id: col(r, "image_id")?,
-                    image_name: col(r, "image_name")?,
-                    image_state: col(r, "image_state")?,
-                    state: col(r, "state")?,
-                    phase: col(r, "phase")?,
-                    attempts: col(r, "attempts")?,
-                    bytes_fetched: col(r, "bytes_fetched")?,
-                    bytes_total: col(r, "bytes_total")?,
-                    source_format: col(r, "source_format")?,
-                    virtual_size: col(r, "virtual_size")?,
-                    sha256: col(r, "sha256")?,
-                    failure_code: col(r, "failure_code")?,
-                    failure_message: col(r, "failure_message")?,
-                    details: JobDetails::from_column(
-                        col::<Option<String>>(r, "details")?.as_deref(),
-                    ),
-                    node: col(r, "node")?,
-                    cancel_requested: cancel != 0,
-                    created_at: col(r, "created_at")?,
-                    started_at: col(r, "started_at")?,
-                    finished_at: col(r, "finished_at")?,
-                })
-            })
+            .map(task_from_row)
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok((total, tasks))
     }
+}
+
+/// One row of the task listing.
+fn task_from_row(r: &sqlx::any::AnyRow) -> Result<TaskRow, sqlx::Error> {
+    let cancel: i64 = col(r, "cancel_requested")?;
+    Ok(TaskRow {
+        image_id: col(r, "image_id")?,
+        image_name: col(r, "image_name")?,
+        image_state: col(r, "image_state")?,
+        state: col(r, "state")?,
+        phase: col(r, "phase")?,
+        attempts: col(r, "attempts")?,
+        bytes_fetched: col(r, "bytes_fetched")?,
+        bytes_total: col(r, "bytes_total")?,
+        source_format: col(r, "source_format")?,
+        virtual_size: col(r, "virtual_size")?,
+        sha256: col(r, "sha256")?,
+        failure_code: col(r, "failure_code")?,
+        failure_message: col(r, "failure_message")?,
+        details: JobDetails::from_column(col::<Option<String>>(r, "details")?.as_deref()),
+        node: col(r, "node")?,
+        cancel_requested: cancel != 0,
+        created_at: col(r, "created_at")?,
+        started_at: col(r, "started_at")?,
+        finished_at: col(r, "finished_at")?,
+    })
 }

@@ -10,7 +10,7 @@
 //! state and the common length), or, for the last granule, the digest of
 //! the whole source. Passing with other bytes would be a SHA-256 collision.
 
-use std::sync::Mutex;
+use super::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 

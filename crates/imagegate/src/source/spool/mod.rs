@@ -37,10 +37,38 @@
 //! minutes and the file's cost is negligible), memory otherwise. Until then
 //! the ring holds every byte from the start, so either choice is complete.
 //!
-//! Readers block (Mutex + Condvar) until their range has arrived, or fail
-//! once the transfer has failed or been cancelled. Memory is bounded by the
-//! ring's budget whatever the size of the source: the download waits when
-//! the ring is full.
+//! Readers block until their range has arrived, or fail once the transfer
+//! has failed or been cancelled. Memory is bounded by the ring's budget
+//! whatever the size of the source: the download waits when the ring is
+//! full.
+//!
+//! ## Who owns what, who waits for what
+//!
+//! All shared state is one [`State`] under one mutex; a chunk's `Bytes` are
+//! owned by the ring until the keeper takes them out (readers and the
+//! hasher clone the handle, never the bytes). Each thread moves one part:
+//! the pusher `frontier` (and pushes), the hasher `hashed`, the keeper
+//! `on_disk`, `mode` and every removal from the ring, readers `in_file` by
+//! re-reads. Each wait is for a condition of the state, on its own condvar,
+//! and every change that can make it true wakes it, with the lock held (so
+//! no wake-up falls between a waiter's check and its wait):
+//!
+//! These changes and waits are the methods of `transitions.rs`, each
+//! change with its wake-up (the threads call them; they do not touch the
+//! shared fields or the condvars themselves):
+//!
+//! | waiter (its wait) | condvar | waits until | woken by |
+//! |---|---|---|---|
+//! | reader, hasher (`wait_for_arrival`) | `arrived` | `frontier` passes its end, or the end | `arrive` (the pusher), when a registered end (`frontier_waiters`) is reached; `wake_all` |
+//! | reader: hint, re-read (`wait_progress`) | `progress` | `hashed` moves, a re-read ends | `hashed_to` (the hasher, when `progress_waiters`), `reread_ended`; `wake_all` |
+//! | pusher (`wait_for_space`) | `space` | the ring is not full | `left_ring` (the keeper's `written_to`, `spilled`, `evict`, drops; when `pusher_waiting`); `wake_all` |
+//! | keeper (`wait_for_work`) | `work` | a chunk to write, spill or drop; the end | `nudge_keeper` from `arrive` and `hashed_to` (when `keeper_waiting`); `read_while_holding`; `release`; `wake_all` |
+//!
+//! `wake_all` (`input_ended`, `fail`, `hash_ended`) wakes everyone. The keeper
+//! alone also has rules of time, `auto`'s decision and the hold limit
+//! (`clock_rule`); no other wait has a timeout. The model test (`model.rs`,
+//! shuttle) runs the four threads in random interleavings with timeouts
+//! that never fire: a missed wake-up there is a deadlock.
 //!
 //! The resume sidecar's frontier trails the data written; data reaches the
 //! page cache before the sidecar names it, which covers a killed or crashed
@@ -49,20 +77,22 @@
 //! reboot.
 
 mod chain;
+mod keeper;
 mod ranges;
+mod read;
 mod ring;
+mod sync;
 mod threads;
+mod transitions;
 mod zeros;
 
-use std::cell::Cell;
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use read::untracked;
 pub(crate) use threads::{hash_file_in_place, Checkpoint};
 pub use threads::{SpoolDone, SpoolSink};
 pub use zeros::ZERO_CHUNK;
@@ -71,28 +101,35 @@ use crate::config::SpoolPolicy;
 use chain::HashChain;
 use ranges::RangeSet;
 use ring::Ring;
+use sync::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard};
 use zeros::ZeroMap;
 
 /// Unit of re-reading a resumed prefix and an in-place file for hashing.
 pub const WRITE_BUF: usize = 1 << 20;
 
-/// How far past the asked offset a hint waits for the download, so that it
-/// describes a useful run rather than the last few bytes that arrived.
-const HINT_SPAN: u64 = 4 << 20;
-
 /// Progress of one fetch, shared with whoever reports it.
 #[derive(Debug, Default)]
 pub struct FetchProgress {
     /// Bytes of the source received so far (including a resumed prefix).
-    pub bytes_fetched: AtomicU64,
+    pub bytes_fetched: std::sync::atomic::AtomicU64,
     /// The source's length, once known (0 before).
-    pub bytes_total: AtomicU64,
+    pub bytes_total: std::sync::atomic::AtomicU64,
     /// Broken connections resumed with a ranged request, plus one if this
     /// fetch continued a spool left by an earlier process.
     pub resumes: AtomicU32,
 }
 
 impl FetchProgress {
+    /// A fetch of `total` bytes begins, `reused` of them kept from an
+    /// earlier process (a resume).
+    pub fn starting(&self, total: u64, reused: u64) {
+        self.bytes_total.store(total, Ordering::Relaxed);
+        self.bytes_fetched.store(reused, Ordering::Relaxed);
+        if reused > 0 {
+            self.resumes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> (u64, u64, u32) {
         (
             self.bytes_fetched.load(Ordering::Relaxed),
@@ -177,29 +214,42 @@ enum Mode {
     Disk,
 }
 
+/// Everything the spool's threads share, under [`Spool::state`]. Invariants:
+/// `hashed <= frontier <= len`; the keeper writes only hashed bytes (so
+/// `on_disk` is past `hashed` only over a resumed prefix); the ring holds a
+/// contiguous run of chunks ending at `frontier`; bytes before the ring's
+/// start are in the file (`on_disk`, `in_file`) or can be re-read.
 struct State {
-    /// Bytes `[0, frontier)` have arrived.
+    /// Bytes `[0, frontier)` have arrived. Moved by the pusher only.
     frontier: u64,
-    /// Bytes `[0, hashed)` are hashed and zero-scanned.
+    /// Bytes `[0, hashed)` are hashed and zero-scanned. Moved by the hasher.
     hashed: u64,
     /// Bytes `[0, on_disk)` are in the file (disk mode, or a resumed spool).
+    /// Moved by the keeper.
     on_disk: u64,
-    /// Further ranges in the file (memory mode: spilled and re-read bytes).
+    /// Further ranges in the file (memory mode: spilled by the keeper,
+    /// re-read by readers).
     in_file: RangeSet,
+    /// Why the transfer ended early; set once, by `fail`.
     failure: Option<String>,
-    /// No more chunks will arrive.
+    /// No more chunks will arrive (the pusher ended, or `fail`).
     closed: bool,
     /// The hasher has stopped (`hashed` will not move).
     hash_done: bool,
+    /// Chosen by the keeper (`auto`), never changed after.
     mode: Mode,
+    /// Pushed by the pusher, popped by the keeper only.
     ring: Ring,
-    /// Memory mode: spill every leaving chunk.
+    /// Memory mode: spill every leaving chunk (set by a re-read that went
+    /// past `spill_after_rereads`).
     spill_all: bool,
-    /// Granules being re-read (one reader fetches, the others wait).
+    /// Granules being re-read (one reader fetches, the others wait on
+    /// `progress`).
     rereading: Vec<u64>,
-    /// Offsets readers (and the hasher) wait for the frontier to pass.
+    /// Ends readers (and the hasher) wait on `arrived` for the frontier to
+    /// pass: the pusher wakes them when it passes one.
     frontier_waiters: Vec<u64>,
-    /// Readers waiting for `hashed`, the file or a re-read to move.
+    /// Readers waiting on `progress`: the hasher wakes them if any.
     progress_waiters: usize,
     /// Of the waiting readers, those whose reads count as the converter's.
     tracked_waiting: usize,
@@ -208,9 +258,9 @@ struct State {
     /// Memory mode: holding stalled a converter that waits further on;
     /// chunks it has not read are spilled from then on.
     no_hold: bool,
-    /// The keeper thread is waiting for work.
+    /// The keeper waits on `work`: `nudge_keeper` wakes it.
     keeper_waiting: bool,
-    /// The pusher waits for the ring to shrink.
+    /// The pusher waits on `space`: chunks leaving wake it.
     pusher_waiting: bool,
     /// When the first byte of this run arrived, and the frontier then.
     started: Option<(Instant, u64)>,
@@ -275,25 +325,6 @@ pub struct SpoolStats {
     pub mode: &'static str,
 }
 
-thread_local! {
-    static UNTRACKED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with this thread's spool reads left out of the converter's
-/// progress. The guest inspector reads a few blocks anywhere in the disk;
-/// counted, a jump ahead would let the ring drop bytes the converter has
-/// not read yet (they would then be fetched again).
-pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            UNTRACKED.set(self.0);
-        }
-    }
-    let _reset = Reset(UNTRACKED.replace(true));
-    f()
-}
-
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
@@ -304,16 +335,9 @@ impl std::fmt::Debug for Spool {
     }
 }
 
-fn eof() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "read past the end of the image",
-    )
-}
-
 /// Spools whose downloads are in memory, in this process (they share
 /// [`SpoolTuning::ring_shared_bytes`]).
-static RINGS: AtomicUsize = AtomicUsize::new(0);
+static RINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Drop for Spool {
     fn drop(&mut self) {
@@ -338,6 +362,24 @@ impl Spool {
     /// This ring's budget.
     fn ring_budget(&self) -> usize {
         self.budget.load(Ordering::Relaxed)
+    }
+
+    fn ring_over_budget(&self, st: &State) -> bool {
+        st.ring.bytes() > self.ring_budget() || st.ring.len() > self.tuning.ring_chunks
+    }
+
+    /// Once over budget, chunks leave until the ring is back under this
+    /// (fewer, larger hand-offs between the threads).
+    fn ring_above_low_water(&self, st: &State) -> bool {
+        let budget = self.ring_budget();
+        st.ring.bytes() > budget - budget / 8
+            || st.ring.len() > self.tuning.ring_chunks - self.tuning.ring_chunks / 8
+    }
+
+    fn ring_full(&self, st: &State) -> bool {
+        let budget = self.ring_budget();
+        st.ring.bytes() >= budget + budget / 4
+            || st.ring.len() >= self.tuning.ring_chunks + self.tuning.ring_chunks / 4
     }
 
     /// A spool over `file` (already `len` bytes long) for a download whose
@@ -479,280 +521,14 @@ impl Spool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The converter has read all it will: chunks may leave the ring without
-    /// waiting for it (the inspector's late reads are fetched again).
-    pub fn release(&self) {
-        let mut st = self.lock();
-        st.released = true;
-        self.work.notify_all();
-    }
-
-    /// Counts a waiting reader of the converter's.
-    fn begin_wait(&self, st: &mut State) {
-        if !UNTRACKED.get() {
-            st.tracked_waiting += 1;
-        }
-    }
-
-    fn end_wait(&self, st: &mut State) {
-        if !UNTRACKED.get() {
-            st.tracked_waiting -= 1;
-        }
-    }
-
-    /// A read of the converter's ended at `end`.
-    fn note_read(&self, end: u64) {
-        if UNTRACKED.get() {
-            return;
-        }
-        self.read_high.fetch_max(end, Ordering::SeqCst);
-        let now = self.created.elapsed().as_millis() as u64;
-        self.last_read_ms.store(now, Ordering::Relaxed);
-        if self.holding.load(Ordering::SeqCst) {
-            let _st = self.lock();
-            self.work.notify_one();
-        }
-    }
-
     /// Time since the converter's last read.
     fn since_last_read(&self) -> Duration {
         let now = self.created.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_read_ms.load(Ordering::Relaxed)))
     }
-
-    /// Ends the transfer with an error: every waiting and later reader of
-    /// missing bytes gets it. Bytes already present stay readable.
-    pub(crate) fn fail(&self, msg: impl Into<String>) {
-        let mut st = self.lock();
-        if st.failure.is_none() && st.frontier < self.len {
-            st.failure = Some(msg.into());
-        }
-        st.closed = true;
-        self.wake_all();
-    }
-
-    fn wake_all(&self) {
-        self.arrived.notify_all();
-        self.progress.notify_all();
-        self.space.notify_all();
-        self.work.notify_all();
-    }
-
-    /// Waits until the frontier reaches `end`.
-    fn wait_arrived<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        end: u64,
-    ) -> io::Result<MutexGuard<'a, State>> {
-        while st.frontier < end {
-            if let Some(f) = &st.failure {
-                return Err(io::Error::other(format!("the image download failed: {f}")));
-            }
-            if st.closed {
-                return Err(io::Error::other("the image download ended early"));
-            }
-            st.frontier_waiters.push(end);
-            self.begin_wait(&mut st);
-            st = self.arrived.wait(st).unwrap_or_else(|p| p.into_inner());
-            self.end_wait(&mut st);
-            if let Some(i) = st.frontier_waiters.iter().position(|&e| e == end) {
-                st.frontier_waiters.swap_remove(i);
-            }
-        }
-        Ok(st)
-    }
-
-    /// Waits on `progress` once (the caller rechecks its condition).
-    fn wait_progress<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        st.progress_waiters += 1;
-        self.begin_wait(&mut st);
-        st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
-        self.end_wait(&mut st);
-        st.progress_waiters -= 1;
-        st
-    }
-
-    /// Fills `buf` with source bytes at `offset` that have arrived but have
-    /// left the ring: from the file, or fetched again.
-    fn read_evicted(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset + buf.len() as u64;
-        let mut pos = offset;
-        while pos < end {
-            let in_file = {
-                let st = self.lock();
-                if pos < st.on_disk {
-                    Some(st.on_disk)
-                } else {
-                    st.in_file.end_of_span_at(pos)
-                }
-            };
-            match in_file {
-                Some(upto) => {
-                    let n = upto.min(end) - pos;
-                    let b = (pos - offset) as usize;
-                    self.file.read_exact_at(&mut buf[b..b + n as usize], pos)?;
-                    self.stats.from_file.fetch_add(n, Ordering::Relaxed);
-                    pos += n;
-                }
-                None => self.reread_granule(pos / self.chain.granule())?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Fetches granule `g` again, checks it against the hash chain and keeps
-    /// it in the file (one reader fetches; others asking meanwhile wait).
-    fn reread_granule(&self, g: u64) -> io::Result<()> {
-        let (start, end) = self.chain.range(g);
-        let Some(reread) = self.reread.clone() else {
-            return Err(io::Error::other(
-                "internal: bytes left memory that cannot be fetched again",
-            ));
-        };
-        {
-            let mut st = self.lock();
-            loop {
-                if st.in_file.end_of_span_at(start).is_some_and(|e| e >= end) {
-                    return Ok(());
-                }
-                let busy = st.rereading.contains(&g);
-                if !busy && self.chain.can_verify(g) {
-                    break;
-                }
-                if !busy && st.hash_done && st.hashed < end {
-                    return Err(io::Error::other(format!(
-                        "the image download failed before byte {end}: {}",
-                        st.failure.as_deref().unwrap_or("it ended early")
-                    )));
-                }
-                st = self.wait_progress(st);
-            }
-            st.rereading.push(g);
-        }
-        let outcome = self.fetch_checked(&*reread, g, start, end);
-        let mut st = self.lock();
-        st.rereading.retain(|&x| x != g);
-        self.progress.notify_all();
-        match outcome {
-            Ok(()) => {
-                st.in_file.insert(start, end);
-                let total = self.stats.reread.fetch_add(end - start, Ordering::Relaxed);
-                if total + (end - start) >= self.tuning.spill_after_rereads && !st.spill_all {
-                    st.spill_all = true;
-                    tracing::info!(
-                        path = %self.path.display(),
-                        reread = total + (end - start),
-                        "many reads behind the download: spilling to the spool file from now on"
-                    );
-                }
-                Ok(())
-            }
-            Err(f) => {
-                let msg = match &f {
-                    RereadFailure::Unreachable(m) | RereadFailure::Changed(m) => m.clone(),
-                };
-                self.reread_failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(f);
-                Err(io::Error::other(msg))
-            }
-        }
-    }
-
-    fn fetch_checked(
-        &self,
-        reread: &dyn Reread,
-        g: u64,
-        start: u64,
-        end: u64,
-    ) -> Result<(), RereadFailure> {
-        let data = reread.reread(start, (end - start) as usize)?;
-        if !self.chain.verify(g, &data) {
-            return Err(RereadFailure::Changed(format!(
-                "bytes {start}-{} of the source read again differ from the first download \
-                 (the object changed, or the server does not serve it consistently)",
-                end - 1
-            )));
-        }
-        self.zeros
-            .write_skipping(&self.file, start, &data)
-            .map_err(|e| RereadFailure::Unreachable(format!("writing the spool file failed: {e}")))
-    }
 }
 
-impl diskformat::ReadAt for Spool {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.len)
-            .ok_or_else(eof)?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let (pieces, ring_start) = {
-            let st = self.wait_arrived(self.lock(), end)?;
-            let ring_start = st.ring.start_or(st.frontier);
-            let pieces = if end > ring_start {
-                st.ring.covering(offset.max(ring_start), end)
-            } else {
-                Vec::new()
-            };
-            (pieces, ring_start)
-        };
-        let in_ring = if end > ring_start {
-            ring::copy_pieces(&pieces, offset, buf);
-            end - offset.max(ring_start)
-        } else {
-            0
-        };
-        self.stats.from_ring.fetch_add(in_ring, Ordering::Relaxed);
-        if offset < ring_start {
-            let n = (ring_start.min(end) - offset) as usize;
-            self.read_evicted(offset, &mut buf[..n])?;
-        }
-        self.note_read(end);
-        Ok(())
-    }
-
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Runs of zero chunks found on the way in are reported as zeros;
-    /// everything else may be data. Waits until a few MiB past `offset` have
-    /// been scanned.
-    fn extent_hint(&self, offset: u64, max_len: u64) -> io::Result<diskformat::Hint> {
-        let unknown = diskformat::Hint {
-            len: max_len.min(self.len.saturating_sub(offset)).max(1),
-            zero: false,
-        };
-        if offset >= self.len || max_len == 0 {
-            return Ok(unknown);
-        }
-        let want = offset.saturating_add(max_len.min(HINT_SPAN)).min(self.len);
-        let scanned = {
-            let mut st = self.lock();
-            while st.hashed < want && !st.hash_done {
-                st = self.wait_progress(st);
-            }
-            st.hashed
-        };
-        if scanned < want {
-            // The read that follows reports the failure.
-            return Ok(unknown);
-        }
-        let limit = offset.saturating_add(max_len).min(scanned);
-        let (run_end, zero) = self.zeros.run(offset, limit);
-        let len = run_end.max(offset + 1) - offset;
-        if zero {
-            // Skipping zeros is reading past them: the ring need not keep
-            // them for this reader.
-            self.note_read(offset + len);
-        }
-        Ok(diskformat::Hint { len, zero })
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "spool-model"))]
+mod model;
+#[cfg(all(test, not(feature = "spool-model")))]
 mod tests;

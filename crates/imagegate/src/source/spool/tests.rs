@@ -1,4 +1,5 @@
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
@@ -743,4 +744,53 @@ fn failure_unblocks_and_keeps_present_bytes() {
     assert_eq!(b, [3u8; 50]);
     // An empty read never waits, wherever it is.
     spool.read_at(100, &mut []).unwrap();
+}
+
+/// A keeper that cannot write (a full disk) stops the spool; the download
+/// then ends early, so the pusher sees only "the transfer ended after …".
+/// The spool's result names the first failure, the cause.
+#[test]
+fn the_result_names_the_first_failure_not_its_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = open_file(dir.path(), 4 << 20, true);
+    // Read-only: the keeper's first write fails.
+    let file = File::open(&path).unwrap();
+    let spool = Arc::new(Spool::new(
+        file,
+        path,
+        4 << 20,
+        0,
+        SpoolPolicy::Disk,
+        None,
+        SpoolTuning::default(),
+    ));
+    let mut sent = 0;
+    let input = {
+        let spool = spool.clone();
+        Box::new(move || {
+            if sent == 8 {
+                // Like the download, which stops once the spool has failed.
+                let waited = Instant::now();
+                while spool.failure().is_none() && waited.elapsed() < Duration::from_secs(30) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                return None;
+            }
+            sent += 1;
+            Some(Bytes::from(vec![7u8; 64 << 10]))
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    threads::start_threads(
+        spool.clone(),
+        Box::new(|_| {}),
+        input,
+        Box::new(move |r| tx.send(r).unwrap()),
+    )
+    .unwrap();
+    let e = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("writing the spool file failed"), "{e}");
 }

@@ -5,10 +5,10 @@
 //! and whatever is written to the spool file leaves them as holes (the file
 //! is sparse, so they read back as zeros).
 
+use super::sync::Mutex;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 
 use diskformat::is_zero;
 
@@ -35,7 +35,7 @@ impl ZeroMap {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+    fn lock(&self) -> super::sync::MutexGuard<'_, Vec<u64>> {
         self.bits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
