@@ -7,8 +7,9 @@
 //! child (open the qcow2 with diskformat, export through a `FileSink`) and
 //! (b) is `qemu-img convert -f qcow2 -O <fmt>` (VMDK with
 //! `subformat=streamOptimized`, VHD `subformat=dynamic`). By default
-//! neither syncs (the page-cache measure); `sync` runs untimed before each
-//! run so one's writeback is not charged to the other. With `--durable`
+//! neither syncs (the page-cache measure); `sync` and a pause run untimed
+//! before each run, so that one's writeback is not charged to the other and
+//! both start from cold memory (`floors::settle_cold`). With `--durable`
 //! each side's time runs until its output is on disk (`fsync` of the output
 //! file, as the service syncs an export before publishing it). Runs
 //! alternate (a, b, b, a, ...); medians are printed with a/b and each side's
@@ -144,7 +145,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         if args.durable {
             "durable: each side's time includes the fsync of its output"
         } else {
-            "page cache: neither side syncs (sync runs untimed before each run)"
+            "page cache: neither side syncs (sync and a 5 s pause run untimed before each run)"
         }
     );
     println!(
@@ -159,7 +160,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             // Alternate who goes first: the page cache and the disk's
             // writeback favour neither.
             for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
-                sync()?;
+                // The side's previous output goes before the pause, so the
+                // memory it frees is as cold as the rest.
+                let _ = std::fs::remove_file(if side == 0 { &ours } else { &theirs });
+                crate::floors::settle_cold()?;
                 if side == 0 {
                     a.push(run_ours(&me, &src, f, &ours, args.durable)?);
                 } else {
@@ -261,14 +265,6 @@ fn compare(src: &Path, f: ExportFormat, out: &Path) -> anyhow::Result<()> {
 fn size(p: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(std::fs::metadata(p)?.blocks() * 512)
-}
-
-fn sync() -> anyhow::Result<()> {
-    let s = Command::new("sync").status()?;
-    if !s.success() {
-        bail!("sync failed");
-    }
-    Ok(())
 }
 
 /// A sparse raw disk of `size` with `data` random bytes in 4 MiB chunks at

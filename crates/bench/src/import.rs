@@ -10,6 +10,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::client::Client;
+use crate::floors::{
+    baseline, floor, floor_together, floor_with_decode, median, run_cmd, settle, store_floor,
+    CpuMeter, Timed,
+};
 use crate::server::{mib, RssSampler, Server};
 
 #[derive(clap::Args)]
@@ -118,40 +122,12 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
     let work = std::fs::canonicalize(&args.workdir)?;
     let files = work.join("files");
     std::fs::create_dir_all(&files)?;
-    let virtual_size = args.virtual_gib << 30;
-
     let source = files.join("source.raw");
-    eprintln!(
-        "making a {} GiB disk with {} MiB of data …",
-        args.virtual_gib, args.data_mib
-    );
-    if !(args.reuse_fixtures && source.exists()) {
-        make_source_disk(&source, virtual_size, args.data_mib << 20, 7)?;
-    }
-
     let selected: Vec<&Fmt> = FORMATS
         .iter()
         .filter(|f| args.formats.is_empty() || args.formats.iter().any(|n| n == f.name))
         .collect();
-    for f in &selected {
-        let out = files.join(format!("{}.img", f.name));
-        if f.name == "raw" {
-            if !out.exists() {
-                std::fs::hard_link(&source, &out)?;
-            }
-            continue;
-        }
-        if args.reuse_fixtures && out.exists() {
-            continue;
-        }
-        let _ = std::fs::remove_file(&out);
-        let mut cmd = Command::new("qemu-img");
-        cmd.args(["convert", "-f", "raw", "-O", f.qemu_fmt])
-            .args(f.opts)
-            .arg(&source)
-            .arg(&out);
-        run_cmd(cmd).with_context(|| format!("making the {} fixture", f.name))?;
-    }
+    make_fixtures(&args, &source, &files, &selected)?;
 
     let fileserver = crate::fileserver::start(files.clone())?;
     let origin = format!("http://{}", fileserver.addr);
@@ -167,104 +143,217 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
         "[source]\nallow_hosts = [\"127.0.0.1\"]\n[workers]\nconcurrency = 4\n",
         &[],
     )?;
-    let client = Client::new(&server.addr, &server.secret_id, &server.secret_key);
+    let bench = Bench {
+        client: Client::new(&server.addr, &server.secret_id, &server.secret_key),
+        server_pid: server.pid(),
+        data_dir: server_dir.join("data"),
+        work,
+        origin,
+        repeat: args.repeat.max(1),
+        skip_baseline: args.skip_baseline,
+    };
 
+    print_legend(&args);
+    // Per format: the last (a) run's seconds and its PhaseTimes.
+    let mut breakdowns: Vec<(&str, f64, PhaseTimes)> = Vec::new();
+    for f in &selected {
+        let path = files.join(format!("{}.img", f.name));
+        let (row, (last_secs, phases)) = bench.measure(f, &path).await?;
+        print_row(f, std::fs::metadata(&path)?.len(), &row);
+        breakdowns.push((f.name, last_secs, phases));
+    }
+    print_breakdowns(&breakdowns);
+
+    if !args.quick {
+        memory_and_concurrency(&bench, &args, &source, &files).await?;
+    }
+    drop(server);
+    drop(fileserver);
+    Ok(())
+}
+
+/// The source disk and, per selected format, the file converted from it.
+fn make_fixtures(
+    args: &ImportArgs,
+    source: &Path,
+    files: &Path,
+    selected: &[&Fmt],
+) -> anyhow::Result<()> {
+    eprintln!(
+        "making a {} GiB disk with {} MiB of data …",
+        args.virtual_gib, args.data_mib
+    );
+    if !(args.reuse_fixtures && source.exists()) {
+        make_source_disk(source, args.virtual_gib << 30, args.data_mib << 20, 7)?;
+    }
+    for f in selected {
+        let out = files.join(format!("{}.img", f.name));
+        if f.name == "raw" {
+            if !out.exists() {
+                std::fs::hard_link(source, &out)?;
+            }
+            continue;
+        }
+        if args.reuse_fixtures && out.exists() {
+            continue;
+        }
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["convert", "-f", "raw", "-O", f.qemu_fmt])
+            .args(f.opts)
+            .arg(source)
+            .arg(&out);
+        run_cmd(cmd).with_context(|| format!("making the {} fixture", f.name))?;
+    }
+    Ok(())
+}
+
+/// What one benchmark run shares between its formats.
+struct Bench {
+    client: Client,
+    server_pid: u32,
+    /// The server's data folder (where images are stored; d, e and f write there).
+    data_dir: PathBuf,
+    work: PathBuf,
+    origin: String,
+    repeat: usize,
+    skip_baseline: bool,
+}
+
+/// One format's figures: medians of `repeat` runs (b runs once).
+struct Row {
+    a: Timed,
+    b: f64,
+    c: Timed,
+    d: f64,
+    e: f64,
+    f: f64,
+    peak_rss: u64,
+}
+
+impl Bench {
+    /// Times a, b, c, d, e and f for one format; the last import's seconds
+    /// and phases.
+    async fn measure(&self, f: &Fmt, path: &Path) -> anyhow::Result<(Row, (f64, PhaseTimes))> {
+        let url = format!("{}/{}.img", self.origin, f.name);
+        // Each timed run starts with no dirty pages left by the one before
+        // (the fixtures, the baseline's files), so none pays for another's
+        // writeback.
+        settle()?;
+        let b = if self.skip_baseline {
+            f64::NAN
+        } else {
+            baseline(&url, f.qemu_fmt, &self.work)?
+        };
+        let (mut a_runs, mut c_runs, mut d_runs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut e_runs, mut f_runs, mut peak, mut last) =
+            (Vec::new(), Vec::new(), 0u64, (0.0, Vec::new()));
+        for n in 0..self.repeat {
+            settle()?;
+            c_runs.push(floor(&url, path)?);
+            settle()?;
+            let sampler = RssSampler::start(self.server_pid);
+            let cpu = CpuMeter::start();
+            let name = format!("bench-{}-{n}", f.name);
+            let (a, id) = import_once(&self.client, &url, &name).await?;
+            a_runs.push(Timed {
+                secs: a,
+                cpu: cpu.seconds(),
+            });
+            peak = peak.max(sampler.finish());
+            last = (a, phase_times(&self.client, &id).await?);
+            let stored =
+                std::fs::metadata(self.data_dir.join("images").join(format!("{id}.qcow2")))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+            // Stored images are not kept: a full run would need tens of GiB.
+            self.client
+                .call("DeleteImages", &json!({"ImageIds": [id]}))
+                .await?;
+            settle()?;
+            d_runs.push(store_floor(&self.data_dir, stored)?);
+            settle()?;
+            e_runs.push(floor_together(&url, &self.data_dir, stored)?);
+            settle()?;
+            f_runs.push(floor_with_decode(&url, &self.data_dir, stored, path)?);
+        }
+        let row = Row {
+            a: Timed::median(&mut a_runs),
+            b,
+            c: Timed::median(&mut c_runs),
+            d: median(&mut d_runs),
+            e: median(&mut e_runs),
+            f: median(&mut f_runs),
+            peak_rss: peak,
+        };
+        Ok((row, last))
+    }
+}
+
+fn print_legend(args: &ImportArgs) {
     println!(
         "\nImport of a {} GiB-virtual disk holding {} MiB of mixed data, served on loopback HTTP.",
         args.virtual_gib, args.data_mib
     );
     println!("a = imagegate ImportImage → NORMAL; b = curl -o + qemu-img convert -O qcow2 + sha256sum; c = max(curl -o /dev/null, openssl dgst -sha256)");
     println!("d = the store's floor: writing as many bytes as the stored image holds into the server's data folder (O_DIRECT, made durable as it goes), which an importer cannot skip either");
+    println!("e = c and d at once on the same cores: curl | openssl dgst -sha256 while d writes, which is what an importer must do together at the least (no conversion, no inspection)");
+    println!("f = e with the source's guest data decoded from its file on one more thread (inflated for the compressed formats), which an importer of a compressed source must do as well");
     println!(
         "cpu = CPU-seconds the whole machine spent (user + system, all cores) during a, and during c's download + hash passes; medians of {} run(s)\n",
         args.repeat.max(1)
     );
     println!(
-        "{:<13} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>8} {:>8} {:>10}",
+        "{:<13} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>10}",
         "format",
         "source",
         "a (s)",
         "b (s)",
         "c (s)",
         "d (s)",
+        "e (s)",
+        "f (s)",
         "a/b",
         "a/c",
         "a/max(c,d)",
+        "a/e",
+        "a/f",
         "cpu a",
         "cpu c",
         "peak RSS"
     );
-    let mut n = 0;
-    // Per format: the last (a) run's seconds and its PhaseTimes.
-    let mut breakdowns: Vec<(&str, f64, PhaseTimes)> = Vec::new();
-    for f in &selected {
-        let path = files.join(format!("{}.img", f.name));
-        let size = std::fs::metadata(&path)?.len();
-        let url = format!("{origin}/{}.img", f.name);
-        // Each timed run starts with no dirty pages left by the one before
-        // (the fixtures, the baseline's files), so none pays for another's
-        // writeback.
-        settle()?;
-        let b = if args.skip_baseline {
-            f64::NAN
-        } else {
-            baseline(&url, f.qemu_fmt, &work)?
-        };
-        let (mut a_runs, mut c_runs, mut d_runs, mut peak) =
-            (Vec::new(), Vec::new(), Vec::new(), 0u64);
-        for _ in 0..args.repeat.max(1) {
-            settle()?;
-            c_runs.push(floor(&url, &path)?);
-            n += 1;
-            settle()?;
-            let sampler = RssSampler::start(server.pid());
-            let cpu = CpuMeter::start();
-            let (a, id) = import_once(&client, &url, &format!("bench-{}-{n}", f.name)).await?;
-            a_runs.push(Timed {
-                secs: a,
-                cpu: cpu.seconds(),
-            });
-            peak = peak.max(sampler.finish());
-            breakdowns.retain(|(name, _, _)| *name != f.name);
-            breakdowns.push((f.name, a, phase_times(&client, &id).await?));
-            let stored =
-                std::fs::metadata(server_dir.join("data/images").join(format!("{id}.qcow2")))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-            // Stored images are not kept: a full run would need tens of GiB.
-            client
-                .call("DeleteImages", &json!({"ImageIds": [id]}))
-                .await?;
-            settle()?;
-            d_runs.push(store_floor(&server_dir.join("data"), stored)?);
-        }
-        let (a, c) = (Timed::median(&mut a_runs), Timed::median(&mut c_runs));
-        d_runs.sort_by(f64::total_cmp);
-        let d = d_runs[d_runs.len() / 2];
-        println!(
-            "{:<13} {:>8.0}M {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7.2} {:>9.2} {:>8.2} {:>8.2} {:>8.0}Mi{}",
-            f.name,
-            mib(size),
-            a.secs,
-            b,
-            c.secs,
-            d,
-            a.secs / b,
-            a.secs / c.secs,
-            a.secs / c.secs.max(d),
-            a.cpu,
-            c.cpu,
-            mib(peak),
-            if f.compressed {
-                "  (compressed source)"
-            } else {
-                ""
-            }
-        );
-    }
+}
 
+fn print_row(f: &Fmt, size: u64, r: &Row) {
+    println!(
+        "{:<13} {:>8.0}M {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7.2} {:>9.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>8.0}Mi{}",
+        f.name,
+        mib(size),
+        r.a.secs,
+        r.b,
+        r.c.secs,
+        r.d,
+        r.e,
+        r.f,
+        r.a.secs / r.b,
+        r.a.secs / r.c.secs,
+        r.a.secs / r.c.secs.max(r.d),
+        r.a.secs / r.e,
+        r.a.secs / r.f,
+        r.a.cpu,
+        r.c.cpu,
+        mib(r.peak_rss),
+        if f.compressed {
+            "  (compressed source)"
+        } else {
+            ""
+        }
+    );
+}
+
+fn print_breakdowns(breakdowns: &[(&str, f64, PhaseTimes)]) {
     println!("\nWhere one import's time went (the last (a) run of each format; PhaseTimes of DescribeImportImageTasks; the download runs under every phase; rest = the API call, queue, claim, commit and the 25 ms polling):");
-    for (name, total, phases) in &breakdowns {
+    for (name, total, phases) in breakdowns {
         let listed: f64 = phases.iter().map(|(_, s)| s).sum();
         let parts: Vec<String> = phases.iter().map(|(p, s)| format!("{p} {s:.2}")).collect();
         println!(
@@ -273,72 +362,72 @@ pub async fn run(bin: &str, args: ImportArgs) -> anyhow::Result<()> {
             total - listed
         );
     }
+}
 
-    if !args.quick {
-        // Memory must not grow with the virtual size: the same data in a
-        // 64 GiB-virtual qcow2.
-        let big_raw = files.join("source64.raw");
-        make_source_disk(&big_raw, 64 << 30, args.data_mib << 20, 7)?;
-        let big = files.join("big64.img");
-        let _ = std::fs::remove_file(&big);
+/// Memory must not grow with the virtual size (the same data in a 64 GiB-
+/// virtual qcow2), and four imports at once against one.
+async fn memory_and_concurrency(
+    bench: &Bench,
+    args: &ImportArgs,
+    source: &Path,
+    files: &Path,
+) -> anyhow::Result<()> {
+    let (client, origin) = (&bench.client, &bench.origin);
+    let big_raw = files.join("source64.raw");
+    make_source_disk(&big_raw, 64 << 30, args.data_mib << 20, 7)?;
+    let big = files.join("big64.img");
+    let _ = std::fs::remove_file(&big);
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&big_raw)
+        .arg(&big);
+    run_cmd(cmd)?;
+    let _ = std::fs::remove_file(&big_raw);
+    let small = files.join("qcow2.img");
+    if !small.exists() {
         let mut cmd = Command::new("qemu-img");
         cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&big_raw)
-            .arg(&big);
+            .arg(source)
+            .arg(&small);
         run_cmd(cmd)?;
-        let _ = std::fs::remove_file(&big_raw);
-        let small = files.join("qcow2.img");
-        if !small.exists() {
-            let mut cmd = Command::new("qemu-img");
-            cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
-                .arg(&source)
-                .arg(&small);
-            run_cmd(cmd)?;
-        }
-        settle()?;
-        let s = RssSampler::start(server.pid());
-        let (t_small, _) =
-            import_once(&client, &format!("{origin}/qcow2.img"), "bench-rss-4g").await?;
-        let p_small = s.finish();
-        settle()?;
-        let s = RssSampler::start(server.pid());
-        let (t_big, _) =
-            import_once(&client, &format!("{origin}/big64.img"), "bench-rss-64g").await?;
-        let p_big = s.finish();
-        println!(
-            "\npeak RSS, qcow2 with the same data: {} GiB virtual {:.0} MiB ({t_small:.2} s); 64 GiB virtual {:.0} MiB ({t_big:.2} s)",
-            args.virtual_gib,
-            mib(p_small),
-            mib(p_big)
-        );
-
-        // Aggregate throughput: 1 import, then 4 at once.
-        let size = std::fs::metadata(&small)?.len() as f64;
-        settle()?;
-        let (t1, _) = import_once(&client, &format!("{origin}/qcow2.img"), "bench-conc-1").await?;
-        settle()?;
-        let start = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..4 {
-            let client = client.clone();
-            let url = format!("{origin}/qcow2.img");
-            set.spawn(
-                async move { import_once(&client, &url, &format!("bench-conc-4-{i}")).await },
-            );
-        }
-        while let Some(r) = set.join_next().await {
-            r??;
-        }
-        let t4 = start.elapsed().as_secs_f64();
-        println!(
-            "aggregate throughput (qcow2 source bytes): 1 import {:.0} MiB/s; 4 concurrent {:.0} MiB/s ({:.2}x)",
-            size / t1 / (1 << 20) as f64,
-            4.0 * size / t4 / (1 << 20) as f64,
-            (4.0 * size / t4) / (size / t1)
-        );
     }
-    drop(server);
-    drop(fileserver);
+    settle()?;
+    let s = RssSampler::start(bench.server_pid);
+    let (t_small, _) = import_once(client, &format!("{origin}/qcow2.img"), "bench-rss-4g").await?;
+    let p_small = s.finish();
+    settle()?;
+    let s = RssSampler::start(bench.server_pid);
+    let (t_big, _) = import_once(client, &format!("{origin}/big64.img"), "bench-rss-64g").await?;
+    let p_big = s.finish();
+    println!(
+        "\npeak RSS, qcow2 with the same data: {} GiB virtual {:.0} MiB ({t_small:.2} s); 64 GiB virtual {:.0} MiB ({t_big:.2} s)",
+        args.virtual_gib,
+        mib(p_small),
+        mib(p_big)
+    );
+
+    // Aggregate throughput: 1 import, then 4 at once.
+    let size = std::fs::metadata(&small)?.len() as f64;
+    settle()?;
+    let (t1, _) = import_once(client, &format!("{origin}/qcow2.img"), "bench-conc-1").await?;
+    settle()?;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let client = client.clone();
+        let url = format!("{origin}/qcow2.img");
+        set.spawn(async move { import_once(&client, &url, &format!("bench-conc-4-{i}")).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let t4 = start.elapsed().as_secs_f64();
+    println!(
+        "aggregate throughput (qcow2 source bytes): 1 import {:.0} MiB/s; 4 concurrent {:.0} MiB/s ({:.2}x)",
+        size / t1 / (1 << 20) as f64,
+        4.0 * size / t4 / (1 << 20) as f64,
+        (4.0 * size / t4) / (size / t1)
+    );
     Ok(())
 }
 
@@ -399,151 +488,6 @@ async fn phase_times(client: &Client, id: &str) -> anyhow::Result<PhaseTimes> {
             )
         })
         .collect())
-}
-
-/// The store's floor: seconds to write `bytes` of incompressible data into
-/// a new file in `dir` with `O_DIRECT` in 4 MiB writes and make them
-/// durable — what storing the image costs the device, whoever writes it.
-fn store_floor(dir: &Path, bytes: u64) -> anyhow::Result<f64> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    const BUF: usize = 4 << 20;
-    let path = dir.join("store-floor.tmp");
-    let mut mem = vec![0u8; BUF + 4096];
-    let at = mem.as_ptr().align_offset(4096);
-    let buf = &mut mem[at..at + BUF];
-    rand::rngs::StdRng::seed_from_u64(3).fill(&mut buf[..]);
-    let t = Instant::now();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)?;
-    // Made durable every 64 MiB as it goes, then at the end (as imagegate
-    // does; one fsync at the end alone is slower on these disks).
-    let mut off = 0u64;
-    while off < bytes {
-        file.write_all_at(buf, off)?;
-        off += BUF as u64;
-        if off.is_multiple_of(64 << 20) {
-            file.sync_data()?;
-        }
-    }
-    file.sync_all()?;
-    let secs = t.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(secs)
-}
-
-/// The floor: the slower of the download alone and the hash alone (the
-/// CPU figure is both passes together: the work an importer must do).
-fn floor(url: &str, path: &Path) -> anyhow::Result<Timed> {
-    let cpu = CpuMeter::start();
-    let t = Instant::now();
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "/dev/null", url]);
-    run_cmd(cmd)?;
-    let download = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut cmd = Command::new("openssl");
-    cmd.args(["dgst", "-sha256"]).arg(path);
-    run_cmd(cmd)?;
-    let hash = t.elapsed().as_secs_f64();
-    Ok(Timed {
-        secs: download.max(hash),
-        cpu: cpu.seconds(),
-    })
-}
-
-/// A timed run: wall seconds and the machine's CPU-seconds meanwhile.
-#[derive(Clone, Copy)]
-struct Timed {
-    secs: f64,
-    cpu: f64,
-}
-
-impl Timed {
-    /// The run with the median wall time.
-    fn median(runs: &mut [Timed]) -> Timed {
-        runs.sort_by(|x, y| x.secs.total_cmp(&y.secs));
-        runs[runs.len() / 2]
-    }
-}
-
-/// CPU time the whole machine spends (user + nice + system + irq + softirq,
-/// summed over cores; idle, I/O wait and steal excluded), from /proc/stat.
-struct CpuMeter {
-    busy_at_start: Option<u64>,
-}
-
-impl CpuMeter {
-    fn start() -> CpuMeter {
-        CpuMeter {
-            busy_at_start: busy_ticks(),
-        }
-    }
-
-    fn seconds(&self) -> f64 {
-        match (self.busy_at_start, busy_ticks()) {
-            // /proc/stat counts in USER_HZ, 100 per second on Linux.
-            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 100.0,
-            _ => f64::NAN,
-        }
-    }
-}
-
-fn busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal …
-    let pick = |i: usize| fields.get(i).copied().unwrap_or(0);
-    Some(pick(0) + pick(1) + pick(2) + pick(5) + pick(6))
-}
-
-fn baseline(url: &str, qemu_fmt: &str, work: &Path) -> anyhow::Result<f64> {
-    let tmp = work.join("baseline.download");
-    let out = work.join("baseline.qcow2");
-    let _ = std::fs::remove_file(&tmp);
-    let _ = std::fs::remove_file(&out);
-    let t = Instant::now();
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o"]).arg(&tmp).arg(url);
-    run_cmd(cmd)?;
-    let mut cmd = Command::new("qemu-img");
-    cmd.args(["convert", "-f", qemu_fmt, "-O", "qcow2"])
-        .arg(&tmp)
-        .arg(&out);
-    run_cmd(cmd)?;
-    let mut cmd = Command::new("sha256sum");
-    cmd.arg(&tmp);
-    run_cmd(cmd)?;
-    let secs = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&tmp);
-    let _ = std::fs::remove_file(&out);
-    Ok(secs)
-}
-
-/// Flushes every dirty page to disk (`sync`).
-pub(crate) fn settle() -> anyhow::Result<()> {
-    run_cmd(Command::new("sync"))
-}
-
-fn run_cmd(mut cmd: Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// A sparse raw disk: an MBR whose first partition holds a small Linux root

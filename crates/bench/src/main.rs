@@ -25,6 +25,7 @@ mod client;
 mod export;
 mod export_api;
 mod fileserver;
+mod floors;
 mod import;
 mod ratelimit;
 mod server;
