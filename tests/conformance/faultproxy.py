@@ -21,7 +21,8 @@ a faulted request never reaches the store.
 A store with no room answers with one of `FULL_KINDS` (not among the default kinds):
 - "full": 507 with MinIO's `XMinioStorageFull`;
 - "quota": 403 with Ceph RGW's `QuotaExceeded` (a bucket or user quota).
-`methods` limits a window to requests of those methods (e.g. only the PUTs of parts).
+`methods` limits a window to requests of those methods (e.g. only the PUTs of parts), and
+`path_contains` to those whose path (with its query) holds that text (e.g. `uploadId=`).
 Signatures pass untouched: the Host header is kept and moto does not check them.
 """
 
@@ -93,13 +94,14 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ commands
 
-    def fault(self, seconds: float, rate: float = 1.0, kinds=KINDS, latency: float = 0.0, methods=None):
+    def fault(self, seconds: float, rate: float = 1.0, kinds=KINDS, latency: float = 0.0, methods=None,
+              path_contains: str | None = None):
         """Open a fault window of `seconds` from now (replacing any open one)."""
         assert set(kinds) <= set(KINDS + FULL_KINDS), kinds
         now = time.monotonic()
         with self.lock:
             self.window = (now, now + seconds, tuple(kinds), rate, latency,
-                           None if methods is None else tuple(methods))
+                           None if methods is None else tuple(methods), path_contains)
 
     def clear(self):
         with self.lock:
@@ -119,14 +121,16 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ the proxy
 
-    def _decide(self, method: str) -> tuple[str | None, float]:
+    def _decide(self, method: str, path: str) -> tuple[str | None, float]:
         """(fault kind or None, latency) for one request."""
         with self.lock:
             w = self.window
             if w is None or time.monotonic() >= w[1]:
                 return None, 0.0
-            _, _, kinds, rate, latency, methods = w
+            _, _, kinds, rate, latency, methods, path_contains = w
             if methods is not None and method not in methods:
+                return None, 0.0
+            if path_contains is not None and path_contains not in path:
                 return None, 0.0
             if self.rng.random() < rate:
                 return self.rng.choice(kinds), latency
@@ -154,7 +158,7 @@ class FaultProxy:
 
     def _handle(self, h: BaseHTTPRequestHandler):
         body = self._read_body(h)
-        kind, latency = self._decide(h.command)
+        kind, latency = self._decide(h.command, h.path)
         if latency:
             time.sleep(latency)
         if kind == "drop":

@@ -4,7 +4,7 @@ Each served name maps to a file and a behaviour:
 - "ok": Content-Length, ETag, Range (`bytes=N-` and `bytes=N-M`, 206) like any object store;
 - "drop": the first response stops after half the body (the client must resume);
 - "lie": Content-Length promises more bytes than are sent, then closes;
-- "stall": headers, some bytes, then silence;
+- "stall": headers, the first 64 KiB, then silence (a resume gets headers only);
 - "norange": ignores Range and always answers 200 with the whole body;
 - "slow": the body trickles (256 KiB every 50 ms), for crash tests;
 - "throttle:<bytes/s>": the body arrives at that rate, in 64 KiB pieces;
@@ -94,7 +94,15 @@ class Origin:
                         origin.dropped.add(name)
                         cut = length // 2
                     if behaviour == "stall":
-                        cut = min(length, 64 * 1024)
+                        # The first 64 KiB and the tail (which footers need), then
+                        # silence; a resumed request gets its headers only, so the
+                        # client sees no progress at all and gives up.
+                        if start >= size - 64 * 1024:
+                            cut = length
+                        elif start == 0:
+                            cut = min(length, 64 * 1024)
+                        else:
+                            cut = 0
                     rate = int(behaviour.split(":", 1)[1]) if behaviour.startswith("throttle:") else 0
                     piece = 64 * 1024 if rate else 256 * 1024
                     while True:

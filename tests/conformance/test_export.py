@@ -422,7 +422,14 @@ def test_killed_export_is_retried_and_leaves_no_partial_object(tmp_path, big_sou
         image_id = import_image(d, put_cos(d, big_source, "src/big.raw"))
         assert wait_image(d, image_id, timeout=400)["ImageState"] == "NORMAL"
         resp = export(d, image_id, "VMDK")
-        wait_running(d, resp["TaskId"])
+        # Killed while it writes: once its temporary file exists (the export takes
+        # about a second, less than a heartbeat may take to show its bytes).
+        deadline = time.monotonic() + 120
+        while not partials(d):
+            t = export_task(d, resp["TaskId"])
+            assert t["TaskState"] in ("QUEUED", "RUNNING"), f"the export ended before it was killed: {t}"
+            assert time.monotonic() < deadline, t
+            time.sleep(0.01)
         d.server.proc.send_signal(signal.SIGKILL)
         d.server.proc.wait(timeout=10)
         assert objects(d) == [], "an unfinished export is visible in the bucket"

@@ -135,3 +135,42 @@ def test_a_full_s3_store_fails_the_export_with_export_target_full(tmp_path):
     finally:
         dep.server.stop()
         proxy.close()
+
+
+def test_a_completion_whose_answer_is_lost_still_publishes_the_export(tmp_path):
+    """The store completes the multipart upload, and the answer never arrives (the proxy
+    drops the connection after the store did the work, as a timeout does while a store
+    assembles a large object). The S3 client's retries then find no upload; the export
+    counts as published because the object is there with every byte written: the task
+    SUCCEEDS, its object is identical to the source, and no upload is left."""
+    proxy = FaultProxy(os.environ["IMAGEGATE_TEST_S3_ENDPOINT"])
+    source = (f'cos_endpoint = "{proxy.endpoint}"\ncos_access_key = "{S3_KEYS["aws_access_key_id"]}"\n'
+              f'cos_secret_key = "{S3_KEYS["aws_secret_access_key"]}"\ncos_region = "{S3_KEYS["region_name"]}"\n')
+    dep = _start_deployment(tmp_path, rate_limits=False, workers=WORKERS, with_cos_root=False,
+                            source_extra=source)
+    try:
+        raw = di.linux_disk(tmp_path / "small.raw", size_mib=64, data_mib=16, seed=11)
+        src = bucket("lsrc")
+        s3_client().upload_file(str(raw), src, "system.raw")
+        image_id = import_image(dep, f"https://{src}.cos.ap-guangzhou.myqcloud.com/system.raw")
+        assert wait_image(dep, image_id)["ImageState"] == "NORMAL"
+        out = bucket("lost")
+        # Only the completion (a POST naming its upload) is dropped, for long enough
+        # that the first try and the client's quick retries all go unanswered.
+        proxy.fault(seconds=600, kinds=("drop",), methods=("POST",), path_contains="uploadId=")
+        resp = export(dep, image_id, "RAW", BucketName=out)
+        t = wait_task(dep, resp["TaskId"], timeout=300)
+        proxy.clear()
+        print(f"\nlost completion answers: {proxy.counts}; task {t['TaskState']} "
+              f"{t.get('FailureCode')} {t.get('FailureMessage')}")
+        assert proxy.counts["drop"] > 0, proxy.counts
+        assert t["TaskState"] == "SUCCEEDED", (t.get("FailureCode"), t.get("FailureMessage"))
+        key = resp["CosPaths"][0][1:]
+        assert keys(out) == [key] and uploads(out) == []
+        local = tmp_path / "exported.raw"
+        s3_client().download_file(out, key, str(local))
+        cmp = compare("raw", raw, "raw", local)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    finally:
+        dep.server.stop()
+        proxy.close()

@@ -14,7 +14,15 @@
   is complete and identical.
 - An S3 outage longer than `blobs.retry_deadline_secs` fails the import with
   `BlobStoreUnavailable` once the deadline has passed, leaves nothing in the bucket once
-  the store is back, and the next import runs normally.
+  the store is back, and the next import runs normally. An export whose reads of the
+  stored image fail past the deadline fails with the same code and leaves nothing in its
+  bucket; the same export succeeds once the store is back.
+
+- PostgreSQL's data volume full (its WAL elsewhere: 53100 disk_full, not a PANIC) while
+  imports run and more are asked for: each call is accepted or answered
+  ResourceInsufficient.StorageFull with nothing made, finished imports wait to record
+  their outcome, and once there is room every accepted import ends NORMAL on its first
+  attempt and the bucket matches the catalog.
 
 PostgreSQL here is a server of this test's own (initdb in a temporary directory, a free
 port; `PrivatePostgres`), restarted with `pg_ctl stop -m fast` / `start`: the shared
@@ -43,6 +51,7 @@ import diskimages as di
 from conftest import BACKEND, S3_KEYS, Backend, _start_deployment, s3_client, unique
 from faultproxy import KINDS, FaultProxy
 from origin import Origin
+from test_full_disk import fill
 
 pytestmark = pytest.mark.skipif(BACKEND != "pg-s3", reason="needs PostgreSQL and S3 (IMAGEGATE_TEST_BACKEND=pg-s3)")
 
@@ -65,16 +74,33 @@ def free_port() -> int:
 
 
 class PrivatePostgres:
-    """A PostgreSQL 15 server of this test's own, run as `postgres` when we are root."""
+    """A PostgreSQL 15 server of this test's own, run as `postgres` when we are root.
 
-    def __init__(self):
+    `data_volume_mib`: the data directory on a tmpfs of that size of its own, the WAL
+    (`initdb --waldir`) outside it, so that filling the volume makes PostgreSQL answer
+    53100 disk_full to what needs new room instead of failing its WAL (a PANIC and a
+    restart, which the restart test covers)."""
+
+    def __init__(self, data_volume_mib: int | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="igtest-pg-"))
-        self.data = self.dir / "data"
+        self.volume = None
         self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self.dir.chmod(0o700)
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
+        initdb = ["initdb", "-A", "trust", "-U", "postgres", "--no-sync"]
+        if data_volume_mib is None:
+            self.data = self.dir / "data"
+        else:
+            assert os.geteuid() == 0, "mounting a tmpfs needs root"
+            self.volume = self.dir / "volume"
+            self.volume.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={data_volume_mib}m,mode=0700", "tmpfs",
+                            str(self.volume)], check=True)
+            shutil.chown(self.volume, "postgres", "postgres")
+            self.data = self.volume / "data"
+            initdb += ["--waldir", str(self.dir / "wal")]
+        self._run(*initdb, "-D", self.data)
         self.start()
         subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
                         "-c", "CREATE DATABASE imagegate"], check=True, capture_output=True, timeout=60)
@@ -100,7 +126,12 @@ class PrivatePostgres:
             self.stop()
         except AssertionError:
             pass
+        if self.volume is not None:
+            subprocess.run(["umount", "-l", str(self.volume)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        return (self.dir / "postgres.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +181,7 @@ def import_image(dep, url: str, name: str) -> str:
 
 
 def tasks(dep, ids: list[str]) -> dict[str, dict]:
-    resp = dep.common().call_json("DescribeImportImageTasks", {"ImageIds": ids})
+    resp = dep.common().call_json("DescribeImportImageTasks", {"ImageIds": ids, "Limit": 100})
     return {t["ImageId"]: t for t in resp["Response"]["ImportImageTaskSet"]}
 
 
@@ -281,6 +312,81 @@ def test_postgres_restart_mid_import_fails_nothing(tmp_path, origin, small_disk)
         pg.close()
 
 
+# --------------------------------------------------------------------------- PostgreSQL disk full
+
+PG_VOLUME_MIB = 64        # the catalog's data volume (initdb and the database take ~32)
+
+
+def test_a_full_postgres_data_volume_refuses_or_waits_and_loses_nothing(tmp_path, origin, small_disk):
+    """The catalog's PostgreSQL data volume fills up (its WAL is elsewhere, so the server
+    answers 53100 disk_full) while three imports are mid-flight and more are asked for.
+    Each call is accepted or answered ResourceInsufficient.StorageFull (with nothing
+    made); the imports in flight finish their work and their outcomes wait for room; the
+    server and PostgreSQL stay up. Once there is room every accepted import ends NORMAL
+    on its first attempt, byte-identical, the bucket matches the catalog, and the next
+    import runs normally."""
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+    raw, qcow = small_disk
+    pg = PrivatePostgres(data_volume_mib=PG_VOLUME_MIB)
+    dep = _start_deployment(tmp_path, rate_limits=False, workers=WORKERS,
+                            backend=Backend(catalog_url=pg.url, bucket=fresh_bucket()))
+    filler = None
+    try:
+        tag = uuid.uuid4().hex[:6]
+        ids = [import_image(dep, origin.serve(f"full{tag}{n}.qcow2", qcow, "throttle:4000000"), unique("pgfull"))
+               for n in range(3)]
+        wait_until("all imports mid-flight",
+                   lambda: all(t["TaskState"] == "RUNNING" and (t["BytesFetched"] or 0) > 0
+                               for t in tasks(dep, ids).values()), 60)
+        filler = fill(pg.volume, 0)
+
+        # Ask for more until the catalog needs new room and says so (each import adds
+        # rows; a page of a table or an index fills within a few dozen).
+        accepted, refused = [], []
+        for n in range(80):
+            try:
+                accepted.append(import_image(dep, origin.serve(f"more{tag}{n}.qcow2", qcow), unique("pgmore")))
+            except TencentCloudSDKException as e:
+                assert e.code == "ResourceInsufficient.StorageFull", (e.code, e.message)
+                assert "/" not in e.message and "postgres" not in e.message.lower(), e.message
+                refused.append(e.code)
+                if len(refused) >= 3:
+                    break
+        assert refused, f"{len(accepted)} imports were accepted on a full volume: it never needed room"
+        assert "No space left on device" in pg.log()
+
+        # Long enough for the imports in flight to finish their bytes (~8 s at 4 MB/s).
+        time.sleep(12)
+        assert dep.server.proc.poll() is None, "the server exited"
+        assert "PANIC" not in pg.log(), pg.log()[-2000:]
+        # An import that finished meanwhile could not record it, and waits.
+        assert "the task's outcome waits for room" in (tmp_path / "server.log").read_text(errors="replace")
+        filler.unlink()
+        filler = None
+
+        every = ids + accepted
+        ts = settled(dep, every, 300)
+        for i in every:
+            t = ts[i]
+            assert t["TaskState"] == "SUCCEEDED" and t["ImageState"] == "NORMAL", t
+            assert t["Sha256"] == sha256(qcow), t
+            assert len(t["AttemptSet"]) == 1, t["AttemptSet"]
+        # A refused call made nothing: the account holds exactly the accepted imports.
+        assert sorted(all_images(dep)) == sorted(every)
+        print(f"\n{len(accepted)} imports accepted and {len(refused)} refused (StorageFull) on a full "
+              f"PostgreSQL volume; all {len(every)} NORMAL once there was room")
+
+        after = import_image(dep, origin.serve(f"after{tag}.qcow2", qcow), unique("pgafter"))
+        t = settled(dep, [after], 120)[after]
+        assert t["TaskState"] == "SUCCEEDED" and t["ImageState"] == "NORMAL", t
+        assert_stored_exactly(dep, dict.fromkeys(every + [after], raw), tmp_path)
+    finally:
+        if filler is not None:
+            filler.unlink()
+        dep.server.stop()
+        pg.close()
+
+
 # --------------------------------------------------------------------------- S3 faults
 
 def s3_deployment(tmp_path: Path, proxy: FaultProxy, *blobs_extra: str):
@@ -401,6 +507,64 @@ def test_an_s3_outage_past_the_deadline_fails_the_import_with_its_own_code(tmp_p
         t = settled(dep, [after], 120)[after]
         assert t["TaskState"] == "SUCCEEDED" and t["ImageState"] == "NORMAL", t
         assert_stored_exactly(dep, {after: small_raw}, tmp_path)
+        assert dep.server.proc.poll() is None, "the server exited"
+    finally:
+        dep.server.stop()
+
+
+def test_an_s3_outage_past_the_deadline_fails_an_export_with_its_own_code(tmp_path, origin, small_disk, proxy):
+    """The blob store's GETs fail (its HEADs, and the export bucket on moto directly, do
+    not): the export's reads of the stored image wait out the outage up to the deadline,
+    then the task fails with BlobStoreUnavailable and leaves nothing in the bucket; once the
+    store is back the same export succeeds."""
+    small_raw, small_qcow = small_disk
+    dep = s3_deployment(tmp_path, proxy, f"retry_deadline_secs = {SHORT_DEADLINE}")
+    try:
+        tag = uuid.uuid4().hex[:6]
+        image = import_image(dep, origin.serve(f"ed{tag}.qcow2", small_qcow), unique("ed"))
+        assert settled(dep, [image], 120)[image]["ImageState"] == "NORMAL"
+        target = f"exd{tag}-{dep.accounts['a'].app_id}"
+        s3_client().create_bucket(Bucket=target)
+
+        window = SHORT_DEADLINE * 4
+        proxy.fault(seconds=window, rate=1.0, kinds=("500", "503", "reset"), methods=("GET",))
+        opened = time.monotonic()
+        params = {"ImageIds": [image], "BucketName": target, "ExportFormat": "QCOW2"}
+        task_id = dep.common().call_json("ExportImages", params)["Response"]["TaskId"]
+        t = wait_until("the export to end",
+                       lambda: (t := export_task(dep, task_id))["TaskState"] not in ("QUEUED", "RUNNING") and t,
+                       window + 30, step=0.5)
+        failed_after = time.monotonic() - opened
+        print(f"\ndeadline {SHORT_DEADLINE}s, GET outage {window}s: export {t['TaskState']} "
+              f"{failed_after:.1f}s into it with {t.get('FailureCode')}: {t.get('FailureMessage')}")
+        assert t["TaskState"] == "FAILED", t
+        assert t["FailureCode"] == "BlobStoreUnavailable", t
+        assert "image store kept failing" in t["FailureMessage"], t
+        assert "export the image again" in t["FailureMessage"], t
+        for hidden in ("127.0.0.1", str(proxy.port), dep.backend.bucket, "http"):
+            assert hidden not in t["FailureMessage"], t
+        # Not before the deadline, and while the store was still down.
+        assert SHORT_DEADLINE <= failed_after < window, failed_after
+        assert proxy.faults_injected() > 0, proxy.counts
+        # Nothing in the bucket: no object, no incomplete upload.
+        assert s3_client().list_objects_v2(Bucket=target).get("Contents", []) == []
+        assert s3_client().list_multipart_uploads(Bucket=target).get("Uploads", []) == []
+
+        # Once the store is back, the same export (in a later second: an identical
+        # re-send within one would get the failed task back) succeeds.
+        wait_until("the outage to end", lambda: not proxy.active(), window + 5)
+        time.sleep(1.0)
+        again = dep.common().call_json("ExportImages", params)["Response"]
+        assert again["TaskId"] != task_id, again
+        t = wait_until("the second export to end",
+                       lambda: (t := export_task(dep, again["TaskId"]))["TaskState"] not in ("QUEUED", "RUNNING") and t,
+                       120, step=0.5)
+        assert t["TaskState"] == "SUCCEEDED", t
+        local = tmp_path / "exported.qcow2"
+        s3_client().download_file(target, again["CosPaths"][0][1:], str(local))
+        cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(small_raw), str(local)],
+                             capture_output=True, text=True)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
         assert dep.server.proc.poll() is None, "the server exited"
     finally:
         dep.server.stop()

@@ -391,10 +391,12 @@ def test_an_outcome_waits_for_room_on_a_full_catalog_volume(tmp_path, origin):
     its object matches the source."""
     work = tmp_path / "src"
     work.mkdir()
-    raw = di.linux_disk(work / "slow.raw", size_mib=256, data_mib=96, seed=7)
+    # Large enough that the export (written past the page cache, so quickly) is still
+    # running when the server is stopped to fill the volume.
+    raw = di.linux_disk(work / "slow.raw", size_mib=512, data_mib=256, seed=7)
     source = di.convert(raw, work / "slow.qcow2", "qcow2-v3")
     lease = 3
-    with tmpfs(tmp_path / "vol", 192) as vol:
+    with tmpfs(tmp_path / "vol", 384) as vol:
         data, cos = vol / "data", tmp_path / "cos"
         (cos / EXPORTS).mkdir(parents=True)
         config = tmp_path / "imagegate.toml"
@@ -411,10 +413,12 @@ def test_an_outcome_waits_for_room_on_a_full_catalog_volume(tmp_path, origin):
             image_id = import_normal(dep, origin, source)
             next_second()
             task_id = export(dep, image_id, "VMDK")["TaskId"]  # the slowest writer
+            # Stopped once it writes its object (its temporary file exists): its
+            # catalog writes before that (sizes, the object marked) are done.
             deadline = time.monotonic() + 60
-            while export_task(dep, task_id)["TaskState"] != "RUNNING":
+            while not files_under(cos / ".imagegate-exports"):
                 assert time.monotonic() < deadline, export_task(dep, task_id)
-                time.sleep(0.02)
+                time.sleep(0.01)
             checkpoint_while_stopped(pid, data)  # returns with the server stopped
             assert export_row(data, task_id)[0] == "RUNNING", \
                 "the export finished before the volume could be filled: make it bigger"

@@ -201,8 +201,9 @@ def signed_copy(raw, action: str, params: dict, ts: int, region: str = "ap-guang
 
 
 def test_a_signature_cannot_become_a_mutating_request(net_gate):
-    """A captured DescribeImages re-sent as DeleteImages (same body, same signature) is
-    refused, in any region; a mutating request keeps its region; read-only targets run."""
+    """A captured DescribeImages re-sent later as DeleteImages (same body, same signature)
+    is refused, in any region; a mutating request keeps its region; read-only targets run.
+    Each raw request comes on a new connection, signed 200 s ago: a captured copy."""
     raw = net_gate.raw("a")
     image_id = settled_image(net_gate, "a")
     ts = unused_second()
@@ -273,10 +274,10 @@ def test_identical_resend_of_a_mutating_request_gets_the_first_answer(net_gate):
 
 
 def describe_then_delete_in_one_second(reader: cvm_client.CvmClient, deleter: cvm_client.CvmClient,
-                                       image_id: str) -> TencentCloudSDKException | None:
+                                       image_id: str) -> tuple[TencentCloudSDKException | None, bool]:
     """DescribeImages then DeleteImages of `image_id`, both signed by the SDK in one second
-    (byte-identical bodies: one signature). The delete's error, if any. Starts just after
-    a second begins and fails the test if the pair still straddled two seconds."""
+    (byte-identical bodies: one signature), starting just after a second begins. The
+    delete's error, if any, and whether the pair did fall in one second."""
     time.sleep(1.02 - time.time() % 1)
     started = time.time()
     req = models.DescribeImagesRequest()
@@ -289,28 +290,32 @@ def describe_then_delete_in_one_second(reader: cvm_client.CvmClient, deleter: cv
         error = None
     except TencentCloudSDKException as e:
         error = e
-    assert int(time.time()) == int(started), "the two calls straddled a second: a slow machine"
-    return error
+    return error, int(time.time()) == int(started)
 
 
-def test_sdk_describe_then_delete_in_one_second_on_its_own_connection(net_gate):
+def test_sdk_describe_then_delete_in_one_second_runs_on_one_or_two_connections(net_gate):
     """Terraform's refresh then destroy, or any client reading an image just before it
     deletes it: the two calls share a signature when they fall in one second. On the
-    client's own kept-alive connection the delete is the client's next call and runs. The
-    same pair from two clients (two connections) is what a captured DescribeImages turned
-    into a DeleteImages looks like: refused, and the image stays."""
-    image_id = settled_image(net_gate, "a")
+    client's own kept-alive connection the delete is the client's next call and runs; from
+    a second client (a new connection, as tccli's process per call makes) it comes at once
+    and runs too. The same signature turned into a delete later is a captured request:
+    `test_a_signature_cannot_become_a_mutating_request` is refused. A pair that straddled
+    two seconds (a slow moment) proves nothing about a shared signature: it is tried
+    again, with a new image, up to three times."""
     sdk = net_gate.sdk("a")
-    assert describe_then_delete_in_one_second(sdk, sdk, image_id) is None
     gone = models.DescribeImagesRequest()
-    gone.ImageIds = [image_id]
-    time.sleep(1.1)
-    assert sdk.DescribeImages(gone).TotalCount == 0
-
-    other = settled_image(net_gate, "a")
-    refused = describe_then_delete_in_one_second(net_gate.sdk("a"), net_gate.sdk("a"), other)
-    assert refused is not None and refused.get_code() == "AuthFailure.SignatureFailure", refused
-    assert image_by_id(net_gate.sdk("a"), other).ImageId == other
+    for reader, deleter in [(sdk, sdk), (net_gate.sdk("a"), net_gate.sdk("a"))]:
+        for _ in range(3):
+            image_id = settled_image(net_gate, "a")
+            error, one_second = describe_then_delete_in_one_second(reader, deleter, image_id)
+            assert error is None, error
+            gone.ImageIds = [image_id]
+            time.sleep(1.1)
+            assert sdk.DescribeImages(gone).TotalCount == 0
+            if one_second:
+                break
+        else:
+            pytest.fail("three DescribeImages + DeleteImages pairs each straddled a second: a slow machine")
 
 
 def test_sdk_calls_a_second_apart(net_gate):
