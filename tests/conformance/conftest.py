@@ -243,6 +243,8 @@ class Server:
 
     def __init__(self, config: Path, log_path: Path, args: tuple[str, ...] = ()):
         self.args = args
+        # Added to the server's environment at each start.
+        self.env: dict[str, str] = {}
         self.config = config
         self.log_path = log_path
         self.output: list[str] = []
@@ -257,6 +259,7 @@ class Server:
         env = dict(os.environ)
         env.pop("IMAGEGATE_LISTEN", None)
         env.pop("IMAGEGATE_DATA_DIR", None)
+        env.update(self.env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", str(self.config), *self.args],
@@ -356,9 +359,11 @@ class Deployment:
 
 
 def _start_deployment(tmp: Path, *, rate_limits: bool, accounts=None, with_cos_root: bool = True,
-                      server_args: tuple[str, ...] = (), **cfg) -> Deployment:
+                      server_args: tuple[str, ...] = (), server_env: dict[str, str] | None = None,
+                      **cfg) -> Deployment:
     """`with_cos_root=False` leaves `source.cos_root` unset (COS through `cos_endpoint`);
-    `server_args` are added to `imagegate serve` (e.g. `--no-workers`)."""
+    `server_args` are added to `imagegate serve` (e.g. `--no-workers`), `server_env` to
+    its environment."""
     accounts = accounts or make_accounts()
     data_dir = tmp / "data"
     cos_root = tmp / "cos"
@@ -366,7 +371,9 @@ def _start_deployment(tmp: Path, *, rate_limits: bool, accounts=None, with_cos_r
     config = tmp / "imagegate.toml"
     backend = write_config(config, data_dir, accounts.values(), rate_limits=rate_limits,
                            cos_root=cos_root if with_cos_root else None, **cfg)
-    server = Server(config, tmp / "server.log", server_args).start()
+    server = Server(config, tmp / "server.log", server_args)
+    server.env.update(server_env or {})
+    server.start()
     return Deployment(server, accounts, tmp, backend)
 
 

@@ -90,6 +90,7 @@ impl ImportProgress {
                 bytes_written = self.bytes_written.load(Ordering::Relaxed),
                 "import phase"
             );
+            super::phase_pause::after_entering(phase);
         }
     }
 
