@@ -46,7 +46,7 @@ pub struct ImportArgs {
     #[arg(long)]
     reuse_fixtures: bool,
     /// The server's folder (its data_dir, where images are stored), instead
-    /// of <workdir>/server: e.g. on another device, or on tmpfs to see the
+    /// of `<workdir>/server`: e.g. on another device, or on tmpfs to see the
     /// import without the store's device.
     #[arg(long)]
     server_dir: Option<PathBuf>,

@@ -3,6 +3,9 @@
 
 // No unsafe code, except where a module says why it needs some.
 #![deny(unsafe_code)]
+// The crate's documentation is for whoever works on the service, read with
+// `cargo doc --document-private-items`: module overviews link their private parts.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod accounts;
 // `mallopt` has no safe wrapper; one call at start-up (see the module).
@@ -11,6 +14,8 @@ pub mod alloc_tuning;
 pub mod api;
 pub mod blobstore;
 pub mod catalog;
+// Its clap doc comments are the CLI's --help text, `<placeholders>` and bare URLs included.
+#[allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
 pub mod client;
 pub mod config;
 pub mod console;

@@ -4,7 +4,7 @@
 //!
 //! Small functions any task that writes (import, export, sync) can call:
 //! [`check_free_space`] before and while writing under the data directory,
-//! [`Catalog::stored_bytes`] with [`quota_room`] before storing an account's
+//! [`crate::catalog::Catalog::stored_bytes`] with [`quota_room`] before storing an account's
 //! bytes, [`is_disk_full`] to turn an I/O error into [`StorageRefusal::Full`]
 //! (or [`StorageRefusal::TargetFull`] for an export's bucket), and
 //! [`same_volume`] to tell whether a folder shares the data volume (and so

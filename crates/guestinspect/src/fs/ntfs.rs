@@ -2,7 +2,7 @@
 //! crate (0.4), which does the parsing (boot sector, MFT records with fixups,
 //! attribute lists, data runs, index B-trees, the upcase table).
 //!
-//! The crate reads through `Read + Seek`; [`Cursor`] provides that over
+//! The crate reads through `Read + Seek`; `Cursor` provides that over
 //! `ReadAt` at the partition offset, and is also the bound the crate lacks:
 //! each operation gets a budget of bytes it may read from the disk. An index
 //! whose subnode pointers form a cycle makes the crate descend forever,

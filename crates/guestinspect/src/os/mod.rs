@@ -255,7 +255,7 @@ pub struct Kernel {
     pub version: String,
     /// The kernel image, e.g. "/boot/vmlinuz-6.1.0-18-amd64".
     pub image: Option<String>,
-    /// Whether /lib/modules/<version> exists.
+    /// Whether `/lib/modules/<version>` exists.
     pub modules: bool,
 }
 
