@@ -152,6 +152,15 @@ pub async fn run_task(
         if let Some(r) = &reserve {
             r.check(0).map_err(|r| Failure::storage(&r))?;
         }
+        // Marked before anything is written: a crash after the publish must
+        // still let a failing later attempt find and remove the object (its
+        // removal accepts an object that never appeared). Once its temporary
+        // copy exists, writing this object needs no catalog write that can
+        // fail it (heartbeats retry; the outcome waits for room).
+        catalog
+            .mark_published(task.task_id, o.seq, true)
+            .await
+            .map_err(Failure::catalog)?;
         let tag = format!("{}-{}", task.task_id, o.seq);
         let mut writer = target
             .begin(&task.bucket, &o.object_key, &tag)
@@ -160,12 +169,6 @@ pub async fn run_task(
         if let Some(r) = &reserve {
             writer = r.clone().guard(writer);
         }
-        // Marked first: a crash after the publish must still let a failing
-        // later attempt find and remove the object.
-        catalog
-            .mark_published(task.task_id, o.seq, true)
-            .await
-            .map_err(Failure::catalog)?;
         let (counters, cancel) = (counters.clone(), cancel.clone());
         let written = tokio::task::spawn_blocking(move || {
             write_object(&*disk, format, writer, &counters, &cancel)
