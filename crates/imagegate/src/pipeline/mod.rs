@@ -9,7 +9,7 @@ pub mod failure;
 pub mod guest_checks;
 mod heartbeat;
 mod patience;
-pub mod phase_pause;
+mod phase_pause;
 pub mod progress;
 
 use std::path::PathBuf;
